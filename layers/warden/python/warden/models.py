@@ -105,3 +105,45 @@ class Neo4jSecret(_Model):
 
 
 DatabaseSecret = Annotated[PostgresSecret | Neo4jSecret, Field(discriminator="engine")]
+
+
+class CheckStatus(StrEnum):
+    PASS = "pass"  # noqa: S105 - not a password
+    WARN = "warn"
+    FAIL = "fail"
+
+
+class HealthStatus(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+
+class CheckResult(_Model):
+    """One check of one target: what was checked, how it went, how long it took."""
+
+    name: str
+    status: CheckStatus
+    message: str
+    duration_ms: float
+    details: dict[str, object] = {}
+
+
+class TargetHealth(_Model):
+    target: str
+    engine: Engine
+    status: HealthStatus
+    checked_at: str
+    checks: list[CheckResult]
+
+
+class HealthReport(_Model):
+    stage: str
+    status: HealthStatus
+    targets: list[TargetHealth]
+
+
+class HealthRequest(_Model):
+    """Input of the health function: one target, or every target of the stage when omitted."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)] | None = None

@@ -1,0 +1,47 @@
+"""Target configuration at run time: the stack writes one JSON parameter per target under
+`/warden/<stage>/targets/<name>` in SSM Parameter Store; functions read them by path."""
+
+from __future__ import annotations
+
+import json
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from warden.clients import aws_client
+from warden.errors import ConfigError, TargetNotFound
+from warden.models import Target
+from warden.settings import Settings
+
+
+def load_targets(settings: Settings) -> dict[str, Target]:
+    """Every target configured for the stage, by name."""
+    ssm = aws_client("ssm")
+    targets: dict[str, Target] = {}
+    try:
+        pages = ssm.get_paginator("get_parameters_by_path").paginate(
+            Path=settings.targets_path, Recursive=False, WithDecryption=True
+        )
+        for page in pages:
+            for param in page["Parameters"]:
+                target = _parse(param["Name"], param["Value"])
+                targets[target.name] = target
+    except ClientError as err:
+        raise ConfigError(f"cannot read target configuration under {settings.targets_path}: {err}") from err
+    return dict(sorted(targets.items()))
+
+
+def get_target(settings: Settings, name: str) -> Target:
+    """One target by name; `TargetNotFound` lists the ones that exist."""
+    targets = load_targets(settings)
+    if name not in targets:
+        known = ", ".join(targets) or "none"
+        raise TargetNotFound(f"unknown target {name!r} in stage {settings.stage!r} (configured: {known})")
+    return targets[name]
+
+
+def _parse(parameter: str, value: str) -> Target:
+    try:
+        return Target.model_validate(json.loads(value))
+    except (ValueError, ValidationError) as err:
+        raise ConfigError(f"target parameter {parameter} is not a valid target: {err}") from err

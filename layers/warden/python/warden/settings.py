@@ -1,0 +1,42 @@
+"""Runtime settings of a function, read from its environment once, through a model.
+
+Library code never touches `os.environ`: a handler calls `Settings.from_env()` at cold start and
+passes the result down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    stage: str = Field(alias="WARDEN_STAGE")
+    function: str = Field(default="cli", alias="WARDEN_FUNCTION")
+    catalog_table: str | None = Field(default=None, alias="WARDEN_CATALOG_TABLE")
+    audit_table: str | None = Field(default=None, alias="WARDEN_AUDIT_TABLE")
+    state_table: str | None = Field(default=None, alias="WARDEN_STATE_TABLE")
+    bucket: str | None = Field(default=None, alias="WARDEN_BUCKET")
+    topic_arn: str | None = Field(default=None, alias="WARDEN_TOPIC_ARN")
+    kms_key_id: str | None = Field(default=None, alias="WARDEN_KMS_KEY_ID")
+
+    @property
+    def targets_path(self) -> str:
+        """SSM Parameter Store path under which the stack writes each target's configuration."""
+        return f"/warden/{self.stage}/targets/"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls.model_validate({k: v for k, v in env.items() if k.startswith("WARDEN_")})
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The function's settings, read once per execution environment."""
+    return Settings.from_env()
