@@ -1,0 +1,270 @@
+"""AWS for the local runtime: moto, with Lambda invocations dispatched to the real handlers.
+
+Two ways to run it:
+- `LocalAws()` in-process (`mock_aws`): for tests; boto3 calls in this process go to moto.
+- `LocalAws(server=True)`: a `ThreadedMotoServer` on 127.0.0.1 and a free port, for the demo and
+  the CLI; clients reach it through the standard `AWS_ENDPOINT_URL` variable.
+
+Either way Step Functions definitions really execute (moto's interpreter), and every Lambda
+invocation — from boto3 or from a state machine's Task — runs the real handler in
+`functions/<job>/handler.py`, chosen by the function's `WARDEN_FUNCTION` variable, in this process.
+A handler that raises answers like Lambda does: `FunctionError: Unhandled` and a payload with
+`errorType` / `errorMessage`, so Step Functions Retry / Catch on error names work as in AWS.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = REPO / "functions"
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+
+log = logging.getLogger(__name__)
+
+MOTO_CONFIG: dict[str, Any] = {
+    "stepfunctions": {"execute_state_machine": True},
+    "lambda": {"use_docker": False},
+}
+
+
+@dataclass
+class LambdaContext:
+    """The fields of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = ""
+    aws_request_id: str = ""
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 900_000
+
+
+class HandlerDispatcher:
+    """Routes moto's Lambda invocations to the real handler modules, loaded once per function
+    (like one warm execution environment per function)."""
+
+    def __init__(self, functions_dir: Path = FUNCTIONS_DIR) -> None:
+        self.functions_dir = functions_dir
+        self._modules: dict[str, ModuleType] = {}
+        self._lock = threading.Lock()
+        self.invocations: list[tuple[str, dict[str, Any]]] = []
+
+    def handler_module(self, job: str) -> ModuleType:
+        with self._lock:
+            if job not in self._modules:
+                path = self.functions_dir / job / "handler.py"
+                if not path.exists():
+                    raise LookupError(f"no handler for function job {job!r} at {path}")
+                spec = importlib.util.spec_from_file_location(f"warden_fn_{job}", path)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                self._modules[job] = module
+            return self._modules[job]
+
+    def invoke(self, fn: Any, body: Any, response_headers: dict[str, str]) -> bytes:
+        job = fn.environment_vars.get("WARDEN_FUNCTION")
+        if not job:
+            raise LookupError(f"function {fn.function_name} has no WARDEN_FUNCTION variable")
+        event = json.loads(body) if body else {}
+        self.invocations.append((fn.function_name, event))
+        context = LambdaContext(
+            function_name=fn.function_name,
+            invoked_function_arn=fn.function_arn,
+            aws_request_id=str(uuid.uuid4()),
+            memory_limit_in_mb=int(fn.memory_size or 512),
+        )
+        try:
+            result = self.handler_module(job).handler(event, context)
+        except Exception as err:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            payload = {
+                "errorType": type(err).__name__,
+                "errorMessage": str(err),
+                "stackTrace": traceback.format_exception(err)[-5:],
+            }
+            return json.dumps(payload).encode()
+        return json.dumps(result).encode()
+
+
+@contextmanager
+def _patched_lambda(dispatcher: HandlerDispatcher) -> Iterator[None]:
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    original = LambdaSimpleBackend.invoke
+
+    def invoke(self: Any, function_name: str, qualifier: str | None, body: Any, headers: Any,
+               response_headers: Any) -> bytes:
+        fn = self.get_function(function_name, qualifier)
+        return dispatcher.invoke(fn, body, response_headers)
+
+    LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        LambdaSimpleBackend.invoke = original  # type: ignore[method-assign]
+
+
+class LocalAws:
+    """moto with the Step Functions interpreter on and Lambda routed to the real handlers."""
+
+    def __init__(self, *, server: bool = False, port: int | None = None) -> None:
+        self.server = server
+        self.port = port
+        self.dispatcher = HandlerDispatcher()
+        self.endpoint_url: str | None = None
+        self._stack: list[Callable[[], None]] = []
+        self._saved_env: dict[str, str | None] = {}
+
+    def start(self) -> LocalAws:
+        from moto.core.config import default_user_config
+
+        self._set_env("AWS_DEFAULT_REGION", REGION)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            self._set_env(name, "testing")
+        self._set_env("POWERTOOLS_TRACE_DISABLED", "true")
+        self._set_env("POWERTOOLS_METRICS_NAMESPACE", "Warden")
+        self._set_env("POWERTOOLS_SERVICE_NAME", "warden")
+        patch = _patched_lambda(self.dispatcher)
+        patch.__enter__()
+        self._stack.append(lambda: patch.__exit__(None, None, None))
+        if self.server:
+            from moto.server import ThreadedMotoServer
+
+            from local._proc import free_port
+
+            saved = json.loads(json.dumps(default_user_config))
+            for key, value in MOTO_CONFIG.items():
+                default_user_config[key].update(value)  # type: ignore[literal-required]
+            self._stack.append(lambda: default_user_config.update(saved))  # type: ignore[typeddict-item]
+            self.port = self.port or free_port()
+            moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+            moto_server.start()
+            self._stack.append(moto_server.stop)
+            self.endpoint_url = f"http://127.0.0.1:{self.port}"
+            self._set_env("AWS_ENDPOINT_URL", self.endpoint_url)
+        else:
+            from moto import mock_aws
+
+            mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[arg-type]
+            mock.start()
+            self._stack.append(mock.stop)
+        from warden.clients import reset_clients
+
+        reset_clients()
+        return self
+
+    def stop(self) -> None:
+        while self._stack:
+            try:
+                self._stack.pop()()
+            except Exception:
+                log.exception("stopping local AWS")
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+
+    def _set_env(self, name: str, value: str) -> None:
+        self._saved_env.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    def __enter__(self) -> LocalAws:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint_url)
+
+
+def create_function(aws: LocalAws, name: str, job: str, environment: dict[str, str]) -> str:
+    """Register a Lambda function in moto whose invocations run `functions/<job>/handler.py`.
+
+    moto needs a code package and a role; neither is used, since the dispatcher runs the handler
+    module of this checkout.
+    """
+    import io
+    import zipfile
+
+    iam = aws.client("iam")
+    role_name = f"warden-local-{name}"[:64]
+    try:
+        role_arn = iam.get_role(RoleName=role_name)["Role"]["Arn"]
+    except iam.exceptions.NoSuchEntityException:
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                          "Principal": {"Service": "lambda.amazonaws.com"}}]}
+        role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))
+        role_arn = role["Role"]["Arn"]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.write(FUNCTIONS_DIR / job / "handler.py", "handler.py")
+    fn = aws.client("lambda").create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Architectures=["arm64"],
+        Role=role_arn,
+        Handler="handler.handler",
+        Code={"ZipFile": buf.getvalue()},
+        Environment={"Variables": {**environment, "WARDEN_FUNCTION": job}},
+        Timeout=900,
+    )
+    return str(fn["FunctionArn"])
+
+
+def render_definition(template: dict[str, Any], state_machine_id: str,
+                      resolve: Callable[[str, str | None], str]) -> str:
+    """The Amazon States Language JSON of a synthesized `AWS::StepFunctions::StateMachine`.
+
+    CDK writes the definition as a string, or an `Fn::Join` of strings and references; `resolve`
+    maps each reference (logical id, attribute or None for Ref) to the local resource's value.
+    """
+    props = template["Resources"][state_machine_id]["Properties"]
+    definition = props["DefinitionString"]
+
+    def value(part: Any) -> str:
+        if isinstance(part, str):
+            return part
+        if "Ref" in part:
+            return resolve(part["Ref"], None)
+        if "Fn::GetAtt" in part:
+            logical_id, attribute = part["Fn::GetAtt"]
+            return resolve(logical_id, attribute)
+        if "Fn::Join" in part:
+            sep, parts = part["Fn::Join"]
+            return sep.join(value(p) for p in parts)
+        raise ValueError(f"unsupported intrinsic in state machine definition: {part}")
+
+    text = value(definition)
+    for name, sub in (props.get("DefinitionSubstitutions") or {}).items():
+        text = text.replace("${" + name + "}", value(sub))
+    json.loads(text)  # a definition that does not parse is a bug here, not in moto
+    return text
+
+
+def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}

@@ -1,0 +1,154 @@
+"""The local runtime: real Neo4j and PostgreSQL servers, moto for AWS, targets registered as a
+deployed stage would have them (config in SSM Parameter Store, credentials in Secrets Manager)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local.aws import LocalAws, create_function
+from local.config import LocalConfig, load_local_config
+from local.postgres import DEBIAN_PG15_BIN, LocalPostgres, PostgresEndpoint, debian_pg15_available
+from warden.models import Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Timings:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def record(self, what: str, started: float) -> None:
+        self.seconds[what] = round(time.monotonic() - started, 2)
+
+
+class LocalRuntime:
+    """Start what the config asks for, register its targets in moto, stop everything on exit.
+
+    Every process started is stopped by `stop()`, which `__exit__` calls even on failure; the
+    servers also die with this Python process.
+    """
+
+    def __init__(self, work_dir: Path, config: LocalConfig | None = None, *, server: bool = False) -> None:
+        self.work_dir = Path(work_dir)
+        self.config = config or load_local_config()
+        self.aws = LocalAws(server=server)
+        self.neo4j: Any = None  # local.neo4j.LocalNeo4j, imported only when a target needs it
+        self.postgres: dict[str, LocalPostgres] = {}
+        self.timings = Timings()
+        self.targets: list[Target] = []
+        self.skipped: dict[str, str] = {}
+
+    @property
+    def needed(self) -> set[str]:
+        return {t.local for t in self.config.targets if t.local}
+
+    def start(self) -> LocalRuntime:
+        try:
+            self._start_servers()
+            started = time.monotonic()
+            self.aws.start()
+            self.timings.record("aws", started)
+            self.register_targets()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_servers(self) -> None:
+        errors: list[BaseException] = []
+        neo4j_thread = None
+        if "neo4j" in self.needed:
+            from local.neo4j import LocalNeo4j
+
+            self.neo4j = LocalNeo4j(self.work_dir / "neo4j")
+
+            def start_neo4j() -> None:
+                started = time.monotonic()
+                try:
+                    self.neo4j.start()
+                    self.timings.record("neo4j", started)
+                except BaseException as err:
+                    errors.append(err)
+
+            neo4j_thread = threading.Thread(target=start_neo4j, name="start-neo4j")
+            neo4j_thread.start()
+        try:
+            for service in sorted(self.needed - {"neo4j"}):
+                if service == "postgres15" and not debian_pg15_available():
+                    self.skipped[service] = f"Debian's PostgreSQL 15 is not installed at {DEBIAN_PG15_BIN}"
+                    continue
+                bin_dir = DEBIAN_PG15_BIN if service == "postgres15" else None
+                started = time.monotonic()
+                self.postgres[service] = LocalPostgres(self.work_dir / service, bin_dir=bin_dir)
+                self.postgres[service].start()
+                self.timings.record(service, started)
+        finally:
+            if neo4j_thread is not None:
+                neo4j_thread.join()
+        if errors:
+            raise errors[0]
+
+    def endpoint(self, service: str) -> Any:
+        if service == "neo4j":
+            return self.neo4j.endpoint if self.neo4j else None
+        return self.postgres[service].endpoint if service in self.postgres else None
+
+    def _local_secret(self, service: str) -> dict[str, Any]:
+        if service == "neo4j":
+            ep = self.neo4j.endpoint
+            return {"engine": "neo4j", "uri": ep.uri, "username": ep.username, "password": ep.password,
+                    "database": "neo4j"}
+        pg: PostgresEndpoint = self.postgres[service].endpoint
+        # The local servers are loopback-only and built without SSL; deployed targets require TLS.
+        return {"engine": "postgres", "host": pg.host, "port": pg.port, "username": pg.username,
+                "password": pg.password, "dbname": pg.dbname, "sslmode": "disable"}
+
+    def register_targets(self) -> list[Target]:
+        """Write each target's config to SSM and its credentials to Secrets Manager (moto)."""
+        ssm, secrets = self.aws.client("ssm"), self.aws.client("secretsmanager")
+        self.targets = []
+        for local_target in self.config.targets:
+            if local_target.local and local_target.local in self.skipped:
+                continue
+            target = local_target.as_target(self.config.stage)
+            secret = (self._local_secret(local_target.local) if local_target.local
+                      else local_target.secret(os.environ))
+            try:
+                secrets.create_secret(Name=target.secret_name, SecretString=json.dumps(secret))
+            except secrets.exceptions.ResourceExistsException:
+                secrets.put_secret_value(SecretId=target.secret_name, SecretString=json.dumps(secret))
+            ssm.put_parameter(
+                Name=f"/warden/{self.config.stage}/targets/{target.name}",
+                Value=json.dumps(target.model_dump(mode="json")),
+                Type="String",
+                Overwrite=True,
+            )
+            self.targets.append(target)
+        return self.targets
+
+    def deploy_function(self, job: str) -> str:
+        """Register `functions/<job>` as a Lambda function of this stage; returns its ARN."""
+        return create_function(self.aws, f"warden-{self.config.stage}-{job}", job, self.function_environment())
+
+    def function_environment(self) -> dict[str, str]:
+        return {"WARDEN_STAGE": self.config.stage}
+
+    def stop(self) -> None:
+        self.aws.stop()
+        for pg in self.postgres.values():
+            pg.stop()
+        if self.neo4j is not None:
+            self.neo4j.stop()
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
