@@ -23,7 +23,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from local._proc import die_with_parent, free_port, hand_over, port_open, service_user, stop_process, wait_until
+from local._proc import (
+    die_with_parent,
+    free_port,
+    hand_over,
+    port_open,
+    service_user,
+    stop_process,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +154,14 @@ class LocalPostgres:
         ]
         if self.preload:
             args += ["-c", f"shared_preload_libraries={','.join(self.preload)}"]
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+        self._proc = subprocess.Popen(
             args,
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             user=user.pw_uid if user else None,
             group=user.pw_gid if user else None,
-            preexec_fn=die_with_parent,  # noqa: PLW1509
+            preexec_fn=die_with_parent,
         )
         logfile.close()
 

@@ -100,37 +100,15 @@ class LocalRuntime:
             return self.neo4j.endpoint if self.neo4j else None
         return self.postgres[service].endpoint if service in self.postgres else None
 
-    def _local_secret(self, service: str) -> dict[str, Any]:
-        if service == "neo4j":
-            ep = self.neo4j.endpoint
-            return {"engine": "neo4j", "uri": ep.uri, "username": ep.username, "password": ep.password,
-                    "database": "neo4j"}
-        pg: PostgresEndpoint = self.postgres[service].endpoint
-        # The local servers are loopback-only and built without SSL; deployed targets require TLS.
-        return {"engine": "postgres", "host": pg.host, "port": pg.port, "username": pg.username,
-                "password": pg.password, "dbname": pg.dbname, "sslmode": "disable"}
+    def local_secrets(self) -> dict[str, dict[str, Any]]:
+        """Credentials of each started service, as its target's secret holds them."""
+        secrets = {name: postgres_secret(pg.endpoint) for name, pg in self.postgres.items()}
+        if self.neo4j is not None:
+            secrets["neo4j"] = neo4j_secret(self.neo4j.endpoint)
+        return secrets
 
     def register_targets(self) -> list[Target]:
-        """Write each target's config to SSM and its credentials to Secrets Manager (moto)."""
-        ssm, secrets = self.aws.client("ssm"), self.aws.client("secretsmanager")
-        self.targets = []
-        for local_target in self.config.targets:
-            if local_target.local and local_target.local in self.skipped:
-                continue
-            target = local_target.as_target(self.config.stage)
-            secret = (self._local_secret(local_target.local) if local_target.local
-                      else local_target.secret(os.environ))
-            try:
-                secrets.create_secret(Name=target.secret_name, SecretString=json.dumps(secret))
-            except secrets.exceptions.ResourceExistsException:
-                secrets.put_secret_value(SecretId=target.secret_name, SecretString=json.dumps(secret))
-            ssm.put_parameter(
-                Name=f"/warden/{self.config.stage}/targets/{target.name}",
-                Value=json.dumps(target.model_dump(mode="json")),
-                Type="String",
-                Overwrite=True,
-            )
-            self.targets.append(target)
+        self.targets = register_targets(self.aws, self.config, self.local_secrets(), skipped=set(self.skipped))
         return self.targets
 
     def deploy_function(self, job: str) -> str:
@@ -152,3 +130,39 @@ class LocalRuntime:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def postgres_secret(pg: PostgresEndpoint, dbname: str | None = None) -> dict[str, Any]:
+    # The local servers are loopback-only and built without SSL; deployed targets require TLS.
+    return {"engine": "postgres", "host": pg.host, "port": pg.port, "username": pg.username,
+            "password": pg.password, "dbname": dbname or pg.dbname, "sslmode": "disable"}
+
+
+def neo4j_secret(ep: Any, database: str = "neo4j") -> dict[str, Any]:
+    return {"engine": "neo4j", "uri": ep.uri, "username": ep.username, "password": ep.password,
+            "database": database}
+
+
+def register_targets(aws: LocalAws, config: LocalConfig, local_secrets: dict[str, dict[str, Any]],
+                     *, skipped: set[str] | None = None) -> list[Target]:
+    """Write each target's config to SSM and its credentials to Secrets Manager (moto), as the
+    stack and the operator do in AWS. Targets on a skipped local service are left out."""
+    ssm, secrets = aws.client("ssm"), aws.client("secretsmanager")
+    targets = []
+    for local_target in config.targets:
+        if local_target.local and local_target.local in (skipped or set()):
+            continue
+        target = local_target.as_target(config.stage)
+        secret = local_secrets[local_target.local] if local_target.local else local_target.secret(os.environ)
+        try:
+            secrets.create_secret(Name=target.secret_name, SecretString=json.dumps(secret))
+        except secrets.exceptions.ResourceExistsException:
+            secrets.put_secret_value(SecretId=target.secret_name, SecretString=json.dumps(secret))
+        ssm.put_parameter(
+            Name=f"/warden/{config.stage}/targets/{target.name}",
+            Value=json.dumps(target.model_dump(mode="json")),
+            Type="String",
+            Overwrite=True,
+        )
+        targets.append(target)
+    return targets

@@ -20,7 +20,9 @@ def load_secret(target: Target) -> DatabaseSecret:
         raw = aws_client("secretsmanager").get_secret_value(SecretId=target.secret_name)["SecretString"]
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "ClientError")
-        raise SecretError(f"cannot read secret {target.secret_name!r} of target {target.name!r}: {code}") from err
+        raise SecretError(
+            f"cannot read secret {target.secret_name!r} of target {target.name!r}: {code}"
+        ) from err
     try:
         data = json.loads(raw)
         data.setdefault("engine", target.engine.value)

