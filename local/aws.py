@@ -68,23 +68,26 @@ class HandlerDispatcher:
         self._lock = threading.Lock()
         self.invocations: list[tuple[str, dict[str, Any]]] = []
 
-    def handler_module(self, job: str) -> ModuleType:
+    def handler_module(self, fn: Any) -> ModuleType:
+        """The function's handler module, imported on its first invocation (its cold start) with
+        the function's environment variables set, as Lambda does; handlers read settings then."""
         with self._lock:
-            if job not in self._modules:
+            if fn.function_arn not in self._modules:
+                job = fn.environment_vars.get("WARDEN_FUNCTION")
+                if not job:
+                    raise LookupError(f"function {fn.function_name} has no WARDEN_FUNCTION variable")
                 path = self.functions_dir / job / "handler.py"
                 if not path.exists():
                     raise LookupError(f"no handler for function job {job!r} at {path}")
-                spec = importlib.util.spec_from_file_location(f"warden_fn_{job}", path)
+                spec = importlib.util.spec_from_file_location(f"warden_fn_{fn.function_name}", path)
                 assert spec is not None and spec.loader is not None
                 module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-                self._modules[job] = module
-            return self._modules[job]
+                with _environment(fn.environment_vars):
+                    spec.loader.exec_module(module)
+                self._modules[fn.function_arn] = module
+            return self._modules[fn.function_arn]
 
     def invoke(self, fn: Any, body: Any, response_headers: dict[str, str]) -> bytes:
-        job = fn.environment_vars.get("WARDEN_FUNCTION")
-        if not job:
-            raise LookupError(f"function {fn.function_name} has no WARDEN_FUNCTION variable")
         event = json.loads(body) if body else {}
         self.invocations.append((fn.function_name, event))
         context = LambdaContext(
@@ -94,7 +97,7 @@ class HandlerDispatcher:
             memory_limit_in_mb=int(fn.memory_size or 512),
         )
         try:
-            result = self.handler_module(job).handler(event, context)
+            result = self.handler_module(fn).handler(event, context)
         except Exception as err:
             response_headers["x-amz-function-error"] = "Unhandled"
             payload = {
@@ -104,6 +107,20 @@ class HandlerDispatcher:
             }
             return json.dumps(payload).encode()
         return json.dumps(result).encode()
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager

@@ -4,7 +4,6 @@ failure) and moto for AWS (fresh per test)."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,17 +80,8 @@ def neo4j_driver(neo4j_server: Any) -> Iterator[Any]:
 @pytest.fixture
 def aws() -> Iterator[LocalAws]:
     """moto in-process, Step Functions interpreter on, Lambda routed to the real handlers."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("WARDEN_")}
-    os.environ["WARDEN_STAGE"] = STAGE
-    from warden.settings import settings
-
-    settings.cache_clear()
     with LocalAws() as local_aws:
         yield local_aws
-    for key in [k for k in os.environ if k.startswith("WARDEN_")]:
-        del os.environ[key]
-    os.environ.update(saved)
-    settings.cache_clear()
 
 
 @pytest.fixture

@@ -15,11 +15,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from warden.config import get_target, load_targets
 from warden.health import check_targets
 from warden.models import HealthRequest, HealthStatus
-from warden.settings import settings
+from warden.settings import Settings
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+SETTINGS = Settings.from_env()
 
 
 @logger.inject_lambda_context
@@ -27,7 +28,7 @@ metrics = Metrics()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = HealthRequest.model_validate(event or {})
-    config = settings()
+    config = SETTINGS
     targets = [get_target(config, request.target)] if request.target else list(load_targets(config).values())
     report = check_targets(config.stage, targets)
     for target in report.targets:
@@ -40,5 +41,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                                namespace=metrics.namespace) as metric:
                 metric.add_dimension(name="Target", value=target.target)
                 metric.add_dimension(name="Check", value=check.name)
+    metrics.add_metric(name="TargetsChecked", unit=MetricUnit.Count, value=len(report.targets))
     logger.info("health checked", extra={"status": report.status.value, "targets": len(report.targets)})
     return report.model_dump(mode="json")

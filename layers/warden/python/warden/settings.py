@@ -1,14 +1,13 @@
 """Runtime settings of a function, read from its environment once, through a model.
 
-Library code never touches `os.environ`: a handler calls `Settings.from_env()` at cold start and
-passes the result down.
+Library code never touches `os.environ`: each handler module calls `Settings.from_env()` once, at
+import (the cold start), and passes the result down.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,9 +33,3 @@ class Settings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         return cls.model_validate({k: v for k, v in env.items() if k.startswith("WARDEN_")})
-
-
-@lru_cache(maxsize=1)
-def settings() -> Settings:
-    """The function's settings, read once per execution environment."""
-    return Settings.from_env()

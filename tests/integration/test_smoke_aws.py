@@ -1,0 +1,75 @@
+"""Smoke: moto stands in for AWS, and Lambda invocations run the real handlers against the real
+databases."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from local.aws import LocalAws
+from local.runtime import register_targets
+from tests.conftest import STAGE, load_event
+
+pytestmark = pytest.mark.integration
+
+
+def test_s3_and_dynamodb_round_trip(aws: LocalAws) -> None:
+    s3, ddb = aws.client("s3"), aws.client("dynamodb")
+    s3.create_bucket(Bucket="smoke", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    s3.put_object(Bucket="smoke", Key="a/b.txt", Body=b"warden")
+    ddb.create_table(TableName="smoke", BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    ddb.put_item(TableName="smoke", Item={"pk": {"S": "t#1"}, "n": {"N": "42"}})
+    assert s3.get_object(Bucket="smoke", Key="a/b.txt")["Body"].read() == b"warden"
+    assert ddb.get_item(TableName="smoke", Key={"pk": {"S": "t#1"}})["Item"]["n"] == {"N": "42"}
+
+
+def invoke(aws: LocalAws, function: str, event: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    response = aws.client("lambda").invoke(FunctionName=function, Payload=json.dumps(event).encode())
+    return json.loads(response["Payload"].read()), response.get("FunctionError")
+
+
+def test_health_function_runs_the_real_handler_against_both_databases(aws: LocalAws, local_targets: dict) -> None:
+    # Given the health function registered in moto
+    from local.aws import create_function
+
+    create_function(aws, "warden-local-health", "health", {"WARDEN_STAGE": STAGE})
+    # When it is invoked for every target
+    report, error = invoke(aws, "warden-local-health", load_event("health_all_targets"))
+    # Then the real databases answered
+    assert error is None, report
+    by_target = {t["target"]: t for t in report["targets"]}
+    assert set(by_target) == {"graph-local", "pg-local"}
+    assert report["status"] == "healthy"
+    assert by_target["pg-local"]["checks"][0]["details"]["version"].startswith("18.")
+    assert by_target["graph-local"]["checks"][0]["details"]["edition"] == "community"
+
+
+def test_health_function_fails_like_lambda_on_an_unknown_target(aws: LocalAws, local_targets: dict) -> None:
+    from local.aws import create_function
+
+    create_function(aws, "warden-local-health", "health", {"WARDEN_STAGE": STAGE})
+    payload, error = invoke(aws, "warden-local-health", load_event("health_scheduled", target="nope"))
+    assert error == "Unhandled"
+    assert payload["errorType"] == "TargetNotFound"
+    assert "graph-local" in payload["errorMessage"]
+
+
+def test_health_reports_a_target_whose_password_is_wrong_as_unhealthy(aws: LocalAws, postgres: Any) -> None:
+    from local.aws import create_function
+    from local.config import LocalConfig
+    from local.runtime import postgres_secret
+
+    config = LocalConfig.model_validate({"stage": STAGE, "targets": [
+        {"name": "pg-wrong", "engine": "postgres", "local": "postgres18"}]})
+    register_targets(aws, config, {"postgres18": {**postgres_secret(postgres), "password": "wrong"}})
+    create_function(aws, "warden-local-health", "health", {"WARDEN_STAGE": STAGE})
+    report, error = invoke(aws, "warden-local-health", {"target": "pg-wrong"})
+    assert error is None
+    check = report["targets"][0]["checks"][0]
+    assert report["status"] == "unhealthy"
+    assert check["status"] == "fail" and "password authentication failed" in check["message"]
+    assert "wrong" not in json.dumps(report).replace("pg-wrong", "")
