@@ -70,19 +70,26 @@ def test_schedule_must_be_an_eventbridge_expression(expression: str) -> None:
         Schedules(backup=expression)
 
 
-def test_bad_secret_shape_error_names_fields_but_never_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given a PostgreSQL secret without a host but with a password
-    from warden import secrets
+def test_bad_secret_shape_error_names_fields_but_never_the_password() -> None:
+    from local.aws import LocalAws
+    from warden.secrets import load_secret
 
-    class FakeSecrets:
-        def get_secret_value(self, SecretId: str) -> dict:  # noqa: N803 - boto3's spelling
-            return {"SecretString": json.dumps({"username": "u", "password": "hunter2-top-secret"})}
-
-    monkeypatch.setattr(secrets, "aws_client", lambda service: FakeSecrets())
-    target = Target(name="pg", engine=Engine.POSTGRES, secret_name="warden/pg")
-    # When it is loaded
-    with pytest.raises(SecretError) as err:
-        secrets.load_secret(target)
+    with LocalAws() as aws:
+        # Given a PostgreSQL secret without a host but with a password
+        aws.client("secretsmanager").create_secret(
+            Name="warden/pg", SecretString=json.dumps({"username": "u", "password": "hunter2-top-secret"}))
+        target = Target(name="pg", engine=Engine.POSTGRES, secret_name="warden/pg")
+        # When it is loaded
+        with pytest.raises(SecretError) as err:
+            load_secret(target)
     # Then the error says which field, and nothing of the password
     assert "host" in str(err.value)
-    assert "hunter2" not in str(err.value) and "hunter2" not in repr(err.value.__cause__)
+    assert "hunter2" not in str(err.value) and err.value.__cause__ is None
+
+
+def test_missing_secret_is_a_secret_error() -> None:
+    from local.aws import LocalAws
+    from warden.secrets import load_secret
+
+    with LocalAws(), pytest.raises(SecretError, match="ResourceNotFoundException"):
+        load_secret(Target(name="pg", engine=Engine.POSTGRES, secret_name="warden/absent"))
