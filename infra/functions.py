@@ -1,0 +1,349 @@
+"""THE function construct, the one place a Lambda function is made, and the grants functions use.
+
+Every Warden function is the same shape: the handler in `functions/<job>/handler.py`, Python 3.12
+on arm64 with the two shared layers, JSON logs into its own encrypted log group with the stage's
+retention, X-Ray tracing, and a role of its own that starts empty. The caller adds what the job
+needs with the `grant_*` helpers below; each grants named actions on named resources and sets the
+environment variable that tells the function where that resource is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from aws_cdk import ArnFormat, Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra import nag
+from infra.layers import SharedLayers
+from infra.storage import Storage
+from warden.models import StageConfig, Target
+
+REPO = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = REPO / "functions"
+HANDLER = "handler.handler"
+DEFAULT_TIMEOUT = Duration.minutes(1)
+_JOB = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+# Environment variables the runtime (and the local runtime) reads.
+ENV_FUNCTION = "WARDEN_FUNCTION"
+ENV_STAGE = "WARDEN_STAGE"
+ENV_BUCKET = "WARDEN_BUCKET"
+ENV_KMS_KEY_ID = "WARDEN_KMS_KEY_ID"
+ENV_TOPIC_ARN = "WARDEN_TOPIC_ARN"
+ENV_TABLES = {"catalog": "WARDEN_CATALOG_TABLE", "audit": "WARDEN_AUDIT_TABLE", "state": "WARDEN_STATE_TABLE"}
+_RESERVED_ENV = {ENV_FUNCTION, ENV_STAGE, "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    """The CloudWatch Logs retention for a number of days (one of the values Logs accepts)."""
+    try:
+        return _RETENTION[days]
+    except KeyError:
+        raise ValueError(f"{days} days is not a CloudWatch Logs retention; use one of {sorted(_RETENTION)}") from None
+
+
+def encrypted_log_group(scope: Construct, id: str, *, stage: StageConfig, key: kms.IKey) -> logs.LogGroup:
+    """A log group with the stage's retention, encrypted with `key` (whose policy must allow Logs)."""
+    return logs.LogGroup(
+        scope,
+        id,
+        retention=log_retention(stage.log_retention_days),
+        encryption_key=key,
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+
+
+class WardenFunction(Construct):
+    """One Warden Lambda function running `functions/<job>/handler.py`.
+
+    Attributes: `function` (the `lambda_.Function`), `role` (its own, empty until granted),
+    `log_group`, `job`, `stage`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        job: str,
+        layers: SharedLayers,
+        stage: StageConfig,
+        key: kms.IKey,
+        environment: dict[str, str] | None = None,
+        timeout: Duration = DEFAULT_TIMEOUT,
+        memory_size: int = 512,
+        description: str = "",
+        reserved_concurrency: int | None = None,
+    ) -> None:
+        super().__init__(scope, id)
+        code_dir = _code_dir(job)
+        clashes = sorted(_RESERVED_ENV & set(environment or {}))
+        if clashes:
+            raise ValueError(f"function {job!r}: environment must not set {clashes}; WardenFunction sets them")
+        self.job = job
+        self.stage = stage
+        self.key = key
+        self._granted: set[str] = set()
+
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Warden {stage.name} {job} function",
+        )
+        self.log_group = encrypted_log_group(self, "Logs", stage=stage, key=key)
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            runtime=layers.runtime,
+            architecture=layers.architecture,
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(
+                str(code_dir), exclude=["**/__pycache__", "**/*.pyc"], ignore_mode=IgnoreMode.GLOB
+            ),
+            layers=layers.all,
+            role=self.role,
+            timeout=timeout,
+            memory_size=memory_size,
+            description=description or f"Warden {stage.name} {job}",
+            environment={
+                "POWERTOOLS_SERVICE_NAME": "warden",
+                "POWERTOOLS_METRICS_NAMESPACE": "Warden",
+                ENV_FUNCTION: job,
+                ENV_STAGE: stage.name,
+                **(environment or {}),
+            },
+            logging_format=lambda_.LoggingFormat.JSON,
+            log_group=self.log_group,
+            reserved_concurrent_executions=reserved_concurrency,
+        )
+        self.log_group.grant_write(self.role)
+        self._enable_tracing()
+        nag.acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            "Pinned to python3.12 on purpose: the dependency layer is built from cp312 wheels "
+            "(pip --python-version 3.12) and the local runtime and tests run 3.12; moving runtime "
+            "is one deliberate change of layer, functions and tests together.",
+        )
+
+    def _enable_tracing(self) -> None:
+        # Set on the L1 rather than `tracing=Tracing.ACTIVE`, so the X-Ray statement lives in its
+        # own policy whose one wildcard is acknowledged there, not on the role's grants.
+        cfn_function = self.function.node.default_child
+        assert isinstance(cfn_function, lambda_.CfnFunction)
+        cfn_function.tracing_config = lambda_.CfnFunction.TracingConfigProperty(mode="Active")
+        policy = iam.Policy(
+            self,
+            "TracingPolicy",
+            roles=[self.role],
+            statements=[
+                iam.PolicyStatement(
+                    actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+                    resources=["*"],
+                )
+            ],
+        )
+        self.function.node.add_dependency(policy)
+        nag.acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray PutTraceSegments and PutTelemetryRecords support no resource-level permissions; "
+            "'*' is the only resource they accept.",
+        )
+
+    def add_to_policy(self, statement: iam.PolicyStatement) -> None:
+        """Add one statement to this function's own role."""
+        self.role.add_to_principal_policy(statement)
+
+    def _once(self, grant: str) -> bool:
+        first = grant not in self._granted
+        self._granted.add(grant)
+        return first
+
+
+def _code_dir(job: str) -> Path:
+    if not _JOB.match(job):
+        raise ValueError(f"job name {job!r} must match {_JOB.pattern} (it names functions/<job>/)")
+    code_dir = FUNCTIONS_DIR / job
+    if not (code_dir / "handler.py").is_file():
+        raise FileNotFoundError(f"function {job!r}: {code_dir / 'handler.py'} does not exist")
+    return code_dir
+
+
+# -- grants ------------------------------------------------------------------------------------
+
+_KEY_USE = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
+_TABLE_READ = ["dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"]
+_TABLE_WRITE = [
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+]
+_OBJECT_READ = ["s3:GetObject", "s3:GetObjectAttributes", "s3:GetObjectVersion"]
+_OBJECT_WRITE = ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:PutObject"]
+_OBJECT_DELETE = ["s3:DeleteObject", "s3:DeleteObjectVersion"]
+_BUCKET_READ = ["s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListBucketVersions"]
+
+
+def grant_key_use(fn: WardenFunction, storage: Storage) -> None:
+    """Encrypt / decrypt with the stage key: needed for every encrypted table, object and message."""
+    if fn._once("key"):
+        fn.add_to_policy(iam.PolicyStatement(actions=_KEY_USE, resources=[storage.key.key_arn]))
+        fn.function.add_environment(ENV_KMS_KEY_ID, storage.key.key_arn)
+
+
+def grant_target_config_read(fn: WardenFunction, storage: Storage) -> None:
+    """Read the stage's target configurations from Parameter Store.
+
+    `GetParametersByPath` is authorized against the path in the request, not the parameters it
+    returns: allowed on `/warden/<stage>/targets` with and without the trailing slash, nothing
+    above or beside it. Single reads are allowed on each target's own parameter.
+    """
+    if not fn._once("config"):
+        return
+    stack = Stack.of(fn)
+    path = storage.targets_path.strip("/")
+    path_arns = [
+        stack.format_arn(service="ssm", resource="parameter", resource_name=name) for name in (path, f"{path}/")
+    ]
+    fn.add_to_policy(iam.PolicyStatement(actions=["ssm:GetParametersByPath"], resources=path_arns))
+    parameter_arns = [p.parameter_arn for p in storage.target_parameters.values()]
+    if parameter_arns:
+        fn.add_to_policy(
+            iam.PolicyStatement(actions=["ssm:GetParameter", "ssm:GetParameters"], resources=parameter_arns)
+        )
+
+
+def grant_target_secrets_read(fn: WardenFunction, targets: Iterable[Target]) -> None:
+    """Read the targets' credentials: `GetSecretValue` on each secret, by name.
+
+    Secrets Manager appends six random characters to a secret's ARN, hence `<name>-??????`
+    (`?` matches exactly one character). A secret encrypted with its own customer key also needs
+    `kms:Decrypt` on that key, granted where that key is known.
+    """
+    stack = Stack.of(fn)
+    arns = sorted(
+        {
+            t.secret_name
+            if t.secret_name.startswith("arn:")
+            else stack.format_arn(
+                service="secretsmanager",
+                resource="secret",
+                resource_name=f"{t.secret_name}-??????",
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            for t in targets
+        }
+    )
+    if arns:
+        fn.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=arns))
+
+
+def grant_catalog_read_write(fn: WardenFunction, storage: Storage) -> None:
+    """Read and write backup records in the catalog table."""
+    _grant_table(fn, storage, "catalog", _TABLE_READ + _TABLE_WRITE)
+
+
+def grant_state_read_write(fn: WardenFunction, storage: Storage) -> None:
+    """Read and write the state table (locks, recovery state)."""
+    _grant_table(fn, storage, "state", _TABLE_READ + _TABLE_WRITE)
+
+
+def grant_audit_append(fn: WardenFunction, storage: Storage) -> None:
+    """Append to the audit table: `PutItem` and nothing else, so history cannot be rewritten."""
+    _grant_table(fn, storage, "audit", ["dynamodb:PutItem"])
+
+
+def grant_backups_read(fn: WardenFunction, storage: Storage) -> None:
+    """List the backup bucket and read backup objects (any version)."""
+    if fn._once("backups-read"):
+        fn.add_to_policy(iam.PolicyStatement(actions=_BUCKET_READ, resources=[storage.bucket.bucket_arn]))
+        _grant_objects(fn, storage, _OBJECT_READ)
+
+
+def grant_backups_write(fn: WardenFunction, storage: Storage) -> None:
+    """Write backup objects, multipart uploads included (and abort them on failure)."""
+    if fn._once("backups-write"):
+        _grant_objects(fn, storage, _OBJECT_WRITE)
+
+
+def grant_backups_delete(fn: WardenFunction, storage: Storage) -> None:
+    """Delete backup objects and their versions (prune)."""
+    if fn._once("backups-delete"):
+        _grant_objects(fn, storage, _OBJECT_DELETE)
+
+
+def grant_notify(fn: WardenFunction, storage: Storage) -> None:
+    """Publish to the stage's notification topic."""
+    if fn._once("notify"):
+        fn.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[storage.topic.topic_arn]))
+        fn.function.add_environment(ENV_TOPIC_ARN, storage.topic.topic_arn)
+        grant_key_use(fn, storage)
+
+
+def grant_health(fn: WardenFunction, storage: Storage) -> None:
+    """What the health job needs: the stage's target configs and their secrets, the state table
+    (locks), the audit trail (append), and the key."""
+    grant_target_config_read(fn, storage)
+    grant_target_secrets_read(fn, storage.stage.targets)
+    grant_state_read_write(fn, storage)
+    grant_audit_append(fn, storage)
+    grant_key_use(fn, storage)
+
+
+def _grant_table(fn: WardenFunction, storage: Storage, name: str, actions: list[str]) -> None:
+    if not fn._once(f"table-{name}"):
+        return
+    table: dynamodb.Table = storage.tables[name]
+    fn.add_to_policy(iam.PolicyStatement(actions=sorted(actions), resources=[table.table_arn]))
+    fn.function.add_environment(ENV_TABLES[name], table.table_name)
+    grant_key_use(fn, storage)
+
+
+def _grant_objects(fn: WardenFunction, storage: Storage, actions: list[str]) -> None:
+    fn.add_to_policy(iam.PolicyStatement(actions=actions, resources=[storage.bucket.arn_for_objects("*")]))
+    fn.function.add_environment(ENV_BUCKET, storage.bucket.bucket_name)
+    grant_key_use(fn, storage)
+    if fn._once("backups-objects-ack"):
+        nag.acknowledge(
+            fn.role,
+            f"AwsSolutions-IAM5[Resource::{nag.ref(storage.bucket, 'Arn')}/*]",
+            "Backup object keys are <target>/<date>/<backup id>/..., created at run time, so object "
+            "actions need the bucket's objects; the actions themselves are listed one by one.",
+        )
