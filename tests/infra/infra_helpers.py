@@ -1,0 +1,59 @@
+"""Small readers of synthesized CloudFormation templates, shared by the infrastructure tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from aws_cdk import Stack
+
+RESOURCE_POLICY_TYPES = {
+    "AWS::IAM::Policy": ("PolicyDocument",),
+    "AWS::IAM::ManagedPolicy": ("PolicyDocument",),
+    "AWS::S3::BucketPolicy": ("PolicyDocument",),
+    "AWS::SNS::TopicPolicy": ("PolicyDocument",),
+    "AWS::SQS::QueuePolicy": ("PolicyDocument",),
+    "AWS::KMS::Key": ("KeyPolicy",),
+}
+
+
+def resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    """The resources of one type, by logical id."""
+    return {lid: r for lid, r in template["Resources"].items() if r["Type"] == resource_type}
+
+
+def logical_id(stack: Stack, construct: Any) -> str:
+    """The logical id of an L2 construct's CloudFormation resource."""
+    return str(stack.resolve(stack.get_logical_id(construct.node.default_child)))
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every policy statement of the template, with the logical id of the resource holding it:
+    IAM policies, roles' inline policies, bucket / topic / queue policies and key policies."""
+    for lid, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        if resource["Type"] in RESOURCE_POLICY_TYPES:
+            (doc_key,) = RESOURCE_POLICY_TYPES[resource["Type"]]
+            for statement in as_list(props.get(doc_key, {}).get("Statement", [])):
+                yield lid, statement
+        elif resource["Type"] == "AWS::IAM::Role":
+            for policy in props.get("Policies", []):
+                for statement in as_list(policy["PolicyDocument"]["Statement"]):
+                    yield lid, statement
+
+
+def references(value: Any, logical_id: str) -> bool:
+    """Whether a template value (a Resource entry, ...) refers to `logical_id` (Ref or GetAtt)."""
+    if isinstance(value, dict):
+        if value.get("Ref") == logical_id:
+            return True
+        if "Fn::GetAtt" in value and value["Fn::GetAtt"][0] == logical_id:
+            return True
+        return any(references(v, logical_id) for v in value.values())
+    if isinstance(value, list):
+        return any(references(v, logical_id) for v in value)
+    return False
