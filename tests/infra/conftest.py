@@ -4,19 +4,18 @@ every infrastructure test."""
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_cdk import App, Stack
+from infra_helpers import Synthesized
 
 from infra import functions
 from infra.layers import build_dependency_layer
 from infra.smoke import SmokeStack
-from infra.stack import WardenStack, build_app
+from infra.stack import build_app
 from infra.storage import Storage
 from warden.models import StageConfig, Target
 
@@ -27,28 +26,6 @@ PROBE_STAGE = StageConfig(
         Target(name="pg", engine="postgres", secret_name="warden/probe/pg"),
     ],
 )
-
-
-@dataclass
-class Synthesized:
-    app: App
-    outdir: Path
-    stacks: dict[str, WardenStack]
-    smoke: SmokeStack
-    probe: Stack
-    seconds: float
-    _templates: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def template(self, stack: Stack) -> dict[str, Any]:
-        """The synthesized CloudFormation template of `stack`, as JSON."""
-        if stack.artifact_id not in self._templates:
-            path = self.outdir / f"{stack.artifact_id}.template.json"
-            self._templates[stack.artifact_id] = json.loads(path.read_text())
-        return self._templates[stack.artifact_id]
-
-    @property
-    def all_stacks(self) -> list[Stack]:
-        return [*self.stacks.values(), self.smoke, self.probe]
 
 
 def build_probe_stack(app: App, dependency_layer_dir: Path) -> Stack:

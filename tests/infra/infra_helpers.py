@@ -1,11 +1,18 @@
-"""Small readers of synthesized CloudFormation templates, shared by the infrastructure tests."""
+"""What the infrastructure tests share: the session's synthesis result and small readers of
+synthesized CloudFormation templates."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from aws_cdk import Stack
+from aws_cdk import App, Stack
+
+from infra.smoke import SmokeStack
+from infra.stack import WardenStack
 
 RESOURCE_POLICY_TYPES = {
     "AWS::IAM::Policy": ("PolicyDocument",),
@@ -15,6 +22,30 @@ RESOURCE_POLICY_TYPES = {
     "AWS::SQS::QueuePolicy": ("PolicyDocument",),
     "AWS::KMS::Key": ("KeyPolicy",),
 }
+
+
+@dataclass
+class Synthesized:
+    """One synthesis of the app (every stage) plus the smoke and grants-probe stacks."""
+
+    app: App
+    outdir: Path
+    stacks: dict[str, WardenStack]
+    smoke: SmokeStack
+    probe: Stack
+    seconds: float
+    _templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def template(self, stack: Stack) -> dict[str, Any]:
+        """The synthesized CloudFormation template of `stack`, as JSON."""
+        if stack.artifact_id not in self._templates:
+            path = self.outdir / f"{stack.artifact_id}.template.json"
+            self._templates[stack.artifact_id] = json.loads(path.read_text())
+        return self._templates[stack.artifact_id]
+
+    @property
+    def all_stacks(self) -> list[Stack]:
+        return [*self.stacks.values(), self.smoke, self.probe]
 
 
 def resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:

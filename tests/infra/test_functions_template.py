@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Synthesized
-from infra_helpers import as_list, logical_id, policy_statements, references, resources
+from infra_helpers import Synthesized, as_list, logical_id, policy_statements, references, resources
 
 pytestmark = pytest.mark.infra
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Synthesized
-from infra_helpers import logical_id
+from infra_helpers import Synthesized, logical_id
 
 from infra.layers import build_dependency_layer, dependency_layer_hash, lambda_platforms
 

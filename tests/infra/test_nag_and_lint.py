@@ -6,7 +6,7 @@ import pytest
 from aws_cdk import App, Stack
 from aws_cdk import aws_s3 as s3
 from cfnlint.api import ManualArgs, lint
-from conftest import Synthesized
+from infra_helpers import Synthesized
 
 from infra.nag import acknowledge, enable_nag, unacknowledged_findings
 

@@ -6,8 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Synthesized
-from infra_helpers import logical_id, resources
+from infra_helpers import Synthesized, logical_id, resources
 
 from local.aws import render_definition
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
-from conftest import Synthesized
-from infra_helpers import as_list, logical_id, resources
+from infra_helpers import Synthesized, as_list, logical_id, resources
 
 from warden.models import Target
 
