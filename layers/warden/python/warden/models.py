@@ -8,6 +8,7 @@ default.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -45,6 +46,23 @@ class Schedules(_Model):
         return value
 
 
+class RetentionPolicy(_Model):
+    """How long backups of a target are kept (see warden.retention). All rules work in UTC.
+
+    A backup is kept when any rule keeps it; only COMPLETED / VERIFIED backups count towards the
+    rules. The newest VERIFIED backup and backups on hold are never deleted.
+    """
+
+    keep_last: Annotated[int, Field(ge=0)] = 7
+    keep_daily: Annotated[int, Field(ge=0)] = 7
+    keep_weekly: Annotated[int, Field(ge=0)] = 4
+    keep_monthly: Annotated[int, Field(ge=0)] = 12
+    keep_yearly: Annotated[int, Field(ge=0)] = 0
+    max_age_days: Annotated[int, Field(ge=1)] | None = None
+    min_keep: Annotated[int, Field(ge=1)] = 1
+    failed_retention_days: Annotated[int, Field(ge=0)] = 7
+
+
 class Target(_Model):
     """One protected database, as configured per stage.
 
@@ -57,6 +75,7 @@ class Target(_Model):
     secret_name: Annotated[str, Field(min_length=1, max_length=512)]
     description: str = ""
     schedules: Schedules = Schedules()
+    retention: RetentionPolicy = RetentionPolicy()
 
 
 class StageConfig(_Model):
@@ -147,3 +166,44 @@ class HealthRequest(_Model):
     """Input of the health function: one target, or every target of the stage when omitted."""
 
     target: Annotated[str, Field(pattern=TARGET_NAME)] | None = None
+
+
+class BackupStatus(StrEnum):
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    VERIFIED = "VERIFIED"
+    CORRUPT = "CORRUPT"
+    EXPIRED = "EXPIRED"
+
+
+GOOD_BACKUP = frozenset({BackupStatus.COMPLETED, BackupStatus.VERIFIED})
+
+
+class BackupRecord(BaseModel):
+    """One backup in the catalog. `backup_id` sorts by time: `YYYYMMDDTHHMMSSZ-<8 hex>`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    backup_id: Annotated[str, Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")]
+    engine: Engine
+    method: str
+    status: BackupStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+    data_key: str | None = None
+    manifest_key: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    counts: dict[str, int] = {}
+    server_version: str | None = None
+    format_version: str | None = None
+    consistency: str | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    hold: bool = False
+    verified_at: datetime | None = None
+    upload_id: str | None = None
+    trigger: str = "schedule"
+    actor: str = ""
