@@ -1,0 +1,225 @@
+"""Streaming backup artifacts: bytes in, one S3 object out, in constant memory.
+
+`ArtifactWriter` hashes (SHA-256) and counts what it is given and hands it, part by part, to a
+sink: `S3MultipartSink` uploads parts in a background thread while the producer keeps writing (at
+most `queue_parts` parts wait in memory), `NullSink` discards them (benchmarks). On any failure the
+multipart upload is aborted: no partial object ever becomes visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from warden.errors import WardenError
+
+MiB = 1024 * 1024
+DEFAULT_PART_SIZE = 16 * MiB  # S3's minimum is 5 MiB (all parts but the last); 10 000 parts max
+
+
+class ArtifactError(WardenError):
+    """Storing or reading a backup artifact failed."""
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    key: str
+    size_bytes: int
+    sha256: str
+    parts: int
+
+
+class Sink(Protocol):
+    def put_part(self, number: int, data: bytes) -> None: ...
+    def complete(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class NullSink:
+    """Discards every part (benchmarks: Warden's pipeline without the network)."""
+
+    def put_part(self, number: int, data: bytes) -> None:
+        return None
+
+    def complete(self) -> None:
+        return None
+
+    def abort(self) -> None:
+        return None
+
+
+class S3MultipartSink:
+    """An S3 multipart upload, SSE-KMS with the given key, parts uploaded by a background thread."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, *, kms_key_id: str | None = None,
+                 queue_parts: int = 2, metadata: dict[str, str] | None = None) -> None:
+        self.s3, self.bucket, self.key = s3, bucket, key
+        extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
+        if kms_key_id:
+            extra["SSEKMSKeyId"] = kms_key_id
+        if metadata:
+            extra["Metadata"] = metadata
+        try:
+            self.upload_id: str = s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+        except ClientError as err:
+            raise ArtifactError(f"cannot start upload of s3://{bucket}/{key}: {_code(err)}") from err
+        self._parts: list[dict[str, Any]] = []
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=queue_parts)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._upload_loop, name=f"upload-{key}", daemon=True)
+        self._thread.start()
+
+    def _upload_loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain after a failure so the producer never blocks
+            number, data = item
+            try:
+                etag = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                           PartNumber=number, Body=data)["ETag"]
+                self._parts.append({"PartNumber": number, "ETag": etag})
+            except BaseException as err:
+                self._error = err
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            err = self._error
+            raise ArtifactError(f"upload of s3://{self.bucket}/{self.key} failed: {err}") from err
+
+    def put_part(self, number: int, data: bytes) -> None:
+        self._raise_if_failed()
+        self._queue.put((number, data))
+
+    def _finish_thread(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def complete(self) -> None:
+        self._finish_thread()
+        self._raise_if_failed()
+        try:
+            self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                MultipartUpload={"Parts": sorted(self._parts, key=lambda p: p["PartNumber"])},
+            )
+        except ClientError as err:
+            raise ArtifactError(f"cannot complete s3://{self.bucket}/{self.key}: {_code(err)}") from err
+
+    def abort(self) -> None:
+        self._error = self._error or ArtifactError("aborted")
+        self._finish_thread()
+        abort_upload(self.s3, self.bucket, self.key, self.upload_id)
+
+
+def abort_upload(s3: Any, bucket: str, key: str, upload_id: str) -> None:
+    """Abort a multipart upload; an upload that is already gone is fine."""
+    try:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except ClientError as err:
+        if _code(err) not in ("NoSuchUpload", "404"):
+            raise ArtifactError(f"cannot abort upload {upload_id} of s3://{bucket}/{key}: {_code(err)}") from err
+
+
+class ArtifactWriter:
+    """Write bytes; get one object with its size and SHA-256. Use as a context manager: leaving the
+    block with an exception aborts the upload."""
+
+    def __init__(self, sink: Sink, key: str, *, part_size: int = DEFAULT_PART_SIZE) -> None:
+        if part_size < 5 * MiB and not isinstance(sink, NullSink):
+            raise ValueError("S3 parts must be at least 5 MiB")
+        self.sink, self.key, self.part_size = sink, key, part_size
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+        self._size = 0
+        self._part = 0
+        self._closed = False
+        self.info: ArtifactInfo | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._closed:
+            raise ArtifactError("write after close")
+        self._hash.update(data)
+        self._size += len(data)
+        self._buffer += data
+        while len(self._buffer) >= self.part_size:
+            self._flush(self.part_size)
+        return len(data)
+
+    def _flush(self, size: int) -> None:
+        self._part += 1
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        self.sink.put_part(self._part, chunk)
+
+    def close(self) -> ArtifactInfo:
+        if self.info is not None:
+            return self.info
+        self._closed = True
+        if self._buffer or self._part == 0:
+            self._flush(len(self._buffer))
+        self.sink.complete()
+        self.info = ArtifactInfo(key=self.key, size_bytes=self._size, sha256=self._hash.hexdigest(), parts=self._part)
+        return self.info
+
+    def abort(self) -> None:
+        self._closed = True
+        self._buffer.clear()
+        self.sink.abort()
+
+    def __enter__(self) -> ArtifactWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def iter_object(s3: Any, bucket: str, key: str, chunk_size: int = MiB) -> Iterator[bytes]:
+    """The stored object's bytes, streamed."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    except ClientError as err:
+        raise ArtifactError(f"cannot read s3://{bucket}/{key}: {_code(err)}") from err
+    try:
+        while chunk := body.read(chunk_size):
+            yield chunk
+    finally:
+        body.close()
+
+
+def digest_object(s3: Any, bucket: str, key: str) -> tuple[int, str]:
+    """(size, SHA-256) of the stored object, recomputed from its bytes."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in iter_object(s3, bucket, key):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any], *, kms_key_id: str | None = None) -> None:
+    extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
+    if kms_key_id:
+        extra["SSEKMSKeyId"] = kms_key_id
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(document, indent=2, sort_keys=True).encode(),
+                      ContentType="application/json", **extra)
+    except ClientError as err:
+        raise ArtifactError(f"cannot write s3://{bucket}/{key}: {_code(err)}") from err
+
+
+def get_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+    return dict(json.loads(b"".join(iter_object(s3, bucket, key))))
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", "ClientError"))
