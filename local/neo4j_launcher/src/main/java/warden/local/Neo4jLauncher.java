@@ -70,9 +70,11 @@ public final class Neo4jLauncher {
 
     private static final PrintStream ERR = System.err;
 
-    private static final Object LOCK = new Object();
-    private static DatabaseManagementService managementService;
-    private static boolean shuttingDown;
+    /** Counted down once build() has returned or failed; the shutdown hook waits for it. */
+    private static final CountDownLatch BUILT = new CountDownLatch(1);
+    private static final Duration BUILD_WAIT_ON_SHUTDOWN = Duration.ofMinutes(2);
+    private static volatile DatabaseManagementService managementService;
+    private static volatile boolean shuttingDown;
 
     private Neo4jLauncher() {}
 
@@ -109,6 +111,10 @@ public final class Neo4jLauncher {
             System.out.println(readyLine);
             System.out.flush();
         } catch (Throwable t) {
+            if (shuttingDown) {
+                log("start-up interrupted by shutdown");
+                return;  // the shutdown hook is running and ends the JVM
+            }
             log("error: Neo4j failed to start: " + t);
             t.printStackTrace(ERR);
             // exit() runs the shutdown hook, which stops whatever part of the DBMS did start.
@@ -160,31 +166,16 @@ public final class Neo4jLauncher {
     /** Starts the DBMS, sets the password, waits for Bolt; returns the ready line. */
     private static String start(Options options, String password) throws IOException, InterruptedException {
         Files.createDirectories(options.home());
-        DatabaseManagementService service = new DatabaseManagementServiceBuilder(options.home())
-                .setUserLogProvider(new Log4jLogProvider(ERR, Level.INFO))
-                .setConfig(GraphDatabaseSettings.auth_enabled, true)
-                .setConfig(BoltConnector.enabled, true)
-                .setConfig(BoltConnector.listen_address, new SocketAddress(HOST, options.port()))
-                .setConfig(BoltConnector.encryption_level, BoltConnector.EncryptionLevel.DISABLED)
-                .setConfig(HttpConnector.enabled, false)
-                .setConfig(HttpsConnector.enabled, false)
-                .setConfig(GraphDatabaseSettings.pagecache_memory, options.pagecacheBytes())
-                // Never phone home (the neo4j-udc module is also excluded in the pom).
-                .setConfig(GraphDatabaseSettings.udc_enabled, false)
-                // Small, unpreallocated transaction logs: test runs create many short-lived stores.
-                .setConfig(GraphDatabaseSettings.preallocate_logical_logs, false)
-                .setConfig(GraphDatabaseSettings.logical_log_rotation_threshold, ByteUnit.mebiBytes(32))
-                // Netty's graceful shutdown otherwise idles 2 x 5 s after the databases have stopped.
-                .setConfig(GraphDatabaseInternalSettings.netty_server_shutdown_quiet_period, 0)
-                .setConfig(GraphDatabaseInternalSettings.netty_server_shutdown_timeout, Duration.ofSeconds(2))
-                .build();
-        synchronized (LOCK) {
+        DatabaseManagementService service;
+        try {
+            service = buildService(options);
             managementService = service;
-            if (shuttingDown) {
-                // A signal arrived while build() was running; the hook has already given up on us.
-                service.shutdown();
-                throw new IllegalStateException("shutdown requested during startup");
-            }
+        } finally {
+            BUILT.countDown();
+        }
+        if (shuttingDown) {
+            // A signal arrived during build(); the shutdown hook stops the DBMS.
+            throw new IllegalStateException("shutdown requested during startup");
         }
 
         GraphDatabaseService system = service.database(GraphDatabaseSettings.SYSTEM_DATABASE_NAME);
@@ -205,6 +196,27 @@ public final class Neo4jLauncher {
                 + " version=" + versionAndEdition[0] + " edition=" + versionAndEdition[1];
     }
 
+    private static DatabaseManagementService buildService(Options options) {
+        return new DatabaseManagementServiceBuilder(options.home())
+                .setUserLogProvider(new Log4jLogProvider(ERR, Level.INFO))
+                .setConfig(GraphDatabaseSettings.auth_enabled, true)
+                .setConfig(BoltConnector.enabled, true)
+                .setConfig(BoltConnector.listen_address, new SocketAddress(HOST, options.port()))
+                .setConfig(BoltConnector.encryption_level, BoltConnector.EncryptionLevel.DISABLED)
+                .setConfig(HttpConnector.enabled, false)
+                .setConfig(HttpsConnector.enabled, false)
+                .setConfig(GraphDatabaseSettings.pagecache_memory, options.pagecacheBytes())
+                // Never phone home (the neo4j-udc module is also excluded in the pom).
+                .setConfig(GraphDatabaseSettings.udc_enabled, false)
+                // Small, unpreallocated transaction logs: test runs create many short-lived stores.
+                .setConfig(GraphDatabaseSettings.preallocate_logical_logs, false)
+                .setConfig(GraphDatabaseSettings.logical_log_rotation_threshold, ByteUnit.mebiBytes(32))
+                // Netty's graceful shutdown otherwise idles 2 x 5 s after the databases have stopped.
+                .setConfig(GraphDatabaseInternalSettings.netty_server_shutdown_quiet_period, 0)
+                .setConfig(GraphDatabaseInternalSettings.netty_server_shutdown_timeout, Duration.ofSeconds(2))
+                .build();
+    }
+
     /**
      * Gives the built-in {@code neo4j} user the caller's password and clears "change required".
      *
@@ -214,7 +226,7 @@ public final class Neo4jLauncher {
      * {@code system} database: {@code ALTER USER neo4j SET PASSWORD $password CHANGE NOT REQUIRED}. It runs
      * on every start, so the caller's password always wins. On a restart with the same password Neo4j
      * refuses it ("Old password and new password cannot be the same"), which just means the password is
-     * already right; one query either way (each administration command costs ~1.5 s on a cold JVM). If the
+     * already right; one query either way (the first Cypher query of a cold JVM takes seconds). If the
      * user was dropped it is created again.
      */
     private static void setPassword(GraphDatabaseService system, String password) {
@@ -323,14 +335,23 @@ public final class Neo4jLauncher {
         }
     }
 
-    /** Shutdown hook: stop the DBMS cleanly (flushes and checkpoints the stores). */
+    /**
+     * Shutdown hook (SIGTERM, SIGINT, exit()): stop the DBMS cleanly, flushing and checkpointing the stores.
+     * During start-up it first waits for build() to return, so even an early signal leaves a clean store.
+     */
     private static void shutdown() {
-        DatabaseManagementService service;
-        synchronized (LOCK) {
-            shuttingDown = true;
-            service = managementService;
-            managementService = null;
+        shuttingDown = true;
+        try {
+            if (!BUILT.await(BUILD_WAIT_ON_SHUTDOWN.toMillis(), TimeUnit.MILLISECONDS)) {
+                log("Neo4j still starting after " + BUILD_WAIT_ON_SHUTDOWN + "; exiting without a clean shutdown");
+                return;
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return;
         }
+        DatabaseManagementService service = managementService;
+        managementService = null;
         if (service == null) {
             return;
         }
