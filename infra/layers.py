@@ -39,7 +39,7 @@ _MACHINES = {"arm64": "aarch64", "x86_64": "x86_64"}
 # Written last: a directory without it is an interrupted build and is never used.
 _MARKER = ".complete"
 # Bump to rebuild every layer when the way it is built changes.
-_RECIPE = "2"
+_RECIPE = "3"
 
 
 class LayerBuildError(RuntimeError):
@@ -62,7 +62,9 @@ def dependency_layer_hash(requirements: Path = REQUIREMENTS, arch: str = "arm64"
     """The content hash that names a dependency layer build."""
     _check_arch(arch)
     digest = hashlib.sha256()
-    for part in (requirements.read_bytes(), arch.encode(), PYTHON_VERSION.encode(), _RECIPE.encode()):
+    # Whether this host can precompile changes the content, so it is part of the name (and asset hash).
+    compiled = b"pyc" if _can_precompile() else b"py"
+    for part in (requirements.read_bytes(), arch.encode(), PYTHON_VERSION.encode(), _RECIPE.encode(), compiled):
         digest.update(part)
         digest.update(b"\0")
     return digest.hexdigest()[:20]
@@ -85,7 +87,10 @@ def build_dependency_layer(requirements: Path = REQUIREMENTS, arch: str = "arm64
         _pip_install(requirements, arch, staging / "python")
         _precompile(staging / "python")
         (staging / _MARKER).write_text(requirements.read_text())
-        shutil.rmtree(layer_dir, ignore_errors=True)
+        if (layer_dir / _MARKER).is_file():  # another process finished the same build first
+            shutil.rmtree(staging)
+            return layer_dir
+        shutil.rmtree(layer_dir, ignore_errors=True)  # an interrupted build's leftovers
         staging.rename(layer_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -119,7 +124,7 @@ def _precompile(target: Path) -> None:
     Unchecked-hash pycs are deterministic (no timestamps) and are never revalidated at import.
     Only a CPython 3.12 host can write 3.12 bytecode; other hosts ship sources only.
     """
-    if sys.version_info[:2] != tuple(int(p) for p in PYTHON_VERSION.split(".")):
+    if not _can_precompile():
         return
     compileall.compile_dir(
         str(target),
@@ -127,6 +132,10 @@ def _precompile(target: Path) -> None:
         workers=0,
         invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
     )
+
+
+def _can_precompile() -> bool:
+    return f"{sys.version_info.major}.{sys.version_info.minor}" == PYTHON_VERSION
 
 
 def directory_size(path: Path) -> int:
