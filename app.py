@@ -10,7 +10,9 @@ non-zero when the configuration is invalid or any cdk-nag finding is unacknowled
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,6 +40,31 @@ def parse_context_args(argv: list[str]) -> dict[str, str]:
     return context
 
 
+def prune_stale_outputs(outdir: Path) -> None:
+    """Remove what earlier synths left in `outdir` that this one does not use (stacks of stages
+    not synthesized this time, assets of old layer builds), so `cdk.out/*.template.json` is this
+    synth's templates only."""
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    keep: set[str] = set()
+    for artifact in manifest.get("artifacts", {}).values():
+        properties = artifact.get("properties", {})
+        keep.update(
+            name
+            for name in (properties.get("templateFile"), properties.get("file"), artifact.get("additionalMetadataFile"))
+            if name
+        )
+    for assets_file in [outdir / name for name in keep if name.endswith(".assets.json")]:
+        for asset in json.loads(assets_file.read_text()).get("files", {}).values():
+            keep.add(asset["source"]["path"])
+    for path in outdir.iterdir():
+        stack_file = path.name.endswith((".template.json", ".assets.json", ".metadata.json"))
+        if (stack_file or path.name.startswith("asset.")) and path.name not in keep:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
 def main(argv: list[str]) -> int:
     started = time.perf_counter()
     try:
@@ -56,6 +83,8 @@ def main(argv: list[str]) -> int:
     if findings:
         print("unacknowledged cdk-nag findings:", *findings, sep="\n  ", file=sys.stderr)
         return 1
+    if outdir is not None:  # our own cdk.out; the CDK CLI manages the directories it chooses
+        prune_stale_outputs(Path(outdir))
     elapsed = time.perf_counter() - started
     print(
         f"synthesized {', '.join(s.stack_name for s in stacks.values())} into {assembly.directory} "
