@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -61,6 +62,7 @@ HOST = "127.0.0.1"
 MIN_PASSWORD_LENGTH = 8  # Neo4j's dbms.security.auth_minimum_password_length default
 
 MAVEN_TIMEOUT = 1800.0
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Maven 3.8 colours its output even with -B
 OUTPUT_TAIL_LINES = 60
 
 # What Neo4j's own server scripts pass to the JVM (the ones that matter for an embedded DBMS), plus
@@ -170,7 +172,7 @@ def ensure_built() -> Path:
         # Stale jars of an older Neo4j version would end up on the classpath next to the new ones.
         shutil.rmtree(LIB_DIR, ignore_errors=True)
         cmd = [
-            mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(POM),
+            mvn, "-q", "-B", "-f", str(POM),
             "package", "dependency:copy-dependencies",
         ]
         log.info("building the local Neo4j launcher: %s", " ".join(cmd))
@@ -182,7 +184,7 @@ def ensure_built() -> Path:
             )
         except subprocess.TimeoutExpired as err:
             raise Neo4jBuildError(f"Maven did not finish within {MAVEN_TIMEOUT:.0f} s: {' '.join(cmd)}") from err
-        output = (result.stdout or "") + (result.stderr or "")
+        output = _ANSI_ESCAPE.sub("", (result.stdout or "") + (result.stderr or ""))
         if result.returncode != 0 or not LAUNCHER_JAR.is_file():
             tail = "\n".join(output.strip().splitlines()[-OUTPUT_TAIL_LINES:])
             raise Neo4jBuildError(
