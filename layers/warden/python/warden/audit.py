@@ -1,0 +1,87 @@
+"""The append-only audit trail: one item per step of every operation, never updated or deleted
+(the functions' IAM allows PutItem only, and each put is conditional on a new key)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
+
+from warden.clients import aws_client
+from warden.errors import WardenError
+
+_SER, _DESER = TypeSerializer(), TypeDeserializer()
+
+
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: str
+    at: datetime
+    operation: str  # "backup", "verify", "restore", "prune", ...
+    step: str  # "start", "finish", "fail", "delete", ...
+    outcome: str  # "ok", "failed", "refused", "skipped", ...
+    actor: str  # "function:<name>", "execution:<arn>", "cli:<user>"
+    backup_id: str | None = None
+    details: dict[str, Any] = {}
+
+
+class AuditError(WardenError):
+    """The audit trail could not be written: the operation must not claim success."""
+
+
+def record(table: str, entry: AuditEntry) -> AuditEntry:
+    """Append one entry. The sort key (time + random suffix) makes every put a new item."""
+    sk = f"{entry.at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{uuid.uuid4().hex[:12]}"
+    item = {
+        "pk": f"target#{entry.target}",
+        "sk": sk,
+        "operation": entry.operation,
+        "step": entry.step,
+        "outcome": entry.outcome,
+        "actor": entry.actor,
+        "details": json.dumps(entry.details, default=str, sort_keys=True),
+    }
+    if entry.backup_id:
+        item["backup_id"] = entry.backup_id
+    try:
+        aws_client("dynamodb").put_item(
+            TableName=table,
+            Item={k: _SER.serialize(v) for k, v in item.items()},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+    except ClientError as err:
+        raise AuditError(f"cannot write audit entry for {entry.target}: {err}") from err
+    return entry
+
+
+def audit(table: str | None, *, target: str, operation: str, step: str, outcome: str, actor: str,
+          backup_id: str | None = None, **details: Any) -> AuditEntry | None:
+    """Convenience: build and append an entry (no-op when the stage has no audit table)."""
+    entry = AuditEntry(target=target, at=datetime.now(UTC), operation=operation, step=step, outcome=outcome,
+                       actor=actor, backup_id=backup_id, details=details)
+    return record(table, entry) if table else None
+
+
+def tail(table: str, target: str, limit: int = 50) -> list[AuditEntry]:
+    """The newest `limit` entries of a target, newest first."""
+    response = aws_client("dynamodb").query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"target#{target}"}},
+        ScanIndexForward=False,
+        Limit=limit,
+    )
+    entries = []
+    for raw in response.get("Items", []):
+        item = {k: _DESER.deserialize(v) for k, v in raw.items()}
+        at = datetime.strptime(item["sk"].split("#")[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        entries.append(AuditEntry(target=target, at=at, operation=item["operation"], step=item["step"],
+                                  outcome=item["outcome"], actor=item["actor"], backup_id=item.get("backup_id"),
+                                  details=json.loads(item.get("details", "{}"))))
+    return entries

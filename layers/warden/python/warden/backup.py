@@ -1,0 +1,250 @@
+"""Backup, verify and restore of a target, engine-agnostic.
+
+Backup: lease → catalog record RUNNING → the engine's export streams through SHA-256 into an S3
+multipart upload → manifest.json beside the data → record COMPLETED → audit. On any failure the
+upload is aborted (no partial object), the record says FAILED with the reason, the failure is
+audited, and the error propagates (so the invocation fails and the alarm fires).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+from warden import audit as audit_log
+from warden.artifacts import (
+    ArtifactWriter,
+    S3MultipartSink,
+    abort_upload,
+    digest_object,
+    get_json,
+    iter_object,
+    put_json,
+)
+from warden.catalog import Catalog, new_backup_id, object_prefix
+from warden.clients import aws_client
+from warden.engines.base import RestoreRefused, RestoreResult
+from warden.errors import ConfigError, WardenError
+from warden.locks import Lease, LeaseHeld, Leases
+from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus, DatabaseSecret, Engine, Target
+from warden.secrets import load_secret
+from warden.settings import Settings
+
+MANIFEST_VERSION = 1
+# A backup runs inside one Lambda invocation (15 min at most); the lease outlives it a little.
+BACKUP_LEASE_S = 16 * 60
+
+
+class BackupRefused(WardenError):
+    """The backup record cannot be used for this (CORRUPT, FAILED, still running, expired)."""
+
+
+def engine_backup_module(engine: Engine) -> ModuleType:
+    """`warden.engines.neo4j_backup` or `warden.engines.postgres_backup`, imported on first use."""
+    return importlib.import_module(f"warden.engines.{Engine(engine).value}_backup")
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    """What a backup request came to: a record, or "already running" with who holds the lease."""
+
+    record: BackupRecord | None
+    already_running: str | None = None
+
+
+def _require(settings: Settings, *names: str) -> None:
+    missing = [n for n in names if not getattr(settings, n)]
+    if missing:
+        raise ConfigError(f"stage {settings.stage!r} lacks settings: {', '.join(missing)}")
+
+
+def run_backup(settings: Settings, target: Target, *, actor: str, trigger: str = "manual",
+               export_options: dict[str, Any] | None = None,
+               secret_loader: Callable[[Target], DatabaseSecret] = load_secret) -> BackupOutcome:
+    """Back up one target. A second trigger while one runs returns "already running" and changes
+    nothing; a lease left by a crashed run is taken over and its leftovers cleaned up first."""
+    _require(settings, "catalog_table", "state_table", "bucket")
+    assert settings.catalog_table and settings.state_table and settings.bucket
+    leases, catalog = Leases(settings.state_table), Catalog(settings.catalog_table)
+    owner = f"{actor}#{uuid.uuid4().hex[:8]}"
+    try:
+        lease, crashed = leases.acquire(target.name, owner, "backup", BACKUP_LEASE_S)
+    except LeaseHeld as held:
+        audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="start",
+                        outcome="skipped", actor=actor, reason=str(held))
+        return BackupOutcome(record=None, already_running=str(held))
+    try:
+        if crashed is not None:
+            clean_up_crashed_run(settings, catalog, crashed, actor)
+        return BackupOutcome(record=_backup_under_lease(settings, target, catalog, leases, lease, actor, trigger,
+                                                        export_options or {}, secret_loader))
+    finally:
+        leases.release(lease)
+
+
+def clean_up_crashed_run(settings: Settings, catalog: Catalog, crashed: Lease, actor: str) -> None:
+    """A run died holding the lease: abort its upload and mark its RUNNING record FAILED."""
+    assert settings.bucket
+    if crashed.upload_key and crashed.upload_id:
+        abort_upload(aws_client("s3"), settings.bucket, crashed.upload_key, crashed.upload_id)
+    if crashed.backup_id:
+        record = catalog.get(crashed.target, crashed.backup_id)
+        if record.status is BackupStatus.RUNNING:
+            record.status = BackupStatus.FAILED
+            record.error = f"the run ({crashed.owner}) stopped without finishing; its lease expired"
+            record.finished_at = datetime.now(UTC)
+            record.upload_id = None
+            catalog.save(record, expect_status=BackupStatus.RUNNING)
+    audit_log.audit(settings.audit_table, target=crashed.target, operation="backup", step="cleanup",
+                    outcome="ok", actor=actor, backup_id=crashed.backup_id, crashed_owner=crashed.owner)
+
+
+def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, leases: Leases, lease: Lease,
+                        actor: str, trigger: str, export_options: dict[str, Any],
+                        secret_loader: Callable[[Target], DatabaseSecret]) -> BackupRecord:
+    assert settings.bucket
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    backup_id = new_backup_id(started)
+    module = engine_backup_module(target.engine)
+    record = catalog.create(BackupRecord(
+        target=target.name, backup_id=backup_id, engine=target.engine, method=getattr(module, "METHOD", "logical"),
+        status=BackupStatus.RUNNING, started_at=started, trigger=trigger, actor=actor,
+    ))
+    audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="start", outcome="ok",
+                    actor=actor, backup_id=backup_id, trigger=trigger)
+    s3 = aws_client("s3")
+    try:
+        secret = secret_loader(target)
+        prefix = object_prefix(target.name, backup_id)
+        data_key = f"{prefix}data.{getattr(module, 'EXTENSION', 'bin')}"
+        sink = S3MultipartSink(s3, settings.bucket, data_key, kms_key_id=settings.kms_key_id,
+                               metadata={"warden-target": target.name, "warden-backup-id": backup_id})
+        leases.update(lease, backup_id=backup_id, upload_key=data_key, upload_id=sink.upload_id)
+        record.upload_id = sink.upload_id
+        catalog.save(record)
+        with ArtifactWriter(sink, data_key) as writer:
+            result = module.export_backup(secret, writer, **export_options)
+        info = writer.close()
+        finished = datetime.now(UTC)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "target": target.name,
+            "backup_id": backup_id,
+            "engine": target.engine.value,
+            "method": result.method,
+            "format_version": result.format_version,
+            "server_version": result.server_version,
+            "data_key": data_key,
+            "size_bytes": info.size_bytes,
+            "sha256": info.sha256,
+            "counts": result.counts,
+            "schema": result.schema,
+            "consistency": result.consistency,
+            "details": result.details,
+            "started_at": started.isoformat(),
+            "finished_at": finished.isoformat(),
+        }
+        manifest_key = f"{prefix}manifest.json"
+        put_json(s3, settings.bucket, manifest_key, manifest, kms_key_id=settings.kms_key_id)
+        record = record.model_copy(update={
+            "status": BackupStatus.COMPLETED, "finished_at": finished, "data_key": data_key,
+            "manifest_key": manifest_key, "size_bytes": info.size_bytes, "sha256": info.sha256,
+            "counts": result.counts, "server_version": result.server_version, "method": result.method,
+            "format_version": result.format_version, "consistency": result.consistency,
+            "duration_s": round(time.monotonic() - clock, 3), "upload_id": None,
+        })
+        catalog.save(record, expect_status=BackupStatus.RUNNING)
+    except BaseException as err:
+        failed = record.model_copy(update={
+            "status": BackupStatus.FAILED, "finished_at": datetime.now(UTC), "error": f"{type(err).__name__}: {err}",
+            "duration_s": round(time.monotonic() - clock, 3), "upload_id": None,
+        })
+        catalog.save(failed)
+        audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="fail",
+                        outcome="failed", actor=actor, backup_id=backup_id, error=failed.error)
+        raise
+    audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="finish", outcome="ok",
+                    actor=actor, backup_id=backup_id, size_bytes=record.size_bytes, sha256=record.sha256,
+                    duration_s=record.duration_s)
+    return record
+
+
+def verify_backup(settings: Settings, target: str, backup_id: str, *, actor: str) -> BackupRecord:
+    """Re-read the stored object, recompute SHA-256 and size, check them against the record and the
+    manifest: VERIFIED or CORRUPT. Verifying a CORRUPT backup again can clear it only if it now matches."""
+    _require(settings, "catalog_table", "bucket")
+    assert settings.catalog_table and settings.bucket
+    catalog = Catalog(settings.catalog_table)
+    record = catalog.get(target, backup_id)
+    if record.status not in (*GOOD_BACKUP, BackupStatus.CORRUPT):
+        raise BackupRefused(f"backup {backup_id} of {target} is {record.status}: nothing to verify")
+    assert record.data_key and record.manifest_key
+    s3 = aws_client("s3")
+    problems: list[str] = []
+    try:
+        size, sha256 = digest_object(s3, settings.bucket, record.data_key)
+        manifest = get_json(s3, settings.bucket, record.manifest_key)
+    except WardenError as err:
+        problems.append(str(err))
+    else:
+        if sha256 != record.sha256:
+            problems.append(f"sha256 {sha256} != recorded {record.sha256}")
+        if size != record.size_bytes:
+            problems.append(f"size {size} != recorded {record.size_bytes}")
+        if manifest.get("sha256") != record.sha256 or manifest.get("size_bytes") != record.size_bytes:
+            problems.append("manifest disagrees with the catalog record")
+    previous = record.status
+    record = record.model_copy(update={
+        "status": BackupStatus.CORRUPT if problems else BackupStatus.VERIFIED,
+        "verified_at": datetime.now(UTC),
+        "error": "; ".join(problems) if problems else None,
+    })
+    catalog.save(record, expect_status=previous)
+    audit_log.audit(settings.audit_table, target=target, operation="verify", step="finish",
+                    outcome="corrupt" if problems else "ok", actor=actor, backup_id=backup_id, problems=problems)
+    return record
+
+
+def restore_backup(settings: Settings, target: Target, backup_id: str, into: DatabaseSecret, *, actor: str,
+                   replace: bool = False, restore_options: dict[str, Any] | None = None) -> RestoreResult:
+    """Restore a backup of `target` into the database `into` points at.
+
+    Refuses a backup that is not COMPLETED / VERIFIED, and re-verifies the stored bytes before
+    loading anything: a CORRUPT backup is never restored. The engine refuses a non-empty database
+    unless `replace`.
+    """
+    _require(settings, "catalog_table", "bucket")
+    assert settings.catalog_table and settings.bucket
+    record = Catalog(settings.catalog_table).get(target.name, backup_id)
+    if record.status not in GOOD_BACKUP:
+        raise RestoreRefused(f"backup {backup_id} of {target.name} is {record.status}; only COMPLETED or "
+                             "VERIFIED backups are restored")
+    if into.engine != target.engine.value:
+        raise RestoreRefused(f"cannot restore a {target.engine} backup into a {into.engine} database")
+    checked = verify_backup(settings, target.name, backup_id, actor=actor)
+    if checked.status is not BackupStatus.VERIFIED:
+        raise RestoreRefused(f"backup {backup_id} of {target.name} is CORRUPT: {checked.error}")
+    assert checked.data_key and checked.manifest_key
+    s3 = aws_client("s3")
+    manifest = get_json(s3, settings.bucket, checked.manifest_key)
+    audit_log.audit(settings.audit_table, target=target.name, operation="restore", step="start", outcome="ok",
+                    actor=actor, backup_id=backup_id, replace=replace)
+    try:
+        result = engine_backup_module(target.engine).restore_backup(
+            into, iter_object(s3, settings.bucket, checked.data_key), manifest, replace=replace,
+            **(restore_options or {}))
+    except BaseException as err:
+        audit_log.audit(settings.audit_table, target=target.name, operation="restore", step="fail",
+                        outcome="refused" if isinstance(err, RestoreRefused) else "failed", actor=actor,
+                        backup_id=backup_id, error=f"{type(err).__name__}: {err}")
+        raise
+    audit_log.audit(settings.audit_table, target=target.name, operation="restore", step="finish", outcome="ok",
+                    actor=actor, backup_id=backup_id, counts=result.counts, duration_s=result.duration_s)
+    return result
