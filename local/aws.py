@@ -219,7 +219,8 @@ class LocalAws:
         return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint_url)
 
 
-def create_function(aws: LocalAws, name: str, job: str, environment: dict[str, str]) -> str:
+def create_function(aws: LocalAws, name: str, job: str, environment: dict[str, str], *,
+                    memory_size: int = 512, timeout: int = 900) -> str:
     """Register a Lambda function in moto whose invocations run `functions/<job>/handler.py`.
 
     moto needs a code package and a role; neither is used, since the dispatcher runs the handler
@@ -248,7 +249,8 @@ def create_function(aws: LocalAws, name: str, job: str, environment: dict[str, s
         Handler="handler.handler",
         Code={"ZipFile": buf.getvalue()},
         Environment={"Variables": {**environment, "WARDEN_FUNCTION": job}},
-        Timeout=900,
+        Timeout=timeout,
+        MemorySize=memory_size,
     )
     return str(fn["FunctionArn"])
 
