@@ -49,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nTargets registered (config in SSM, credentials in Secrets Manager): "
               f"{', '.join(t.name for t in runtime.targets)}")
 
-        function = runtime.deploy_function("health")
-        print(f"\nInvoking {function.rsplit(':', 1)[-1]} through Lambda for every target...")
+        assert runtime.deployment is not None
+        print(f"\nDeployed the synthesized Warden-{config.stage} template into moto "
+              f"({len(runtime.deployment.refs)} resources, {runtime.timings.seconds['deploy']:.1f} s incl. synth)")
+        function = runtime.deployment.function_named("health")
+        print(f"\nInvoking {function} through Lambda for every target...")
         response = runtime.aws.client("lambda").invoke(FunctionName=function, Payload=b"{}")
         payload = json.loads(response["Payload"].read())
         if response.get("FunctionError"):

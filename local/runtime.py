@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local.aws import LocalAws, create_function
+from local.aws import LocalAws
 from local.config import LocalConfig, load_local_config
+from local.deploy import Deployment, deploy_template, synthesize_stage
 from local.postgres import DEBIAN_PG15_BIN, LocalPostgres, PostgresEndpoint, debian_pg15_available
-from warden.models import Target
+from warden.models import StageConfig, Target
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class LocalRuntime:
         self.timings = Timings()
         self.targets: list[Target] = []
         self.skipped: dict[str, str] = {}
+        self.deployment: Deployment | None = None
 
     @property
     def needed(self) -> set[str]:
@@ -56,6 +58,9 @@ class LocalRuntime:
             self.aws.start()
             self.timings.record("aws", started)
             self.register_targets()
+            started = time.monotonic()
+            self.deployment = deploy_template(self.aws, synthesize_stage(self.stage_config()), self.config.stage)
+            self.timings.record("deploy", started)
         except BaseException:
             self.stop()
             raise
@@ -111,12 +116,9 @@ class LocalRuntime:
         self.targets = register_targets(self.aws, self.config, self.local_secrets(), skipped=set(self.skipped))
         return self.targets
 
-    def deploy_function(self, job: str) -> str:
-        """Register `functions/<job>` as a Lambda function of this stage; returns its ARN."""
-        return create_function(self.aws, f"warden-{self.config.stage}-{job}", job, self.function_environment())
-
-    def function_environment(self) -> dict[str, str]:
-        return {"WARDEN_STAGE": self.config.stage}
+    def stage_config(self) -> StageConfig:
+        """The stage the local runtime deploys: the registered targets, as a deployed stage has them."""
+        return local_stage(self.config.stage, self.targets)
 
     def stop(self) -> None:
         self.aws.stop()
@@ -130,6 +132,10 @@ class LocalRuntime:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def local_stage(name: str, targets: list[Target]) -> StageConfig:
+    return StageConfig(name=name, targets=targets)
 
 
 def postgres_secret(pg: PostgresEndpoint, dbname: str | None = None) -> dict[str, Any]:

@@ -12,12 +12,18 @@ import pytest
 
 from local.aws import LocalAws
 from local.config import LocalConfig
+from local.deploy import Deployment, deploy_template, synthesize_stage
 from local.postgres import DEBIAN_PG15_BIN, LocalPostgres, PostgresEndpoint, debian_pg15_available
-from local.runtime import neo4j_secret, postgres_secret, register_targets
+from local.runtime import local_stage, neo4j_secret, postgres_secret, register_targets
+from warden.models import Engine, Target
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
 STAGE = "local"
+LOCAL_TARGETS = [
+    Target(name="graph-local", engine=Engine.NEO4J, secret_name=f"warden/{STAGE}/graph-local"),
+    Target(name="pg-local", engine=Engine.POSTGRES, secret_name=f"warden/{STAGE}/pg-local"),
+]
 
 
 def load_event(name: str, **overrides: Any) -> dict[str, Any]:
@@ -93,3 +99,15 @@ def local_targets(aws: LocalAws, postgres: PostgresEndpoint, neo4j_server: Any) 
     ]})
     secrets = {"neo4j": neo4j_secret(neo4j_server), "postgres18": postgres_secret(postgres)}
     return {t.name: t for t in register_targets(aws, config, secrets)}
+
+
+@pytest.fixture(scope="session")
+def local_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The synthesized WardenStack of the local stage (cdk-nag on), once per session."""
+    return synthesize_stage(local_stage(STAGE, LOCAL_TARGETS), tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture
+def deployed(aws: LocalAws, local_template: dict[str, Any], local_targets: dict[str, Any]) -> Deployment:
+    """The local stage's template deployed into moto, its targets' secrets registered."""
+    return deploy_template(aws, local_template, STAGE)

@@ -1,5 +1,5 @@
-"""Smoke: moto stands in for AWS, and Lambda invocations run the real handlers against the real
-databases."""
+"""Smoke: moto stands in for AWS; the synthesized stack deploys into it, and Lambda invocations run
+the real handlers against the real databases."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from local.aws import LocalAws
+from local.deploy import Deployment
 from local.runtime import register_targets
 from tests.conftest import STAGE, load_event
 
@@ -32,13 +33,17 @@ def invoke(aws: LocalAws, function: str, event: dict[str, Any]) -> tuple[dict[st
     return json.loads(response["Payload"].read()), response.get("FunctionError")
 
 
-def test_health_function_runs_the_real_handler_against_both_databases(aws: LocalAws, local_targets: dict) -> None:
-    # Given the health function registered in moto
-    from local.aws import create_function
+def test_deployed_stack_has_its_tables_bucket_and_target_config(aws: LocalAws, deployed: Deployment) -> None:
+    tables = set(aws.client("dynamodb").list_tables()["TableNames"])
+    assert set(deployed.physical("AWS::DynamoDB::Table").values()) <= tables
+    assert len(deployed.physical("AWS::DynamoDB::Table")) == 3
+    params = aws.client("ssm").get_parameters_by_path(Path=f"/warden/{STAGE}/targets/")["Parameters"]
+    assert {p["Name"].rsplit("/", 1)[-1] for p in params} == {"graph-local", "pg-local"}
 
-    create_function(aws, "warden-local-health", "health", {"WARDEN_STAGE": STAGE})
-    # When it is invoked for every target
-    report, error = invoke(aws, "warden-local-health", load_event("health_all_targets"))
+
+def test_health_function_runs_the_real_handler_against_both_databases(aws: LocalAws, deployed: Deployment) -> None:
+    # When the deployed health function is invoked for every target
+    report, error = invoke(aws, deployed.function_named("health"), load_event("health_all_targets"))
     # Then the real databases answered
     assert error is None, report
     by_target = {t["target"]: t for t in report["targets"]}
@@ -48,26 +53,28 @@ def test_health_function_runs_the_real_handler_against_both_databases(aws: Local
     assert by_target["graph-local"]["checks"][0]["details"]["edition"] == "community"
 
 
-def test_health_function_fails_like_lambda_on_an_unknown_target(aws: LocalAws, local_targets: dict) -> None:
-    from local.aws import create_function
-
-    create_function(aws, "warden-local-health", "health", {"WARDEN_STAGE": STAGE})
-    payload, error = invoke(aws, "warden-local-health", load_event("health_scheduled", target="nope"))
+def test_health_function_fails_like_lambda_on_an_unknown_target(aws: LocalAws, deployed: Deployment) -> None:
+    payload, error = invoke(aws, deployed.function_named("health"), load_event("health_scheduled", target="nope"))
     assert error == "Unhandled"
     assert payload["errorType"] == "TargetNotFound"
     assert "graph-local" in payload["errorMessage"]
 
 
-def test_health_reports_a_target_whose_password_is_wrong_as_unhealthy(aws: LocalAws, postgres: Any) -> None:
-    from local.aws import create_function
+def test_health_function_rejects_malformed_input(aws: LocalAws, deployed: Deployment) -> None:
+    payload, error = invoke(aws, deployed.function_named("health"), load_event("health_bad_input"))
+    assert error == "Unhandled"
+    assert payload["errorType"] == "ValidationError"
+
+
+def test_health_reports_a_target_whose_password_is_wrong_as_unhealthy(aws: LocalAws, deployed: Deployment,
+                                                                      postgres: Any) -> None:
     from local.config import LocalConfig
     from local.runtime import postgres_secret
 
     config = LocalConfig.model_validate({"stage": STAGE, "targets": [
         {"name": "pg-wrong", "engine": "postgres", "local": "postgres18"}]})
     register_targets(aws, config, {"postgres18": {**postgres_secret(postgres), "password": "wrong"}})
-    create_function(aws, "warden-local-health", "health", {"WARDEN_STAGE": STAGE})
-    report, error = invoke(aws, "warden-local-health", {"target": "pg-wrong"})
+    report, error = invoke(aws, deployed.function_named("health"), {"target": "pg-wrong"})
     assert error is None
     check = report["targets"][0]["checks"][0]
     assert report["status"] == "unhealthy"

@@ -38,11 +38,11 @@ def close_drivers() -> None:
 
 def server_info(secret: Neo4jSecret, *, timeout: float = 5.0) -> ServerInfo:
     try:
-        records, _, _ = driver(secret, timeout=timeout).execute_query(
-            "CALL dbms.components() YIELD name, versions, edition RETURN versions[0] AS version, edition",
-            database_=secret.database,
-            timeout_=timeout,
-        )
+        with driver(secret, timeout=timeout).session(database=secret.database) as session:
+            records = list(session.run(neo4j.Query(
+                "CALL dbms.components() YIELD name, versions, edition RETURN versions[0] AS version, edition",
+                timeout=timeout,
+            )))
     except (ServiceUnavailable, OSError) as err:
         raise DatabaseUnavailable(f"Neo4j at {secret.uri} unavailable: {err}") from None
     except AuthError:
