@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -24,11 +25,16 @@ from warden.models import HealthReport
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__)
     parser.add_argument("--config", type=Path, help="local target file (default: local/targets.sample.yaml)")
+    parser.add_argument("--function-logs", action="store_true",
+                        help="show the functions' JSON logs and EMF metrics (as CloudWatch would get them)")
     parser.add_argument("--work-dir", type=Path, help="where the databases keep their data (default: a temp dir)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto server's request log
 
+    if not args.function_logs:
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     config = load_local_config(args.config)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="warden-demo-"))
     print(f"Warden demo — stage {config.stage!r}, data under {work_dir}")
