@@ -158,10 +158,10 @@ def test_stop_then_start_again_keeps_data(server: LocalNeo4j) -> None:
 
 
 CHILD = """
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 from local.neo4j import LocalNeo4j
-ep = LocalNeo4j(Path(sys.argv[1]), password=sys.argv[2]).start()
+ep = LocalNeo4j(Path(sys.argv[1]), password=os.environ["TEST_NEO4J_PASSWORD"]).start()
 print(json.dumps({"pid": ep.pid, "port": ep.port}), flush=True)
 time.sleep(600)
 """
@@ -171,9 +171,9 @@ def test_jvm_dies_with_its_parent(server: LocalNeo4j) -> None:
     """A Python process killed with SIGKILL takes its Neo4j down (no leaked JVMs in test runs)."""
     server.stop()
     env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
+    env["TEST_NEO4J_PASSWORD"] = PASSWORD
     child = subprocess.Popen(
-        # The password is an argument of this throwaway child only, to keep the test short.
-        [sys.executable, "-c", CHILD, str(server.data_dir), PASSWORD],
+        [sys.executable, "-c", CHILD, str(server.data_dir)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
     )
     try:
