@@ -10,9 +10,20 @@ from aws_cdk import App, Duration, Environment, Stack, Tags
 from constructs import Construct
 
 from infra.config import load_stages, read_cdk_json_context
-from infra.functions import WardenFunction, grant_health
+from infra.functions import (
+    WardenFunction,
+    grant_audit_append,
+    grant_backups_read,
+    grant_backups_write,
+    grant_catalog_read_write,
+    grant_health,
+    grant_state_read_write,
+    grant_target_config_read,
+    grant_target_secrets_read,
+)
 from infra.layers import SharedLayers
 from infra.nag import enable_nag
+from infra.schedules import TargetSchedules
 from infra.storage import Storage
 from warden.models import StageConfig
 
@@ -44,6 +55,23 @@ class WardenStack(Stack):
 
         health = self._function("health", timeout=Duration.minutes(2))
         grant_health(health, self.storage)
+
+        # A backup streams the whole database through one invocation: the longest timeout Lambda allows.
+        backup = self._function("backup", timeout=Duration.minutes(15), memory_size=1024)
+        grant_target_config_read(backup, self.storage)
+        grant_target_secrets_read(backup, stage.targets)
+        grant_catalog_read_write(backup, self.storage)
+        grant_state_read_write(backup, self.storage)  # leases and idempotency records
+        grant_audit_append(backup, self.storage)
+        grant_backups_write(backup, self.storage)
+
+        verify = self._function("verify", timeout=Duration.minutes(15), memory_size=512)
+        grant_target_config_read(verify, self.storage)
+        grant_catalog_read_write(verify, self.storage)
+        grant_audit_append(verify, self.storage)
+        grant_backups_read(verify, self.storage)
+
+        self.schedules = TargetSchedules(self, "Schedules", stage=stage, functions=self.functions)
 
     def _function(self, job: str, **options: Any) -> WardenFunction:
         fn = WardenFunction(

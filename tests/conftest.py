@@ -33,6 +33,12 @@ def load_event(name: str, **overrides: Any) -> dict[str, Any]:
     return event
 
 
+def invoke(aws: LocalAws, function: str, event: dict[str, Any]) -> tuple[Any, str | None]:
+    """Invoke a deployed function through moto's Lambda API: (payload, FunctionError or None)."""
+    response = aws.client("lambda").invoke(FunctionName=function, Payload=json.dumps(event).encode())
+    return json.loads(response["Payload"].read()), response.get("FunctionError")
+
+
 @pytest.fixture(scope="session")
 def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("services")

@@ -11,7 +11,7 @@ import pytest
 from local.aws import LocalAws
 from local.deploy import Deployment
 from local.runtime import register_targets
-from tests.conftest import STAGE, load_event
+from tests.conftest import STAGE, invoke, load_event
 
 pytestmark = pytest.mark.integration
 
@@ -26,11 +26,6 @@ def test_s3_and_dynamodb_round_trip(aws: LocalAws) -> None:
     ddb.put_item(TableName="smoke", Item={"pk": {"S": "t#1"}, "n": {"N": "42"}})
     assert s3.get_object(Bucket="smoke", Key="a/b.txt")["Body"].read() == b"warden"
     assert ddb.get_item(TableName="smoke", Key={"pk": {"S": "t#1"}})["Item"]["n"] == {"N": "42"}
-
-
-def invoke(aws: LocalAws, function: str, event: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    response = aws.client("lambda").invoke(FunctionName=function, Payload=json.dumps(event).encode())
-    return json.loads(response["Payload"].read()), response.get("FunctionError")
 
 
 def test_deployed_stack_has_its_tables_bucket_and_target_config(aws: LocalAws, deployed: Deployment) -> None:

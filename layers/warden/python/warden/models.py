@@ -207,3 +207,21 @@ class BackupRecord(BaseModel):
     upload_id: str | None = None
     trigger: str = "schedule"
     actor: str = ""
+
+
+class BackupRequest(_Model):
+    """Input of the backup function. The schedule sends `scheduled_time`
+    (`<aws.scheduler.scheduled-time>`): a retried delivery of the same scheduled event carries the
+    same value, so it never produces a second backup."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)]
+    trigger: Literal["schedule", "manual", "cli", "remediation", "recovery"] = "manual"
+    scheduled_time: str | None = None
+
+
+class VerifyRequest(_Model):
+    """Input of the verify function: one backup, or (no `backup_id`) the newest unverified ones."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)]
+    backup_id: Annotated[str, Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")] | None = None
+    trigger: Literal["schedule", "manual", "cli", "backup", "recovery"] = "manual"

@@ -1,0 +1,65 @@
+"""Backup function: one backup of one target (scheduled per target, or on demand).
+
+A retried delivery of the same scheduled event returns the first result (idempotency on
+`target` + `scheduled_time`); a second trigger while a backup runs returns "already running".
+Metrics per target: BackupSuccess / BackupFailure, BackupDuration, BackupSize.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from warden.backup import run_backup
+from warden.config import get_target
+from warden.models import BackupRequest
+from warden.settings import Settings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+SETTINGS = Settings.from_env()
+_persistence = DynamoDBPersistenceLayer(table_name=SETTINGS.state_table or "unset", key_attr="pk",
+                                        sort_key_attr="sk")
+_idempotency = IdempotencyConfig(event_key_jmespath="scheduled_time && [target, scheduled_time]",
+                                 expires_after_seconds=2 * 86400,
+                                 raise_on_no_idempotency_key=False)
+
+
+@idempotent_function(data_keyword_argument="request", persistence_store=_persistence, config=_idempotency)
+def back_up(request: dict[str, Any], actor: str) -> dict[str, Any]:
+    parsed = BackupRequest.model_validate(request)
+    target = get_target(SETTINGS, parsed.target)
+    metrics.add_dimension(name="Target", value=target.name)
+    try:
+        outcome = run_backup(SETTINGS, target, actor=actor, trigger=parsed.trigger)
+    except Exception:
+        metrics.add_metric(name="BackupFailure", unit=MetricUnit.Count, value=1)
+        raise
+    if outcome.record is None:
+        logger.info("backup already running", extra={"target": target.name})
+        return {"target": target.name, "status": "already running", "detail": outcome.already_running}
+    record = outcome.record
+    metrics.add_metric(name="BackupSuccess", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="BackupDuration", unit=MetricUnit.Seconds, value=record.duration_s or 0)
+    metrics.add_metric(name="BackupSize", unit=MetricUnit.Bytes, value=record.size_bytes or 0)
+    logger.info("backup finished", extra={"target": target.name, "backup_id": record.backup_id,
+                                          "size_bytes": record.size_bytes})
+    return record.model_dump(mode="json")
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = BackupRequest.model_validate(event or {})  # bad input fails here, before anything is touched
+    _idempotency.register_lambda_context(context)
+    return back_up(request=request.model_dump(mode="json"), actor=f"function:{context.function_name}")

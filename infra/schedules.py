@@ -1,0 +1,66 @@
+"""EventBridge Scheduler: one schedule per target and job, in a schedule group per stage.
+
+Every schedule sends `{"target": <name>, "trigger": "schedule", "scheduled_time": <time>}`; the
+scheduled time lets the backup function recognise a retried delivery of the same event. Each job
+has its own scheduler role that may invoke exactly that job's function (no version wildcard).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_scheduler as scheduler
+from constructs import Construct
+
+from infra.functions import WardenFunction
+from warden.models import StageConfig
+
+# Jobs that run per target on a schedule (the Schedules model's fields).
+SCHEDULED_JOBS = ("backup", "verify", "prune", "health", "license_check", "maintenance")
+
+
+class TargetSchedules(Construct):
+    """Schedules for every target of the stage and every scheduled job the stack has a function for.
+
+    Attributes: `group`, `roles` {job: Role}, `schedules` {(target, job): CfnSchedule}.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, stage: StageConfig,
+                 functions: Mapping[str, WardenFunction]) -> None:
+        super().__init__(scope, id)
+        self.group = scheduler.CfnScheduleGroup(self, "Group", name=f"warden-{stage.name}")
+        self.roles: dict[str, iam.Role] = {}
+        self.schedules: dict[tuple[str, str], scheduler.CfnSchedule] = {}
+        for job in SCHEDULED_JOBS:
+            fn = functions.get(job)
+            if fn is None or not stage.targets:
+                continue
+            role = iam.Role(self, f"{job}-role", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
+                            description=f"EventBridge Scheduler: invoke the Warden {stage.name} {job} function")
+            role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"],
+                                                   resources=[fn.function.function_arn]))
+            self.roles[job] = role
+            for target in stage.targets:
+                payload = json.dumps({"target": target.name, "trigger": "schedule",
+                                      "scheduled_time": "<aws.scheduler.scheduled-time>"})
+                schedule = scheduler.CfnSchedule(
+                    self,
+                    f"{target.name}-{job}",
+                    group_name=self.group.name,
+                    description=f"Warden {stage.name}: {job} of {target.name}",
+                    schedule_expression=getattr(target.schedules, job),
+                    schedule_expression_timezone="Etc/UTC",
+                    flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
+                    state="ENABLED",
+                    target=scheduler.CfnSchedule.TargetProperty(
+                        arn=fn.function.function_arn,
+                        role_arn=role.role_arn,
+                        input=payload,
+                        retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
+                            maximum_retry_attempts=2, maximum_event_age_in_seconds=3600),
+                    ),
+                )
+                schedule.node.add_dependency(self.group)
+                self.schedules[(target.name, job)] = schedule
