@@ -39,6 +39,7 @@ class Deployment:
     refs: dict[str, str] = field(default_factory=dict)
     attrs: dict[tuple[str, str], str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    extra_environment: dict[str, str] = field(default_factory=dict)
 
     def physical(self, resource_type: str) -> dict[str, str]:
         """Logical id → physical id (Ref) of every deployed resource of a type."""
@@ -124,9 +125,20 @@ class _Resolver:
         return {k: self.value(v) for k, v in node.items()}
 
 
-def deploy_template(aws: LocalAws, template: Mapping[str, Any], stage: str) -> Deployment:
+def local_function_environment() -> dict[str, str]:
+    """What the local runtime adds to every function's environment: in AWS the PostgreSQL client
+    tools ship with the function (docs/postgres-tools.md); locally they are the embedded server's."""
+    from local.postgres import embedded_bin_dir
+
+    return {"WARDEN_PG_BIN_DIR": str(embedded_bin_dir())}
+
+
+def deploy_template(aws: LocalAws, template: Mapping[str, Any], stage: str,
+                    extra_environment: Mapping[str, str] | None = None) -> Deployment:
     """Create the template's resources in moto; returns the physical ids and attributes."""
     deployment = Deployment(stage=stage, template=dict(template))
+    deployment.extra_environment = dict(local_function_environment() if extra_environment is None
+                                        else extra_environment)
     resolver = _Resolver(deployment)
     resources = template["Resources"]
     for logical_id, resource in resources.items():
@@ -168,7 +180,7 @@ def _create(aws: LocalAws, d: Deployment, r: _Resolver, logical_id: str, resourc
                                         Overwrite=True)
         d.refs[logical_id] = name
     elif kind == "AWS::Lambda::Function":
-        variables = r.value(props.get("Environment", {}).get("Variables", {}))
+        variables = {**r.value(props.get("Environment", {}).get("Variables", {})), **d.extra_environment}
         job = variables.get("WARDEN_FUNCTION")
         if not job:
             d.skipped[logical_id] = f"{kind} without WARDEN_FUNCTION"

@@ -29,12 +29,10 @@ metrics = Metrics()
 SETTINGS = Settings.from_env()
 _persistence = DynamoDBPersistenceLayer(table_name=SETTINGS.state_table or "unset", key_attr="pk",
                                         sort_key_attr="sk")
-_idempotency = IdempotencyConfig(event_key_jmespath="scheduled_time && [target, scheduled_time]",
-                                 expires_after_seconds=2 * 86400,
-                                 raise_on_no_idempotency_key=False)
+_idempotency = IdempotencyConfig(event_key_jmespath="[target, scheduled_time]",
+                                 expires_after_seconds=2 * 86400, raise_on_no_idempotency_key=True)
 
 
-@idempotent_function(data_keyword_argument="request", persistence_store=_persistence, config=_idempotency)
 def back_up(request: dict[str, Any], actor: str) -> dict[str, Any]:
     parsed = BackupRequest.model_validate(request)
     target = get_target(SETTINGS, parsed.target)
@@ -56,10 +54,18 @@ def back_up(request: dict[str, Any], actor: str) -> dict[str, Any]:
     return record.model_dump(mode="json")
 
 
+# Scheduled runs carry `scheduled_time`: a retried delivery returns the first run's result.
+back_up_once = idempotent_function(data_keyword_argument="request", persistence_store=_persistence,
+                                   config=_idempotency)(back_up)
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = BackupRequest.model_validate(event or {})  # bad input fails here, before anything is touched
+    actor = f"function:{context.function_name}"
+    if request.scheduled_time is None:
+        return back_up(request=request.model_dump(mode="json"), actor=actor)
     _idempotency.register_lambda_context(context)
-    return back_up(request=request.model_dump(mode="json"), actor=f"function:{context.function_name}")
+    return back_up_once(request=request.model_dump(mode="json"), actor=actor)

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -43,6 +44,13 @@ BACKUP_LEASE_S = 16 * 60
 
 class BackupRefused(WardenError):
     """The backup record cannot be used for this (CORRUPT, FAILED, still running, expired)."""
+
+
+def engine_options(settings: Settings, engine: Engine) -> dict[str, Any]:
+    """Per-engine settings for export and restore (where PostgreSQL's client tools are)."""
+    if engine is Engine.POSTGRES and settings.pg_bin_dir:
+        return {"configured_bin_dir": Path(settings.pg_bin_dir)}
+    return {}
 
 
 def engine_backup_module(engine: Engine) -> ModuleType:
@@ -130,7 +138,8 @@ def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, le
         record.upload_id = sink.upload_id
         catalog.save(record)
         with ArtifactWriter(sink, data_key) as writer:
-            result = module.export_backup(secret, writer, **export_options)
+            result = module.export_backup(secret, writer, **{**engine_options(settings, target.engine),
+                                                             **export_options})
         info = writer.close()
         finished = datetime.now(UTC)
         manifest = {
@@ -239,7 +248,7 @@ def restore_backup(settings: Settings, target: Target, backup_id: str, into: Dat
     try:
         result = engine_backup_module(target.engine).restore_backup(
             into, iter_object(s3, settings.bucket, checked.data_key), manifest, replace=replace,
-            **(restore_options or {}))
+            **{**engine_options(settings, target.engine), **(restore_options or {})})
     except BaseException as err:
         audit_log.audit(settings.audit_table, target=target.name, operation="restore", step="fail",
                         outcome="refused" if isinstance(err, RestoreRefused) else "failed", actor=actor,

@@ -23,6 +23,8 @@ class Settings(BaseModel):
     bucket: str | None = Field(default=None, alias="WARDEN_BUCKET")
     topic_arn: str | None = Field(default=None, alias="WARDEN_TOPIC_ARN")
     kms_key_id: str | None = Field(default=None, alias="WARDEN_KMS_KEY_ID")
+    # Where the TLS-capable pg_dump / pg_restore live (see docs/postgres-tools.md); PATH otherwise.
+    pg_bin_dir: str | None = Field(default=None, alias="WARDEN_PG_BIN_DIR")
 
     @property
     def targets_path(self) -> str:
