@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import App, Duration, Environment, Stack, Tags
+from aws_cdk import App, CfnOutput, Duration, Environment, Stack, Tags
 from constructs import Construct
 
 from infra.config import load_stages, read_cdk_json_context
@@ -72,6 +72,22 @@ class WardenStack(Stack):
         grant_backups_read(verify, self.storage)
 
         self.schedules = TargetSchedules(self, "Schedules", stage=stage, functions=self.functions)
+        self._outputs()
+
+    def _outputs(self) -> None:
+        """What the CLI reads to find a deployed stage (`warden --stage <name>`): see OUTPUTS."""
+        storage = self.storage
+        values = {
+            "CatalogTable": storage.catalog.table_name,
+            "AuditTable": storage.audit.table_name,
+            "StateTable": storage.state.table_name,
+            "Bucket": storage.bucket.bucket_name,
+            "Topic": storage.topic.topic_arn,
+            "Key": storage.key.key_arn,
+        }
+        values.update({function_output(job): fn.function.function_name for job, fn in self.functions.items()})
+        for name, value in values.items():
+            CfnOutput(self, name, value=value)
 
     def _function(self, job: str, **options: Any) -> WardenFunction:
         fn = WardenFunction(
@@ -85,6 +101,11 @@ class WardenStack(Stack):
         )
         self.functions[job] = fn
         return fn
+
+
+def function_output(job: str) -> str:
+    """The stack output naming the function of `job` (e.g. `BackupFunction`)."""
+    return job.replace("_", " ").title().replace(" ", "") + "Function"
 
 
 def stack_id(stage: StageConfig) -> str:

@@ -55,6 +55,12 @@ class Deployment:
                     return self.refs[logical_id]
         raise LookupError(f"the template has no function for job {job!r}")
 
+    def outputs(self) -> dict[str, str]:
+        """The stack's outputs, resolved to the local resources (what the CLI reads)."""
+        resolver = _Resolver(self)
+        return {name: str(resolver.value(output["Value"]))
+                for name, output in self.template.get("Outputs", {}).items()}
+
     def state_machine_arn(self, logical_prefix: str) -> str:
         matches = [v for k, v in self.physical("AWS::StepFunctions::StateMachine").items()
                    if k.startswith(logical_prefix)]

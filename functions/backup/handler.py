@@ -64,7 +64,7 @@ back_up_once = idempotent_function(data_keyword_argument="request", persistence_
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = BackupRequest.model_validate(event or {})  # bad input fails here, before anything is touched
-    actor = f"function:{context.function_name}"
+    actor = f"function:{context.function_name}" + (f" for {request.requested_by}" if request.requested_by else "")
     if request.scheduled_time is None:
         return back_up(request=request.model_dump(mode="json"), actor=actor)
     _idempotency.register_lambda_context(context)

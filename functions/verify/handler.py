@@ -37,7 +37,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             metrics.add_metric(name="BackupVerifyNothingToDo", unit=MetricUnit.Count, value=1)
             return {"target": target.name, "status": "nothing to verify"}
         backup_id = newest.backup_id
-    record = verify_backup(SETTINGS, target.name, backup_id, actor=f"function:{context.function_name}")
+    actor = f"function:{context.function_name}" + (f" for {request.requested_by}" if request.requested_by else "")
+    record = verify_backup(SETTINGS, target.name, backup_id, actor=actor)
     corrupt = record.status is BackupStatus.CORRUPT
     metrics.add_metric(name="BackupCorrupt" if corrupt else "BackupVerified", unit=MetricUnit.Count, value=1)
     (logger.error if corrupt else logger.info)(

@@ -38,6 +38,8 @@ from warden.secrets import load_secret
 from warden.settings import Settings
 
 MANIFEST_VERSION = 1
+METHODS = {Engine.NEO4J: "neo4j-logical", Engine.POSTGRES: "pg_dump"}
+EXTENSIONS = {Engine.NEO4J: "wnj", Engine.POSTGRES: "dump"}
 # A backup runs inside one Lambda invocation (15 min at most); the lease outlives it a little.
 BACKUP_LEASE_S = 16 * 60
 
@@ -120,18 +122,18 @@ def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, le
     started = datetime.now(UTC)
     clock = time.monotonic()
     backup_id = new_backup_id(started)
-    module = engine_backup_module(target.engine)
     record = catalog.create(BackupRecord(
-        target=target.name, backup_id=backup_id, engine=target.engine, method=getattr(module, "METHOD", "logical"),
+        target=target.name, backup_id=backup_id, engine=target.engine, method=METHODS[target.engine],
         status=BackupStatus.RUNNING, started_at=started, trigger=trigger, actor=actor,
     ))
     audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="start", outcome="ok",
                     actor=actor, backup_id=backup_id, trigger=trigger)
     s3 = aws_client("s3")
     try:
+        module = engine_backup_module(target.engine)
         secret = secret_loader(target)
         prefix = object_prefix(target.name, backup_id)
-        data_key = f"{prefix}data.{getattr(module, 'EXTENSION', 'bin')}"
+        data_key = f"{prefix}data.{EXTENSIONS[target.engine]}"
         sink = S3MultipartSink(s3, settings.bucket, data_key, kms_key_id=settings.kms_key_id,
                                metadata={"warden-target": target.name, "warden-backup-id": backup_id})
         leases.update(lease, backup_id=backup_id, upload_key=data_key, upload_id=sink.upload_id)

@@ -217,6 +217,7 @@ class BackupRequest(_Model):
     target: Annotated[str, Field(pattern=TARGET_NAME)]
     trigger: Literal["schedule", "manual", "cli", "remediation", "recovery"] = "manual"
     scheduled_time: str | None = None
+    requested_by: Annotated[str, Field(max_length=200)] | None = None  # e.g. "cli:alice", audited
 
 
 class VerifyRequest(_Model):
@@ -225,3 +226,4 @@ class VerifyRequest(_Model):
     target: Annotated[str, Field(pattern=TARGET_NAME)]
     backup_id: Annotated[str, Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")] | None = None
     trigger: Literal["schedule", "manual", "cli", "backup", "recovery"] = "manual"
+    requested_by: Annotated[str, Field(max_length=200)] | None = None

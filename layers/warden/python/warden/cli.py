@@ -1,0 +1,340 @@
+"""`warden`: the operator's tool. The same commands work against the local runtime
+(`--stage local`, started by `warden local up`) and a deployed stage (`--stage <name>`), where they
+invoke the deployed functions and read the catalog and the audit trail.
+
+Exit codes: 0 done; 1 the operation ran and failed (unhealthy, corrupt, refused); 2 bad input or
+configuration (nothing was touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from warden.errors import ConfigError, WardenError
+
+Result = tuple[Any, str, int]  # (machine output, text output, exit code)
+
+
+class CliError(WardenError):
+    """An operation failed; the message says why."""
+
+
+# -- stage -------------------------------------------------------------------------------------
+
+def _state_file() -> Path:
+    home = Path(os.environ.get("WARDEN_LOCAL_HOME", Path.home() / ".warden" / "local"))
+    return home / "state.json"
+
+
+def open_stage(name: str) -> Any:
+    """A StageHandle; for `local`, points this process's AWS clients at the local moto server."""
+    from warden.clients import reset_clients
+    from warden.stage import deployed_stage, local_stage
+
+    if name == "local":
+        handle, _ = local_stage(_state_file())
+        os.environ["AWS_ENDPOINT_URL"] = handle.endpoint_url
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+        reset_clients()
+        return handle
+    return deployed_stage(name)
+
+
+def actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def invoke(handle: Any, job: str, event: dict[str, Any], *, wait: bool = True) -> Any:
+    from warden.clients import aws_client
+
+    response = aws_client("lambda").invoke(
+        FunctionName=handle.function(job), Payload=json.dumps(event).encode(),
+        InvocationType="RequestResponse" if wait else "Event",
+    )
+    if not wait:
+        return {"status": "started", "function": handle.function(job)}
+    payload = json.loads(response["Payload"].read() or b"null")
+    if response.get("FunctionError"):
+        raise CliError(f"{job} failed: {payload.get('errorType')}: {payload.get('errorMessage')}")
+    return payload
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def cmd_local_up(args: argparse.Namespace) -> Result:
+    state = _state_file()
+    if state.exists():
+        data = json.loads(state.read_text())
+        if _alive(data["pid"]):
+            return data, f"local runtime already running (pid {data['pid']}, {data['endpoint_url']})", 0
+        state.unlink()
+    state.parent.mkdir(parents=True, exist_ok=True)
+    log = state.parent / "serve.log"
+    command = [sys.executable, "-m", "local.serve", "--home", str(state.parent)]
+    if args.config:
+        command += ["--config", str(args.config)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + args.timeout
+    while not state.exists():
+        if proc.poll() is not None:
+            raise CliError(f"the local runtime failed to start; see {log}:\n{log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise CliError(f"the local runtime was not ready after {args.timeout:.0f} s; see {log}")
+        time.sleep(0.5)
+    data = json.loads(state.read_text())
+    return data, _format_local(data, "local runtime up"), 0
+
+
+def cmd_local_down(args: argparse.Namespace) -> Result:
+    state = _state_file()
+    if not state.exists():
+        return {"status": "not running"}, "local runtime not running", 0
+    pid = json.loads(state.read_text())["pid"]
+    if _alive(pid):
+        os.kill(pid, 15)
+        deadline = time.monotonic() + 60
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    state.unlink(missing_ok=True)
+    return {"status": "stopped", "pid": pid}, f"local runtime stopped (pid {pid})", 0
+
+
+def cmd_local_status(args: argparse.Namespace) -> Result:
+    state = _state_file()
+    if not state.exists():
+        return {"status": "not running"}, "local runtime not running", 1
+    data = json.loads(state.read_text())
+    if not _alive(data["pid"]):
+        return {**data, "status": "dead"}, f"local runtime pid {data['pid']} is gone (stale {state})", 1
+    return {**data, "status": "running"}, _format_local(data, "local runtime running"), 0
+
+
+def _format_local(data: dict[str, Any], headline: str) -> str:
+    lines = [f"{headline} (pid {data['pid']}), stage {data['stage']!r}", f"  AWS (moto)  {data['endpoint_url']}"]
+    for name, service in data["services"].items():
+        lines.append(f"  {name:<11} {service['version']:<10} {service['uri']}")
+    for name, reason in data.get("skipped", {}).items():
+        lines.append(f"  {name:<11} skipped: {reason}")
+    lines.append(f"  targets     {', '.join(data['targets'])}")
+    return "\n".join(lines)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def cmd_health(args: argparse.Namespace) -> Result:
+    from warden.health import format_text
+    from warden.models import HealthReport
+
+    handle = open_stage(args.stage)
+    report = HealthReport.model_validate(invoke(handle, "health", {"target": args.target} if args.target else {}))
+    return report.model_dump(mode="json"), format_text(report), 0 if report.status.value == "healthy" else 1
+
+
+def cmd_backup_create(args: argparse.Namespace) -> Result:
+    handle = open_stage(args.stage)
+    result = invoke(handle, "backup", {"target": args.target, "trigger": "cli", "requested_by": actor()},
+                    wait=args.wait)
+    if not args.wait:
+        return result, f"backup of {args.target} started ({result['function']}); see `warden backup list`", 0
+    if result.get("status") == "already running":
+        return result, f"{args.target}: already running — {result['detail']}", 1
+    return result, _format_record(result), 0
+
+
+def cmd_backup_list(args: argparse.Namespace) -> Result:
+    from warden.catalog import Catalog
+
+    handle = open_stage(args.stage)
+    records = [r.model_dump(mode="json") for r in Catalog(_need(handle.settings.catalog_table)).list(args.target)]
+    lines = [f"{'backup id':<26} {'status':<10} {'size':>12} {'duration':>9}  method"]
+    for r in records:
+        size = f"{r['size_bytes']:,}" if r.get("size_bytes") is not None else "-"
+        duration = f"{r['duration_s']:.1f}s" if r.get("duration_s") is not None else "-"
+        hold = "  [hold]" if r.get("hold") else ""
+        lines.append(f"{r['backup_id']:<26} {r['status']:<10} {size:>12} {duration:>9}  {r['method']}{hold}")
+    if not records:
+        lines = [f"no backups of {args.target}"]
+    return records, "\n".join(lines), 0
+
+
+def cmd_backup_verify(args: argparse.Namespace) -> Result:
+    handle = open_stage(args.stage)
+    result = invoke(handle, "verify", {"target": args.target, "backup_id": args.backup_id, "trigger": "cli",
+                                       "requested_by": actor()})
+    return result, _format_record(result), 0 if result.get("status") == "VERIFIED" else 1
+
+
+def cmd_backup_restore(args: argparse.Namespace) -> Result:
+    from warden.backup import restore_backup
+    from warden.config import get_target
+
+    handle = open_stage(args.stage)
+    target = get_target(handle.settings, args.target)
+    into = secret_from_uri(args.into, password_env=args.password_env)
+    result = restore_backup(handle.settings, target, args.backup_id, into, actor=actor(), replace=args.replace)
+    data = {"target": args.target, "backup_id": args.backup_id, "counts": result.counts,
+            "duration_s": result.duration_s, "details": result.details}
+    total = sum(result.counts.values())
+    return data, f"restored {args.backup_id} of {args.target}: {total:,} objects in {result.duration_s:.1f} s", 0
+
+
+def _set_hold(args: argparse.Namespace, hold: bool) -> Result:
+    from warden import audit
+    from warden.catalog import Catalog
+
+    handle = open_stage(args.stage)
+    catalog = Catalog(_need(handle.settings.catalog_table))
+    record = catalog.get(args.target, args.backup_id)
+    record = catalog.save(record.model_copy(update={"hold": hold}), expect_status=record.status)
+    audit.audit(handle.settings.audit_table, target=args.target, operation="backup",
+                step="hold" if hold else "release", outcome="ok", actor=actor(), backup_id=args.backup_id)
+    return record.model_dump(mode="json"), f"{args.backup_id}: {'on hold' if hold else 'released'}", 0
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> Result:
+    from warden.audit import tail
+
+    handle = open_stage(args.stage)
+    entries = tail(_need(handle.settings.audit_table), args.target, args.limit)
+    lines = [f"{e.at:%Y-%m-%d %H:%M:%S} {e.operation:<8} {e.step:<8} {e.outcome:<8} {e.actor:<40} "
+             f"{e.backup_id or ''}" for e in entries] or [f"no audit entries for {args.target}"]
+    return [e.model_dump(mode="json") for e in entries], "\n".join(lines), 0
+
+
+def _format_record(r: dict[str, Any]) -> str:
+    lines = [f"{r['target']} {r['backup_id']}: {r['status']}"]
+    for key in ("method", "size_bytes", "sha256", "duration_s", "server_version", "consistency", "error"):
+        if r.get(key) is not None:
+            lines.append(f"  {key:<15} {r[key]}")
+    return "\n".join(lines)
+
+
+def _need(value: str | None) -> str:
+    if not value:
+        raise ConfigError("the stage lacks the catalog/audit tables (is it deployed?)")
+    return value
+
+
+def secret_from_uri(uri: str, *, password_env: str | None = None) -> Any:
+    """A database secret from `postgresql://user[:pw]@host:port/db?sslmode=..` or
+    `neo4j[+s]://user[:pw]@host:port/database`. The password comes from the URI, the variable
+    named by `password_env`, or a prompt."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from warden.models import DatabaseSecret
+
+    parsed = urlparse(uri)
+    password = unquote(parsed.password) if parsed.password else None
+    if password is None and password_env:
+        password = os.environ.get(password_env)
+        if password is None:
+            raise ConfigError(f"environment variable {password_env} is not set")
+    if password is None:
+        password = getpass.getpass(f"password for {parsed.username}@{parsed.hostname}: ")
+    try:
+        if parsed.scheme in ("postgres", "postgresql"):
+            query = parse_qs(parsed.query)
+            data: dict[str, Any] = {
+                "engine": "postgres", "host": parsed.hostname, "port": parsed.port or 5432,
+                "username": unquote(parsed.username or "postgres"), "password": password,
+                "dbname": parsed.path.lstrip("/") or "postgres", "sslmode": query.get("sslmode", ["require"])[0]}
+        elif parsed.scheme.split("+")[0] in ("neo4j", "bolt"):
+            data = {"engine": "neo4j", "uri": f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 7687}",
+                    "username": unquote(parsed.username or "neo4j"), "password": password,
+                    "database": parsed.path.lstrip("/") or "neo4j"}
+        else:
+            raise ConfigError(f"--into must be a postgresql:// or neo4j:// / bolt:// URI, got {parsed.scheme}://")
+        return TypeAdapter(DatabaseSecret).validate_python(data)
+    except ValidationError as err:
+        fields = [".".join(map(str, e["loc"])) for e in err.errors()]
+        raise ConfigError(f"--into is not a usable database URI (problem fields: {fields})") from None
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--stage", default=argparse.SUPPRESS, help="local, or a deployed stage name")
+    common.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="warden", description=__doc__.split("\n\n")[0], parents=[common],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(stage=os.environ.get("WARDEN_CLI_STAGE", "local"), format="text")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    def add(sub: Any, name: str, func: Callable[[argparse.Namespace], Result], help: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    local = groups.add_parser("local", help="the local runtime").add_subparsers(dest="cmd", required=True)
+    up = add(local, "up", cmd_local_up, "start real Neo4j + PostgreSQL + moto in the background")
+    up.add_argument("--config", type=Path, help="local target file (default: local/targets.sample.yaml)")
+    up.add_argument("--timeout", type=float, default=300)
+    add(local, "down", cmd_local_down, "stop the local runtime")
+    add(local, "status", cmd_local_status, "is it running, and where")
+
+    health = add(groups, "health", cmd_health, "health report of one target or all")
+    health.add_argument("--target")
+
+    backup = groups.add_parser("backup", help="backups").add_subparsers(dest="cmd", required=True)
+    create = add(backup, "create", cmd_backup_create, "back up a target now")
+    create.add_argument("--target", required=True)
+    create.add_argument("--wait", action="store_true", help="wait for the backup and print its record")
+    add(backup, "list", cmd_backup_list, "a target's backups, newest first").add_argument("--target", required=True)
+    for name, func, text in (("verify", cmd_backup_verify, "re-check a stored backup's checksum"),
+                             ("hold", lambda a: _set_hold(a, True), "never prune this backup"),
+                             ("release", lambda a: _set_hold(a, False), "let retention decide again")):
+        p = add(backup, name, func, text)
+        p.add_argument("--target", required=True)
+        p.add_argument("--backup-id", required=True)
+    restore = add(backup, "restore", cmd_backup_restore, "restore a backup into a database you name")
+    restore.add_argument("--target", required=True)
+    restore.add_argument("--backup-id", required=True)
+    restore.add_argument("--into", required=True, help="postgresql://... or neo4j://... of an empty database")
+    restore.add_argument("--password-env", help="variable holding the --into password")
+    restore.add_argument("--replace", action="store_true", help="empty a non-empty database first")
+
+    audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="cmd", required=True)
+    tail = add(audit, "tail", cmd_audit_tail, "newest audit entries of a target")
+    tail.add_argument("--target", required=True)
+    tail.add_argument("--limit", type=int, default=20)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        data, text, code = args.func(args)
+    except (ConfigError, ValueError) as err:
+        print(f"warden: {err}", file=sys.stderr)
+        return 2
+    except WardenError as err:
+        print(f"warden: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=2, default=str) if args.format == "json" else text)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
