@@ -178,6 +178,9 @@ class LocalAws:
             moto_server.start()
             self._stack.append(moto_server.stop)
             self.endpoint_url = f"http://127.0.0.1:{self.port}"
+            # moto's backends live in this process and outlive a server: start from nothing, end clean.
+            self._reset_server()
+            self._stack.append(self._reset_server)
             self._set_env("AWS_ENDPOINT_URL", self.endpoint_url)
         else:
             from moto import mock_aws
@@ -189,6 +192,12 @@ class LocalAws:
 
         reset_clients()
         return self
+
+    def _reset_server(self) -> None:
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")  # noqa: S310
+        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - our own loopback server
 
     def stop(self) -> None:
         while self._stack:

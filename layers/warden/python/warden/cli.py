@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS)
     parser = argparse.ArgumentParser(prog="warden", description=__doc__.split("\n\n")[0], parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.set_defaults(stage=os.environ.get("WARDEN_CLI_STAGE", "local"), format="text")
+    # No parser.set_defaults for these: the --stage/--format actions are shared with every
+    # subcommand (parents=), and a default set here would override a value given before the subcommand.
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     def add(sub: Any, name: str, func: Callable[[argparse.Namespace], Result], help: str) -> argparse.ArgumentParser:
@@ -324,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.stage = getattr(args, "stage", os.environ.get("WARDEN_CLI_STAGE", "local"))
+    args.format = getattr(args, "format", "text")
     try:
         data, text, code = args.func(args)
     except (ConfigError, ValueError) as err:

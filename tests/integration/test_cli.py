@@ -1,0 +1,149 @@
+"""The `warden` CLI against a local stage: the synthesized stack deployed into a moto server, the
+real databases behind it, exactly what `warden local up` gives an operator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from local.aws import LocalAws
+from local.config import LocalConfig
+from local.deploy import deploy_template
+from local.postgres import PostgresEndpoint, create_database
+from local.runtime import neo4j_secret, postgres_secret, register_targets
+from tests.conftest import STAGE
+from warden import cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cli_db(postgres: PostgresEndpoint) -> str:
+    uri = create_database(postgres, "cli_source", replace=True)
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 300) g")
+    return uri
+
+
+@pytest.fixture
+def local_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_template: dict[str, Any],
+               postgres: PostgresEndpoint, neo4j_server: Any, cli_db: str) -> Iterator[Path]:
+    """A moto server with the local stage deployed and a state file, as `warden local up` leaves it."""
+    monkeypatch.setenv("WARDEN_LOCAL_HOME", str(tmp_path))
+    # The handlers run in this process (in `warden local up` they run in the runtime's): keep their
+    # JSON logs and metrics off the CLI's stdout.
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    with LocalAws(server=True) as aws:
+        config = LocalConfig.model_validate({"stage": STAGE, "targets": [
+            {"name": "graph-local", "engine": "neo4j", "local": "neo4j"},
+            {"name": "pg-local", "engine": "postgres", "local": "postgres18"}]})
+        register_targets(aws, config, {"neo4j": neo4j_secret(neo4j_server),
+                                       "postgres18": postgres_secret(postgres, "cli_source")})
+        deployment = deploy_template(aws, local_template, STAGE)
+        (tmp_path / "state.json").write_text(json.dumps({
+            "stage": STAGE, "pid": 1, "endpoint_url": aws.endpoint_url, "outputs": deployment.outputs(),
+            "function_environment": deployment.extra_environment, "services": {}, "targets": [],
+        }))
+        yield tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run the CLI; returns (exit code, stdout); stderr stays in `run.err`."""
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    run.err = captured.err  # type: ignore[attr-defined]
+    return code, captured.out
+
+
+def test_backup_create_list_verify_restore_and_audit(local_home: Path, capsys: pytest.CaptureFixture[str],
+                                                     postgres: PostgresEndpoint) -> None:
+    code, out = run(capsys, "backup", "create", "--target", "pg-local", "--wait", "--format", "json")
+    assert code == 0, out
+    created = json.loads(out)
+    assert created["status"] == "COMPLETED" and created["counts"]["public.notes"] == 300
+
+    code, out = run(capsys, "backup", "list", "--target", "pg-local")
+    assert code == 0 and created["backup_id"] in out and "COMPLETED" in out
+
+    code, out = run(capsys, "--format", "json", "backup", "verify", "--target", "pg-local",
+                    "--backup-id", created["backup_id"])
+    assert code == 0 and json.loads(out)["status"] == "VERIFIED"
+
+    create_database(postgres, "cli_restored", replace=True)
+    into = postgres.uri("cli_restored").replace(f":{postgres.password}@", "@")
+    code, out = run(capsys, "backup", "restore", "--target", "pg-local", "--backup-id", created["backup_id"],
+                    "--into", into, "--password-env", "CLI_TEST_PW")
+    assert code == 2 and "CLI_TEST_PW is not set" in run.err
+    import os
+
+    os.environ["CLI_TEST_PW"] = postgres.password
+    try:
+        code, out = run(capsys, "backup", "restore", "--target", "pg-local", "--backup-id", created["backup_id"],
+                        "--into", into, "--password-env", "CLI_TEST_PW")
+    finally:
+        del os.environ["CLI_TEST_PW"]
+    assert code == 0, out
+    with psycopg.connect(postgres.uri("cli_restored")) as conn:
+        assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 300
+
+    code, out = run(capsys, "audit", "tail", "--target", "pg-local", "--format", "json")
+    entries = json.loads(out)
+    assert {(e["operation"], e["step"]) for e in entries} >= {("backup", "start"), ("backup", "finish"),
+                                                             ("verify", "finish"), ("restore", "finish")}
+    assert any("cli:" in e["actor"] for e in entries if e["operation"] == "backup")
+
+
+def test_hold_and_release_are_recorded_and_audited(local_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out = run(capsys, "--format", "json", "backup", "create", "--target", "pg-local", "--wait")
+    backup_id = json.loads(out)["backup_id"]
+    assert run(capsys, "backup", "hold", "--target", "pg-local", "--backup-id", backup_id)[0] == 0
+    _, out = run(capsys, "--format", "json", "backup", "list", "--target", "pg-local")
+    assert json.loads(out)[0]["hold"] is True
+    assert run(capsys, "backup", "release", "--target", "pg-local", "--backup-id", backup_id)[0] == 0
+    _, out = run(capsys, "--format", "json", "audit", "tail", "--target", "pg-local")
+    assert [e["step"] for e in json.loads(out)][:2] == ["release", "hold"]
+
+
+def test_health_prints_a_report_and_exits_zero_when_healthy(local_home: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "health")
+    assert code == 0, out
+    assert "graph-local (neo4j): healthy" in out and "pg-local (postgres): healthy" in out
+
+
+def test_unknown_target_is_a_clear_error(local_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = run(capsys, "backup", "create", "--target", "nope", "--wait")
+    assert code == 1
+    assert "TargetNotFound" in run.err
+
+
+def test_without_a_running_local_runtime_the_cli_says_how_to_start_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("WARDEN_LOCAL_HOME", str(tmp_path))
+    assert cli.main(["backup", "list", "--target", "pg-local"]) == 2
+    assert "warden local up" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("postgresql://app:s%40cret@db.internal:6543/orders?sslmode=verify-full",
+     {"engine": "postgres", "host": "db.internal", "port": 6543, "username": "app", "dbname": "orders",
+      "sslmode": "verify-full"}),
+    ("neo4j+s://ops:pw@graph.internal/movies",
+     {"engine": "neo4j", "uri": "neo4j+s://graph.internal:7687", "username": "ops", "database": "movies"}),
+])
+def test_restore_target_uri_parsing(uri: str, expected: dict[str, Any]) -> None:
+    secret = cli.secret_from_uri(uri)
+    assert secret.model_dump(exclude={"password"}).items() >= expected.items()
+
+
+def test_restore_target_uri_of_another_kind_is_refused() -> None:
+    from warden.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="postgresql:// or neo4j://"):
+        cli.secret_from_uri("mysql://u:p@h/db")
