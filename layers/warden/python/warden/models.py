@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -63,6 +63,28 @@ class RetentionPolicy(_Model):
     failed_retention_days: Annotated[int, Field(ge=0)] = 7
 
 
+class RecoveryConfig(_Model):
+    """Where a recovery restores before promotion, and how it promotes.
+
+    Staging is either a database on the target's own server (`staging_database`; PostgreSQL, or
+    Neo4j Enterprise) or a separate database Warden owns (`staging_secret_name`; required for Neo4j
+    Community, which has one user database per server). By default a PostgreSQL target stages in
+    `<dbname>_warden_staging` on its own server.
+    """
+
+    staging_secret_name: str | None = None
+    staging_database: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")] | None = None
+    approval_timeout_s: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
+    drill_schedule: str = "cron(0 3 ? * SUN *)"
+
+    @field_validator("drill_schedule")
+    @classmethod
+    def _drill_is_schedule(cls, value: str) -> str:
+        if not _SCHEDULE.match(value):
+            raise ValueError(f"not an EventBridge schedule expression: {value!r}")
+        return value
+
+
 class Target(_Model):
     """One protected database, as configured per stage.
 
@@ -76,6 +98,7 @@ class Target(_Model):
     description: str = ""
     schedules: Schedules = Schedules()
     retention: RetentionPolicy = RetentionPolicy()
+    recovery: RecoveryConfig = RecoveryConfig()
 
 
 class StageConfig(_Model):
@@ -207,6 +230,8 @@ class BackupRecord(BaseModel):
     upload_id: str | None = None
     trigger: str = "schedule"
     actor: str = ""
+    # Evidence of the newest restore drill of this backup: when, RTO, validated counts, execution.
+    last_drill: dict[str, Any] | None = None
 
 
 class BackupRequest(_Model):
@@ -226,4 +251,24 @@ class VerifyRequest(_Model):
     target: Annotated[str, Field(pattern=TARGET_NAME)]
     backup_id: Annotated[str, Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")] | None = None
     trigger: Literal["schedule", "manual", "cli", "backup", "recovery"] = "manual"
+    requested_by: Annotated[str, Field(max_length=200)] | None = None
+
+
+class RecoveryStatus(StrEnum):
+    NOT_RECOVERING = "NOT_RECOVERING"
+    RECOVERING = "RECOVERING"
+    VALIDATION = "VALIDATION"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    RECOVERY_SUCCESS = "RECOVERY_SUCCESS"
+    PROMOTED = "PROMOTED"
+    RECOVERY_FAILED = "RECOVERY_FAILED"
+
+
+class RecoveryInput(_Model):
+    """What an operator (console, CLI) or the drill schedule gives the Recovery state machine."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)]
+    backup_id: Annotated[str, Field(pattern=r"^(latest|\d{8}T\d{6}Z-[0-9a-f]{8})$")] = "latest"
+    promotion: Literal["swap", "in-place", "none"] = "none"
+    approval: Literal["auto", "manual"] = "auto"
     requested_by: Annotated[str, Field(max_length=200)] | None = None
