@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import App, CfnOutput, Duration, Environment, Stack, Tags
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.config import load_stages, read_cdk_json_context
+from infra.dashboard import Dashboard
 from infra.functions import (
     WardenFunction,
     grant_audit_append,
@@ -17,12 +19,14 @@ from infra.functions import (
     grant_backups_write,
     grant_catalog_read_write,
     grant_health,
+    grant_notify,
     grant_state_read_write,
     grant_target_config_read,
     grant_target_secrets_read,
 )
 from infra.layers import SharedLayers
 from infra.nag import enable_nag
+from infra.recovery import RecoveryStateMachine, active_parameter_arns
 from infra.schedules import TargetSchedules
 from infra.storage import Storage
 from warden.models import StageConfig
@@ -71,7 +75,28 @@ class WardenStack(Stack):
         grant_audit_append(verify, self.storage)
         grant_backups_read(verify, self.storage)
 
+        recovery = self._function("recovery", timeout=Duration.minutes(15), memory_size=1024)
+        grant_target_config_read(recovery, self.storage)
+        staging_secrets = [t.model_copy(update={"secret_name": t.recovery.staging_secret_name})
+                           for t in stage.targets if t.recovery.staging_secret_name]
+        grant_target_secrets_read(recovery, [*stage.targets, *staging_secrets])
+        grant_catalog_read_write(recovery, self.storage)
+        grant_state_read_write(recovery, self.storage)
+        grant_audit_append(recovery, self.storage)
+        grant_backups_read(recovery, self.storage)
+        grant_backups_write(recovery, self.storage)  # the safety backup of an in-place promotion
+        grant_notify(recovery, self.storage)  # manual approval requests
+        if stage.targets:
+            recovery.add_to_policy(iam.PolicyStatement(actions=["ssm:GetParameter", "ssm:PutParameter"],
+                                                       resources=active_parameter_arns(self, stage)))
+        self.recovery = RecoveryStateMachine(self, "RecoveryWorkflow", stage=stage, storage=self.storage,
+                                             function=recovery)
+        self.state_machines = {"recovery": self.recovery.state_machine}
+
         self.schedules = TargetSchedules(self, "Schedules", stage=stage, functions=self.functions)
+        # Last: alarms and the dashboard cover every function (and state machine) made above.
+        self.alarms = Alarms(self, "Alarms", stage=stage, storage=self.storage, functions=self.functions)
+        self.dashboard = Dashboard(self, "Dashboard", alarms=self.alarms)
         self._outputs()
 
     def _outputs(self) -> None:
@@ -86,6 +111,7 @@ class WardenStack(Stack):
             "Key": storage.key.key_arn,
         }
         values.update({function_output(job): fn.function.function_name for job, fn in self.functions.items()})
+        values["RecoveryStateMachine"] = self.recovery.state_machine.state_machine_arn
         for name, value in values.items():
             CfnOutput(self, name, value=value)
 

@@ -76,12 +76,20 @@ def _require(settings: Settings, *names: str) -> None:
 
 def run_backup(settings: Settings, target: Target, *, actor: str, trigger: str = "manual",
                export_options: dict[str, Any] | None = None,
-               secret_loader: Callable[[Target], DatabaseSecret] = load_secret) -> BackupOutcome:
+               secret_loader: Callable[[Target], DatabaseSecret] = load_secret,
+               held_lease: Lease | None = None) -> BackupOutcome:
     """Back up one target. A second trigger while one runs returns "already running" and changes
-    nothing; a lease left by a crashed run is taken over and its leftovers cleaned up first."""
+    nothing; a lease left by a crashed run is taken over and its leftovers cleaned up first.
+
+    `held_lease`: the caller already holds the target's lease (a recovery's safety backup); the
+    backup runs under it and leaves it held.
+    """
     _require(settings, "catalog_table", "state_table", "bucket")
     assert settings.catalog_table and settings.state_table and settings.bucket
     leases, catalog = Leases(settings.state_table), Catalog(settings.catalog_table)
+    if held_lease is not None:
+        return BackupOutcome(record=_backup_under_lease(settings, target, catalog, leases, held_lease, actor, trigger,
+                                                        export_options or {}, secret_loader))
     owner = f"{actor}#{uuid.uuid4().hex[:8]}"
     try:
         lease, crashed = leases.acquire(target.name, owner, "backup", BACKUP_LEASE_S)

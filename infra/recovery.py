@@ -1,0 +1,138 @@
+"""The Recovery state machine: Preflight → Restore (staging) → Validate → Approval → Promote → Finish,
+and Rollback → RecoveryFailed on any failure, rejection or timeout after Preflight.
+
+Every Task invokes the one recovery function with a `step`. Transient errors (a database that did
+not answer, Lambda throttling) are retried with backoff; nothing else is. Preflight failures (bad
+input, unusable backup, target busy) end the execution at once: nothing was touched.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra import nag
+from infra.functions import WardenFunction, encrypted_log_group
+from infra.storage import Storage
+from warden.models import StageConfig
+
+TRANSIENT_ERRORS = ["DatabaseUnavailable", "Lambda.ServiceException", "Lambda.AWSLambdaException",
+                    "Lambda.SdkClientException", "Lambda.TooManyRequestsException"]
+MAX_APPROVAL = Duration.days(7)
+
+
+class RecoveryStateMachine(Construct):
+    """Attributes: `state_machine`, `drill_role`, `drills` {target: CfnSchedule}."""
+
+    def __init__(self, scope: Construct, id: str, *, stage: StageConfig, storage: Storage,
+                 function: WardenFunction) -> None:
+        super().__init__(scope, id)
+        fn = function.function
+
+        def step(name: str, payload: dict[str, Any], result_path: str | None, *,
+                 pattern: sfn.IntegrationPattern = sfn.IntegrationPattern.REQUEST_RESPONSE,
+                 timeout: Duration | None = None) -> tasks.LambdaInvoke:
+            options: dict[str, Any] = (
+                {"payload_response_only": True} if pattern is sfn.IntegrationPattern.REQUEST_RESPONSE
+                else {"integration_pattern": pattern})
+            task = tasks.LambdaInvoke(
+                self, name, lambda_function=fn, payload=sfn.TaskInput.from_object(payload),
+                result_path=result_path, retry_on_service_exceptions=False,
+                task_timeout=sfn.Timeout.duration(timeout or Duration.minutes(15)), **options,
+            )
+            if pattern is sfn.IntegrationPattern.REQUEST_RESPONSE:
+                task.add_retry(errors=TRANSIENT_ERRORS, interval=Duration.seconds(5), max_attempts=3,
+                               backoff_rate=2.0)
+            return task
+
+        plan = {"step": "", "plan.$": "$.plan"}
+        preflight = step("Preflight", {"step": "preflight", "input.$": "$", "execution.$": "$$.Execution.Id"},
+                         "$.plan")
+        restore = step("Restore", {**plan, "step": "restore"}, "$.restore")
+        validate = step("Validate", {**plan, "step": "validate"}, "$.validation")
+        approval = step("RequestApproval", {**plan, "step": "request_approval",
+                                            "task_token": sfn.JsonPath.task_token}, "$.approval",
+                        pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN, timeout=MAX_APPROVAL)
+        promote = step("Promote", {**plan, "step": "promote"}, "$.promotion_result")
+        finish = step("Finish", {**plan, "step": "finish"}, "$.result")
+        rollback = step("Rollback", {**plan, "step": "rollback", "error.$": "$.error"}, "$.rollback")
+
+        refused = sfn.Fail(self, "PreflightFailed", comment="Refused before anything was touched",
+                           error_path="$.error.Error", cause_path="$.error.Cause")
+        failed = sfn.Fail(self, "RecoveryFailed", comment="Rolled back: production as it was before",
+                          error_path="$.error.Error", cause_path="$.error.Cause")
+        rollback_failed = sfn.Fail(self, "RollbackFailed", error="RollbackFailed",
+                                   cause="Rollback did not complete: see the recovery record and the audit trail")
+        done = sfn.Succeed(self, "Recovered")
+
+        preflight.add_catch(refused, errors=["States.ALL"], result_path="$.error")
+        for task in (restore, validate, approval, promote, finish):
+            task.add_catch(rollback, errors=["States.ALL"], result_path="$.error")
+        rollback.add_catch(rollback_failed, errors=["States.ALL"], result_path="$.rollback_error")
+        rollback.next(failed)
+
+        needs_approval = sfn.Choice(self, "ApprovalMode")
+        definition = (
+            preflight.next(restore).next(validate).next(
+                needs_approval
+                .when(sfn.Condition.string_equals("$.plan.approval", "manual"), approval.next(promote))
+                .otherwise(promote))
+        )
+        promote.next(finish)
+        finish.next(done)
+
+        self.state_machine = sfn.StateMachine(
+            self, "StateMachine",
+            state_machine_name=f"warden-{stage.name}-recovery",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            timeout=MAX_APPROVAL.plus(Duration.hours(2)),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=encrypted_log_group(self, "Logs", stage=stage, key=storage.key),
+                                level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+        nag.acknowledge(self.state_machine.role, f"AwsSolutions-IAM5[Resource::{nag.ref(fn, 'Arn')}:*]",
+                        "The LambdaInvoke tasks' grant covers the recovery function and its versions and "
+                        "aliases (<arn>:*); it is still one function, named.")
+        nag.acknowledge(self.state_machine.role, "AwsSolutions-IAM5[Resource::*]",
+                        "Step Functions log delivery (logs:CreateLogDelivery, ...) and X-Ray tracing "
+                        "(xray:PutTraceSegments, ...) support no resource-level permissions; '*' is required.")
+        self._drills(stage)
+
+    def _drills(self, stage: StageConfig) -> None:
+        """A weekly restore drill per target: the machine with promotion `none` on the newest backup."""
+        self.drills: dict[str, scheduler.CfnSchedule] = {}
+        if not stage.targets:
+            return
+        self.drill_role = iam.Role(self, "DrillRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
+                                   description=f"EventBridge Scheduler: start Warden {stage.name} restore drills")
+        self.drill_role.add_to_policy(iam.PolicyStatement(actions=["states:StartExecution"],
+                                                          resources=[self.state_machine.state_machine_arn]))
+        for target in stage.targets:
+            payload = {"target": target.name, "backup_id": "latest", "promotion": "none", "approval": "auto",
+                       "requested_by": "schedule:drill"}
+            self.drills[target.name] = scheduler.CfnSchedule(
+                self, f"{target.name}-drill",
+                description=f"Warden {stage.name}: weekly restore drill of {target.name}",
+                schedule_expression=target.recovery.drill_schedule,
+                schedule_expression_timezone="Etc/UTC",
+                flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
+                target=scheduler.CfnSchedule.TargetProperty(
+                    arn=self.state_machine.state_machine_arn, role_arn=self.drill_role.role_arn,
+                    input=json.dumps(payload),
+                    retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(maximum_retry_attempts=2,
+                                                                           maximum_event_age_in_seconds=3600)),
+            )
+
+
+def active_parameter_arns(stack: Stack, stage: StageConfig) -> list[str]:
+    """The active-endpoint parameters a swap promotion moves, one per target."""
+    return [stack.format_arn(service="ssm", resource="parameter",
+                             resource_name=f"warden/{stage.name}/active/{t.name}") for t in stage.targets]

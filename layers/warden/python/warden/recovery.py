@@ -1,0 +1,505 @@
+"""Recovery: restore → validation → approval → promotion, with rollback. The Recovery state machine
+(infra/recovery.py) sequences these steps; each is one invocation of the recovery function.
+
+Production is touched only in Promote. Everything before works on staging, so any failure,
+rejection or timeout before Promote leaves production untouched; Rollback undoes what Promote did
+(swap back, or restore the safety backup) and cleans staging. Each step records its progress in the
+target's recovery state record (state table, `recovery#<target>` / `current`), and is audited.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError as PydanticValidationError
+
+from warden import audit as audit_log
+from warden.backup import restore_backup, run_backup, verify_backup
+from warden.catalog import BackupNotFound, Catalog
+from warden.clients import aws_client
+from warden.config import get_target
+from warden.engines.base import RestoreRefused
+from warden.errors import ConfigError, WardenError
+from warden.locks import Lease, LeaseHeld, Leases
+from warden.models import (
+    GOOD_BACKUP,
+    BackupStatus,
+    DatabaseSecret,
+    Engine,
+    PostgresSecret,
+    RecoveryInput,
+    RecoveryStatus,
+    Target,
+)
+from warden.secrets import load_secret
+from warden.settings import Settings
+
+ACTIVE_PARAMETER = "/warden/{stage}/active/{target}"
+
+
+class RecoveryRefused(ConfigError):
+    """Preflight refused the recovery (bad input, unusable backup, target busy): nothing touched."""
+
+
+class ValidationFailed(WardenError):
+    """The restored copy does not match its manifest or is not healthy: it is not promoted."""
+
+
+class RecoveryState(BaseModel):
+    """The target's recovery record, as `warden recovery status` shows it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    status: RecoveryStatus = RecoveryStatus.NOT_RECOVERING
+    execution: str | None = None
+    backup_id: str | None = None
+    promotion: str | None = None
+    approval: str | None = None
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: list[str] = []
+    validation_errors: list[str] = []
+    error: str | None = None
+    safety_backup_id: str | None = None
+    previous_database: str | None = None
+    previous_active: str | None = None
+    task_token: str | None = None
+    rto_s: float | None = None
+
+
+@dataclass
+class Plan:
+    """What Preflight decided; passed between the steps through the execution's state."""
+
+    target: str
+    backup_id: str
+    promotion: str
+    approval: str
+    execution: str
+    staging: dict[str, Any]  # {"kind": "database", "name": ...} or {"kind": "secret", "name": ...}
+
+    @classmethod
+    def from_event(cls, data: dict[str, Any]) -> Plan:
+        return cls(**{k: data[k] for k in ("target", "backup_id", "promotion", "approval", "execution", "staging")})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# -- the state record ---------------------------------------------------------------------------
+
+class StateStore:
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def get(self, target: str) -> RecoveryState:
+        item = aws_client("dynamodb").get_item(
+            TableName=self.table, Key={"pk": {"S": f"recovery#{target}"}, "sk": {"S": "current"}},
+            ConsistentRead=True).get("Item")
+        if item is None:
+            return RecoveryState(target=target)
+        return RecoveryState.model_validate_json(item["state"]["S"])
+
+    def put(self, state: RecoveryState) -> RecoveryState:
+        state.updated_at = datetime.now(UTC)
+        aws_client("dynamodb").put_item(TableName=self.table, Item={
+            "pk": {"S": f"recovery#{state.target}"}, "sk": {"S": "current"},
+            "state": {"S": state.model_dump_json()}})
+        return state
+
+    def update(self, target: str, execution: str, **changes: Any) -> RecoveryState:
+        state = self.get(target)
+        if state.execution != execution:
+            raise WardenError(f"the recovery record of {target} belongs to {state.execution}, not {execution}")
+        progress = changes.pop("step_done", None)
+        state = state.model_copy(update=changes)
+        if progress:
+            state.progress = [*state.progress, progress]
+        return self.put(state)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _actor(execution: str) -> str:
+    return f"execution:{execution}"
+
+
+def _audit(settings: Settings, plan_or_target: Plan | str, step: str, outcome: str, **details: Any) -> None:
+    target = plan_or_target if isinstance(plan_or_target, str) else plan_or_target.target
+    execution = "" if isinstance(plan_or_target, str) else plan_or_target.execution
+    audit_log.audit(settings.audit_table, target=target, operation="recovery", step=step, outcome=outcome,
+                    actor=_actor(execution) if execution else details.pop("actor", "recovery"),
+                    backup_id=None if isinstance(plan_or_target, str) else plan_or_target.backup_id, **details)
+
+
+def _need(value: str | None, what: str) -> str:
+    if not value:
+        raise ConfigError(f"the stage lacks {what}")
+    return value
+
+
+def staging_secret(settings: Settings, target: Target, production: DatabaseSecret) -> tuple[DatabaseSecret,
+                                                                                               dict[str, Any]]:
+    """The database a recovery restores into before promotion."""
+    config = target.recovery
+    if config.staging_secret_name:
+        staged = Target(name=target.name, engine=target.engine, secret_name=config.staging_secret_name)
+        return load_secret(staged), {"kind": "secret", "name": config.staging_secret_name}
+    if isinstance(production, PostgresSecret):
+        name = config.staging_database or f"{production.dbname}_warden_staging"[:63]
+        return production.model_copy(update={"dbname": name}), {"kind": "database", "name": name}
+    if config.staging_database:  # Neo4j Enterprise: another database on the same server
+        return production.model_copy(update={"database": config.staging_database}), {
+            "kind": "database", "name": config.staging_database}
+    raise ConfigError(f"target {target.name}: Neo4j Community has one database per server; set "
+                      "recovery.staging_secret_name to a Neo4j Warden may restore into")
+
+
+def _staging_for(settings: Settings, plan: Plan) -> tuple[Target, DatabaseSecret, DatabaseSecret]:
+    target = get_target(settings, plan.target)
+    production = load_secret(target)
+    staging, _ = staging_secret(settings, target, production)
+    return target, production, staging
+
+
+def _engine(target: Target) -> Any:
+    from warden.backup import engine_backup_module, engine_options
+
+    return engine_backup_module(target.engine), engine_options
+
+
+# -- steps --------------------------------------------------------------------------------------
+
+def preflight(settings: Settings, raw_input: dict[str, Any], execution: str) -> Plan:
+    """Check everything before touching anything; take the target's lease for the whole recovery."""
+    try:
+        request = RecoveryInput.model_validate(raw_input)
+    except PydanticValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in err.errors())
+        raise RecoveryRefused(f"bad recovery input: {problems}") from None
+    table = _need(settings.state_table, "a state table")
+    target = get_target(settings, request.target)
+    catalog = Catalog(_need(settings.catalog_table, "a catalog table"))
+    if request.backup_id == "latest":
+        newest = catalog.latest(target.name, frozenset({BackupStatus.VERIFIED}))
+        if newest is None:
+            raise RecoveryRefused(f"{target.name} has no VERIFIED backup to recover from")
+        backup_id = newest.backup_id
+    else:
+        try:
+            record = catalog.get(target.name, request.backup_id)
+        except BackupNotFound as err:
+            raise RecoveryRefused(str(err)) from None
+        if record.status not in GOOD_BACKUP:
+            raise RecoveryRefused(f"backup {record.backup_id} is {record.status}; only VERIFIED (or COMPLETED, "
+                                  "re-verified now) backups are recovered")
+        if record.status is BackupStatus.COMPLETED:
+            checked = verify_backup(settings, target.name, record.backup_id, actor=_actor(execution))
+            if checked.status is not BackupStatus.VERIFIED:
+                raise RecoveryRefused(f"backup {record.backup_id} failed verification: {checked.error}")
+        backup_id = record.backup_id
+    production = load_secret(target)
+    staging, staging_ref = staging_secret(settings, target, production)
+    ttl = target.recovery.approval_timeout_s + 4 * 3600
+    try:
+        lease, _ = Leases(table).acquire(target.name, execution, "recovery", ttl)
+    except LeaseHeld as held:
+        raise RecoveryRefused(f"{target.name} is busy: {held}") from None
+    try:
+        _check_staging_reachable(target, staging)
+        plan = Plan(target=target.name, backup_id=backup_id, promotion=request.promotion, approval=request.approval,
+                    execution=execution, staging=staging_ref)
+        StateStore(table).put(RecoveryState(
+            target=target.name, status=RecoveryStatus.RECOVERING, execution=execution, backup_id=backup_id,
+            promotion=request.promotion, approval=request.approval, started_at=datetime.now(UTC),
+            progress=["preflight"]))
+    except BaseException:
+        Leases(table).release(lease)
+        raise
+    _audit(settings, plan, "preflight", "ok", promotion=plan.promotion, approval=plan.approval,
+           requested_by=request.requested_by)
+    return plan
+
+
+def _check_staging_reachable(target: Target, staging: DatabaseSecret) -> None:
+    """Staging must answer (PostgreSQL: its server; the database itself is created by the restore)."""
+    from warden.engines import adapter_for
+
+    if isinstance(staging, PostgresSecret):
+        with adapter_for(target.engine).connect(staging, dbname="postgres"):
+            return
+    adapter_for(target.engine).server_info(staging)
+
+
+def restore(settings: Settings, plan: Plan) -> dict[str, Any]:
+    """Restore the backup into staging (replacing whatever an earlier run left there)."""
+    table = _need(settings.state_table, "a state table")
+    StateStore(table).update(plan.target, plan.execution, status=RecoveryStatus.RECOVERING)
+    target, _, staging = _staging_for(settings, plan)
+    started = time.monotonic()
+    result = restore_backup(settings, target, plan.backup_id, staging, actor=_actor(plan.execution), replace=True)
+    StateStore(table).update(plan.target, plan.execution, step_done="restore")
+    _audit(settings, plan, "restore", "ok", staging=plan.staging, seconds=round(time.monotonic() - started, 2))
+    return {"counts": result.counts, "seconds": round(time.monotonic() - started, 2)}
+
+
+def validate(settings: Settings, plan: Plan) -> dict[str, Any]:
+    """Compare staging with the backup's manifest (counts, schema) and check it answers."""
+    from warden.artifacts import get_json
+    from warden.engines import adapter_for
+
+    table = _need(settings.state_table, "a state table")
+    StateStore(table).update(plan.target, plan.execution, status=RecoveryStatus.VALIDATION)
+    target, _, staging = _staging_for(settings, plan)
+    record = Catalog(_need(settings.catalog_table, "a catalog table")).get(plan.target, plan.backup_id)
+    manifest = get_json(aws_client("s3"), _need(settings.bucket, "a bucket"), record.manifest_key or "")
+    module, _ = _engine(target)
+    errors: list[str] = []
+    try:
+        adapter_for(target.engine).server_info(staging)
+        counts = module.count_objects(staging)
+    except WardenError as err:
+        errors.append(f"staging does not answer: {err}")
+        counts = {}
+    expected = manifest.get("counts", {})
+    for key in sorted(set(expected) | set(counts)):
+        if expected.get(key) != counts.get(key):
+            errors.append(f"{key}: backup has {expected.get(key)}, staging has {counts.get(key)}")
+    StateStore(table).update(plan.target, plan.execution, validation_errors=errors, step_done="validate")
+    if errors:
+        _audit(settings, plan, "validate", "failed", errors=errors[:50])
+        raise ValidationFailed(f"{len(errors)} validation error(s): {'; '.join(errors[:5])}")
+    _audit(settings, plan, "validate", "ok", objects=sum(counts.values()))
+    return {"counts": counts}
+
+
+def request_approval(settings: Settings, plan: Plan, task_token: str) -> None:
+    """Manual approval: keep the task token on the record and ask the operators through SNS."""
+    table = _need(settings.state_table, "a state table")
+    StateStore(table).update(plan.target, plan.execution, status=RecoveryStatus.AWAITING_APPROVAL,
+                             task_token=task_token)
+    if settings.topic_arn:
+        aws_client("sns").publish(
+            TopicArn=settings.topic_arn,
+            Subject=f"Warden {settings.stage}: approve recovery of {plan.target}?"[:100],
+            Message=(f"Recovery of {plan.target} from backup {plan.backup_id} passed validation and waits for "
+                     f"approval to promote ({plan.promotion}).\n\n"
+                     f"  warden --stage {settings.stage} recovery approve --target {plan.target}\n"
+                     f"  warden --stage {settings.stage} recovery reject --target {plan.target}\n\n"
+                     f"Execution: {plan.execution}"))
+    _audit(settings, plan, "approval", "requested")
+
+
+def answer_approval(settings: Settings, target: str, *, approve: bool, actor: str, reason: str = "") -> str:
+    """`warden recovery approve|reject`: answer the waiting task token. Returns the execution."""
+    table = _need(settings.state_table, "a state table")
+    state = StateStore(table).get(target)
+    if state.status is not RecoveryStatus.AWAITING_APPROVAL or not state.task_token:
+        raise ConfigError(f"no recovery of {target} is waiting for approval (status {state.status})")
+    sfn = aws_client("stepfunctions")
+    if approve:
+        sfn.send_task_success(taskToken=state.task_token, output=json.dumps({"approved_by": actor}))
+    else:
+        sfn.send_task_failure(taskToken=state.task_token, error="Rejected",
+                              cause=f"rejected by {actor}" + (f": {reason}" if reason else ""))
+    StateStore(table).update(target, state.execution or "", task_token=None)
+    audit_log.audit(settings.audit_table, target=target, operation="recovery",
+                    step="approve" if approve else "reject", outcome="ok", actor=actor, backup_id=state.backup_id)
+    return state.execution or ""
+
+
+def promote(settings: Settings, plan: Plan) -> dict[str, Any]:
+    """Make the validated copy production (swap or in-place); `none` (a drill) promotes nothing."""
+    table = _need(settings.state_table, "a state table")
+    store = StateStore(table)
+    if plan.promotion == "none":
+        store.update(plan.target, plan.execution, status=RecoveryStatus.RECOVERY_SUCCESS, step_done="promote:none")
+        return {"promoted": False}
+    target, production, _ = _staging_for(settings, plan)
+    if plan.promotion == "swap":
+        if plan.staging["kind"] == "database" and isinstance(production, PostgresSecret):
+            previous = _rename_swap(production, plan.staging["name"])
+            store.update(plan.target, plan.execution, previous_database=previous, step_done="promote:swapped")
+        else:
+            previous_active = _move_active_pointer(settings, plan)
+            store.update(plan.target, plan.execution, previous_active=previous_active,
+                         step_done="promote:pointer-moved")
+    else:  # in-place: a safety backup of production first, then restore into production
+        lease = Leases(table).get(plan.target)
+        if lease is None or lease.owner != plan.execution:
+            raise WardenError(f"{plan.target}: this recovery no longer holds the target's lease")
+        safety = run_backup(settings, target, actor=_actor(plan.execution), trigger="recovery", held_lease=lease)
+        assert safety.record is not None
+        verify_backup(settings, target.name, safety.record.backup_id, actor=_actor(plan.execution))
+        store.update(plan.target, plan.execution, safety_backup_id=safety.record.backup_id,
+                     step_done="promote:safety-backup")
+        store.update(plan.target, plan.execution, step_done="promote:in-place-started")
+        restore_backup(settings, target, plan.backup_id, production, actor=_actor(plan.execution), replace=True)
+        store.update(plan.target, plan.execution, step_done="promote:in-place-restored")
+    store.update(plan.target, plan.execution, status=RecoveryStatus.PROMOTED)
+    _audit(settings, plan, "promote", "ok", promotion=plan.promotion)
+    return {"promoted": True}
+
+
+def _rename_swap(production: PostgresSecret, staging_db: str) -> str:
+    """PostgreSQL on one server: production → `<db>_wp_<time>`, staging → production. Returns the
+    name the previous production database now has (rollback swaps back)."""
+    from psycopg import sql
+
+    from warden.engines.postgres import connect
+
+    previous = f"{production.dbname[:40]}_wp_{datetime.now(UTC):%Y%m%d%H%M%S}"
+    with connect(production, dbname="postgres", timeout=60) as conn:
+        _terminate(conn, [production.dbname, staging_db])
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+            sql.Identifier(production.dbname), sql.Identifier(previous)))
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+            sql.Identifier(staging_db), sql.Identifier(production.dbname)))
+    return previous
+
+
+def _swap_back(production: PostgresSecret, previous: str, staging_db: str) -> None:
+    from psycopg import sql
+
+    from warden.engines.postgres import connect
+
+    with connect(production, dbname="postgres", timeout=60) as conn:
+        _terminate(conn, [production.dbname, previous])
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+            sql.Identifier(production.dbname), sql.Identifier(staging_db)))
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+            sql.Identifier(previous), sql.Identifier(production.dbname)))
+
+
+def _terminate(conn: Any, databases: list[str]) -> None:
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()", (databases,))
+
+
+def _move_active_pointer(settings: Settings, plan: Plan) -> str:
+    """The active-endpoint parameter applications read moves to the validated copy."""
+    ssm = aws_client("ssm")
+    name = ACTIVE_PARAMETER.format(stage=settings.stage, target=plan.target)
+    try:
+        previous = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except ssm.exceptions.ParameterNotFound:
+        previous = json.dumps({"secret_name": get_target(settings, plan.target).secret_name})
+    ssm.put_parameter(Name=name, Value=json.dumps({"secret_name": plan.staging["name"]}), Type="String",
+                      Overwrite=True)
+    return str(previous)
+
+
+def finish(settings: Settings, plan: Plan) -> dict[str, Any]:
+    """Record the outcome and the measured RTO, give the lease back; a drill's evidence goes on the backup."""
+    table = _need(settings.state_table, "a state table")
+    store = StateStore(table)
+    state = store.get(plan.target)
+    finished = datetime.now(UTC)
+    rto = round((finished - state.started_at).total_seconds(), 2) if state.started_at else None
+    state = store.update(plan.target, plan.execution, finished_at=finished, rto_s=rto, step_done="finish")
+    if plan.promotion == "none":
+        catalog = Catalog(_need(settings.catalog_table, "a catalog table"))
+        record = catalog.get(plan.target, plan.backup_id)
+        record.last_drill = {"at": finished.isoformat(), "rto_s": rto, "execution": plan.execution,
+                             "result": "passed", "validated": "counts and schema match the manifest"}
+        catalog.save(record)
+    _release(settings, plan)
+    _cleanup_staging(settings, plan, promoted=state.status is RecoveryStatus.PROMOTED)
+    _audit(settings, plan, "finish", "ok", status=state.status.value, rto_s=rto)
+    return {"status": state.status.value, "rto_s": rto}
+
+
+def rollback(settings: Settings, plan: Plan, error: dict[str, Any] | None) -> dict[str, Any]:
+    """Undo what Promote did (by the recorded progress), clean staging, mark RECOVERY_FAILED."""
+    table = _need(settings.state_table, "a state table")
+    store = StateStore(table)
+    state = store.get(plan.target)
+    done = set(state.progress)
+    undone: list[str] = []
+    target = get_target(settings, plan.target)
+    production = load_secret(target)
+    if "promote:swapped" in done and state.previous_database and isinstance(production, PostgresSecret):
+        _swap_back(production, state.previous_database, plan.staging["name"])
+        undone.append("swapped back")
+    if "promote:pointer-moved" in done and state.previous_active:
+        aws_client("ssm").put_parameter(Name=ACTIVE_PARAMETER.format(stage=settings.stage, target=plan.target),
+                                        Value=state.previous_active, Type="String", Overwrite=True)
+        undone.append("active pointer moved back")
+    if "promote:in-place-started" in done and state.safety_backup_id:
+        restore_backup(settings, target, state.safety_backup_id, production, actor=_actor(plan.execution),
+                       replace=True)
+        undone.append(f"production restored from safety backup {state.safety_backup_id}")
+    reason = _describe(error)
+    store.update(plan.target, plan.execution, status=RecoveryStatus.RECOVERY_FAILED, error=reason,
+                 finished_at=datetime.now(UTC), task_token=None, step_done="rollback")
+    _release(settings, plan)
+    _cleanup_staging(settings, plan, promoted=False)
+    _audit(settings, plan, "rollback", "ok", error=reason, undone=undone)
+    return {"status": RecoveryStatus.RECOVERY_FAILED.value, "error": reason, "undone": undone}
+
+
+def cancel(settings: Settings, target: str, *, actor: str) -> RecoveryState:
+    """`warden recovery cancel`: the caller has stopped the execution; roll back what it did."""
+    table = _need(settings.state_table, "a state table")
+    state = StateStore(table).get(target)
+    if state.execution is None or state.status in (RecoveryStatus.PROMOTED, RecoveryStatus.RECOVERY_FAILED,
+                                                   RecoveryStatus.NOT_RECOVERING) or state.finished_at:
+        raise ConfigError(f"no recovery of {target} is running (status {state.status})")
+    staging_ref = _staging_ref(settings, target)
+    plan = Plan(target=target, backup_id=state.backup_id or "", promotion=state.promotion or "none",
+                approval=state.approval or "auto", execution=state.execution, staging=staging_ref)
+    rollback(settings, plan, {"Error": "Cancelled", "Cause": f"cancelled by {actor}"})
+    return StateStore(table).get(target)
+
+
+def _staging_ref(settings: Settings, target_name: str) -> dict[str, Any]:
+    target = get_target(settings, target_name)
+    return staging_secret(settings, target, load_secret(target))[1]
+
+
+def _release(settings: Settings, plan: Plan) -> None:
+    leases = Leases(_need(settings.state_table, "a state table"))
+    held = leases.get(plan.target)
+    if held is not None and held.owner == plan.execution:
+        leases.release(Lease(target=plan.target, owner=plan.execution, operation="recovery", expires_at=0))
+
+
+def _cleanup_staging(settings: Settings, plan: Plan, *, promoted: bool) -> None:
+    """A same-server PostgreSQL staging database is dropped unless it became production."""
+    if plan.staging.get("kind") != "database" or (promoted and plan.promotion == "swap"):
+        return
+    target = get_target(settings, plan.target)
+    production = load_secret(target)
+    if not isinstance(production, PostgresSecret) or target.engine is not Engine.POSTGRES:
+        return
+    from psycopg import sql
+
+    from warden.engines.postgres import connect
+
+    with connect(production, dbname="postgres", timeout=60) as conn:
+        _terminate(conn, [plan.staging["name"]])
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(plan.staging["name"])))
+
+
+def _describe(error: dict[str, Any] | None) -> str:
+    if not error:
+        return "unknown error"
+    cause = error.get("Cause", "")
+    try:
+        parsed = json.loads(cause)
+        cause = f"{parsed.get('errorType', '')}: {parsed.get('errorMessage', cause)}"
+    except (ValueError, TypeError, AttributeError):
+        pass
+    return f"{error.get('Error', 'Error')}: {cause}"[:2000]
+
+
+__all__ = ["Plan", "RecoveryRefused", "RecoveryState", "RestoreRefused", "StateStore", "ValidationFailed",
+           "answer_approval", "cancel", "finish", "preflight", "promote", "request_approval", "restore",
+           "rollback", "validate"]
