@@ -1,0 +1,498 @@
+"""CloudWatch alarms of one stage: per target (health, backups, licence, engine pressure), per Lambda
+function (errors, throttles) and per state machine (failed, timed-out executions).
+
+Every alarm notifies the stage's SNS topic on ALARM and on OK. Names are stable and readable,
+`warden-<stage>-<subject>-<what>`: the subject is a target name, `fn-<job>` for a function or
+`sfn-<name>` for a state machine (target alarms never end in errors / throttles / failed /
+timed-out, so the three families cannot collide).
+
+The Warden metrics are Powertools EMF in namespace "Warden"; Powertools adds `service=warden` to
+every metric, so each alarm's dimensions are the metric's own plus `service` — CloudWatch matches
+the exact dimension set.
+
+| alarm `warden-<stage>-...`            | metric (statistic)                  | fires | M of N, period | missing      |
+|---------------------------------------|-------------------------------------|-------|----------------|--------------|
+| `<t>-unhealthy`                       | Healthy (Minimum)                   | < 1   | 3 of 5, H      | breaching    |
+| `<t>-backup-too-old`                  | BackupAgeHours (Minimum)            | > A   | 1 of 1, 1 h    | breaching    |
+| `<t>-backup-failed`                   | BackupFailure (Sum)                 | >= 1  | 1 of 1, 5 min  | notBreaching |
+| `<t>-backup-corrupt`                  | BackupCorrupt (Sum)                 | >= 1  | 1 of 1, 5 min  | notBreaching |
+| `<t>-license-expiring` (Neo4j)        | LicenseDaysLeft (Minimum)           | < 30  | 1 of 1, 1 day  | notBreaching |
+| `<t>-neo4j-long-running-transactions` | Neo4jLongRunningTransactions (Max)  | >= 1  | 2 of 3, H      | ignore       |
+| `<t>-pg-connections-saturated`        | PgConnectionsUsedPercent (Max)      | > 90  | 2 of 3, H      | ignore       |
+| `<t>-pg-long-running-queries`         | PgLongRunningQueries (Max)          | >= 1  | 2 of 3, H      | ignore       |
+| `fn-<job>-errors`                     | AWS/Lambda Errors (Sum)             | >= 1  | 1 of 1, 5 min  | notBreaching |
+| `fn-<job>-throttles`                  | AWS/Lambda Throttles (Sum)          | >= 1  | 1 of 1, 5 min  | notBreaching |
+| `sfn-<name>-failed`                   | AWS/States ExecutionsFailed (Sum)   | >= 1  | 1 of 1, 5 min  | notBreaching |
+| `sfn-<name>-timed-out`                | AWS/States ExecutionsTimedOut (Sum) | >= 1  | 1 of 1, 5 min  | notBreaching |
+
+H is the target's health period: its health schedule's interval, at least 5 minutes. A is the
+backup age limit, from the target's backup schedule (`backup_max_age_hours`: a daily cron → 26 h).
+Why each missing-data choice: in a comment beside each alarm. Thresholds and windows per target:
+`AlarmSettings`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.functions import WardenFunction
+from infra.storage import Storage
+from warden.models import Engine, StageConfig, Target
+
+NAMESPACE = "Warden"  # POWERTOOLS_METRICS_NAMESPACE of every Warden function
+SERVICE = "warden"  # POWERTOOLS_SERVICE_NAME: Powertools adds it to every metric as dimension `service`
+
+MIN_HEALTH_PERIOD = Duration.minutes(5)
+EVENT_PERIOD = Duration.minutes(5)  # failures, corruption, Lambda and Step Functions events
+BACKUP_AGE_PERIOD = Duration.hours(1)
+LICENSE_PERIOD = Duration.days(1)
+_MAX_PERIOD_S = 86_400
+_DAY_H = 24.0
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    """Thresholds and evaluation windows of one target's alarms (the defaults suit most targets).
+
+    `backup_max_age_hours` None: derived from the backup schedule plus `backup_grace_hours`.
+    """
+
+    unhealthy_datapoints: int = 3
+    unhealthy_periods: int = 5
+    backup_grace_hours: float = 2.0
+    backup_max_age_hours: float | None = None
+    license_days_left: int = 30
+    pg_connections_used_percent: float = 90.0
+    # Engine pressure must last: this many breaching health periods out of `sustained_periods`.
+    sustained_datapoints: int = 2
+    sustained_periods: int = 3
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
+_CRON = re.compile(r"^cron\((\S+(?: \S+){5})\)$")
+_RATE_HOURS = {"minute": 1 / 60, "hour": 1.0, "day": _DAY_H}
+_WILDCARD = {"*", "?"}
+
+
+def schedule_interval_hours(expression: str) -> float:
+    """The longest gap between two runs of an EventBridge Scheduler expression, in hours.
+
+    Kept simple, and never shorter than the real gap (an alarm built on it may be late, never
+    false): `rate(N unit)` exactly; a cron that runs every day, exactly from its hour field (`2` →
+    24, `*/6` → 6, `1,13` → 12, `*` → 1); a cron restricted by day of week → a week; by day of
+    month or month → 31 days.
+    """
+    rate = _RATE.match(expression)
+    if rate:
+        return int(rate.group(1)) * _RATE_HOURS[rate.group(2).rstrip("s")]
+    cron = _CRON.match(expression)
+    if not cron:
+        raise ValueError(f"not an EventBridge schedule expression: {expression!r}")
+    _minutes, hours, day_of_month, month, day_of_week, _year = cron.group(1).split(" ")
+    if day_of_month not in _WILDCARD or month not in _WILDCARD:
+        return 31 * _DAY_H
+    if day_of_week not in _WILDCARD:
+        return 7 * _DAY_H
+    run_hours = _cron_hours(hours)
+    if not run_hours:
+        return _DAY_H  # a form this does not read (e.g. with L or #): assume once a day
+    ordered = sorted(run_hours)
+    return float(max((b - a) % 24 or 24 for a, b in zip(ordered, ordered[1:] + ordered[:1], strict=True)))
+
+
+def _cron_hours(field: str) -> set[int]:
+    """The hours of day a cron hour field selects; empty when the field is not understood."""
+    hours: set[int] = set()
+    for part in field.split(","):
+        match = re.fullmatch(r"(\*|\d+)(?:-(\d+))?(?:/(\d+))?", part)
+        if not match:
+            return set()
+        start_text, end_text, step_text = match.groups()
+        start = 0 if start_text == "*" else int(start_text)
+        end = 23 if start_text == "*" or (step_text and not end_text) else int(end_text or start)
+        hours.update(range(start, end + 1, int(step_text or 1)))
+    return {h for h in hours if 0 <= h <= 23}
+
+
+def backup_max_age_hours(target: Target, settings: AlarmSettings = AlarmSettings()) -> float:
+    """How old the newest backup of `target` may be before `backup-too-old` fires: the backup
+    schedule's longest gap plus `backup_grace_hours` (a daily cron → 26 h, `rate(6 hours)` → 8 h),
+    unless `settings.backup_max_age_hours` says otherwise."""
+    if settings.backup_max_age_hours is not None:
+        return settings.backup_max_age_hours
+    return schedule_interval_hours(target.schedules.backup) + settings.backup_grace_hours
+
+
+def health_period(target: Target) -> Duration:
+    """The period of alarms on health-run metrics: the health schedule's interval, at least 5
+    minutes (a shorter one leaves several runs per period), at most a day. A period shorter than the
+    interval would see empty periods between runs, which `unhealthy` counts as breaching."""
+    seconds = math.ceil(schedule_interval_hours(target.schedules.health) * 3600 / 60) * 60
+    return Duration.seconds(min(max(seconds, int(MIN_HEALTH_PERIOD.to_seconds())), _MAX_PERIOD_S))
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def warden_metric(
+    name: str,
+    *,
+    target: str | None = None,
+    statistic: str = "Maximum",
+    period: Duration = EVENT_PERIOD,
+    label: str | None = None,
+    **dimensions: str,
+) -> cw.Metric:
+    """A metric the Warden functions publish: namespace Warden, dimensions `Target` (when given),
+    any others, and the `service` dimension Powertools adds to every metric."""
+    dimensions_map = {**({"Target": target} if target else {}), **dimensions, "service": SERVICE}
+    return cw.Metric(
+        namespace=NAMESPACE,
+        metric_name=name,
+        dimensions_map=dimensions_map,
+        statistic=statistic,
+        period=period,
+        label=label,
+    )
+
+
+def _period_text(period: Duration) -> str:
+    seconds = int(period.to_seconds())
+    if seconds % 86_400 == 0:
+        return f"{seconds // 86_400}-day"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}-hour"
+    return f"{seconds // 60}-minute"
+
+
+def _hours_text(hours: float) -> str:
+    return f"{hours:g} h"
+
+
+# -- the construct -------------------------------------------------------------------------------
+
+
+class Alarms(Construct):
+    """Every alarm of one stage, with ALARM and OK actions on the stage's topic.
+
+    Compose it after every function and state machine exists: it alarms on those it is given.
+    Attributes: `alarms` {alarm name: Alarm}, `by_target` {target: [Alarm]}, `settings` {target:
+    AlarmSettings}, `backup_max_age` {target: hours}, `stage`, `functions`, `state_machines`, `topic`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        stage: StageConfig,
+        storage: Storage,
+        functions: Mapping[str, WardenFunction],
+        state_machines: Mapping[str, sfn.IStateMachine] | None = None,
+        settings: Mapping[str, AlarmSettings] | None = None,
+    ) -> None:
+        super().__init__(scope, id)
+        unknown = sorted(set(settings or {}) - {t.name for t in stage.targets})
+        if unknown:
+            raise ValueError(f"stage {stage.name!r}: alarm settings for unknown targets {unknown}")
+        self.stage = stage
+        self.topic = storage.topic
+        self.functions = dict(functions)
+        self.state_machines = dict(state_machines or {})
+        self.settings = {t.name: (settings or {}).get(t.name, AlarmSettings()) for t in stage.targets}
+        self.backup_max_age = {t.name: backup_max_age_hours(t, self.settings[t.name]) for t in stage.targets}
+        self.alarms: dict[str, cw.Alarm] = {}
+        self.by_target: dict[str, list[cw.Alarm]] = {}
+        self._action = cw_actions.SnsAction(storage.topic)
+
+        for target in stage.targets:
+            self.by_target[target.name] = self._build_target_alarms(target, self.settings[target.name])
+        for job, fn in self.functions.items():
+            self._build_function_alarms(job, fn)
+        for name, machine in self.state_machines.items():
+            self._build_state_machine_alarms(name, machine)
+
+    def _alarm(
+        self,
+        subject: str,
+        what: str,
+        *,
+        metric: cw.IMetric,
+        threshold: float,
+        comparison: cw.ComparisonOperator,
+        missing: cw.TreatMissingData,
+        description: str,
+        datapoints: int = 1,
+        periods: int = 1,
+    ) -> cw.Alarm:
+        name = f"warden-{self.stage.name}-{subject}-{what}"
+        period = metric.to_metric_config().metric_stat.period
+        _check_evaluation_range(name, period, periods)
+        alarm = cw.Alarm(
+            self,
+            name,
+            alarm_name=name,
+            alarm_description=description,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=comparison,
+            evaluation_periods=periods,
+            datapoints_to_alarm=datapoints,
+            treat_missing_data=missing,
+        )
+        alarm.add_alarm_action(self._action)
+        alarm.add_ok_action(self._action)
+        self.alarms[name] = alarm
+        return alarm
+
+    # -- per target
+
+    def _build_target_alarms(self, target: Target, settings: AlarmSettings) -> list[cw.Alarm]:
+        t, stage = target.name, self.stage.name
+        period = health_period(target)
+        every = _period_text(period)
+        max_age = self.backup_max_age[t]
+        alarms = [
+            # Missing = breaching: a health function that stops reporting is itself an alarm.
+            self._alarm(
+                t,
+                "unhealthy",
+                metric=warden_metric("Healthy", target=t, statistic="Minimum", period=period),
+                threshold=1,
+                comparison=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+                datapoints=settings.unhealthy_datapoints,
+                periods=settings.unhealthy_periods,
+                missing=cw.TreatMissingData.BREACHING,
+                description=(
+                    f"{t} ({target.engine.value}) was unhealthy, or reported no health at all, in "
+                    f"{settings.unhealthy_datapoints} of the last {settings.unhealthy_periods} {every} periods. "
+                    f"Run `warden health --stage {stage} --target {t}` to see which check fails. If no "
+                    f"report comes back, the health function is failing or not scheduled: read its logs "
+                    f"and the `{t}-health` schedule (group warden-{stage})."
+                ),
+            ),
+            # Missing = breaching: no freshness data means no backups yet or no health runs.
+            # Minimum: age only grows between backups, so it is the age at the end of the hour.
+            self._alarm(
+                t,
+                "backup-too-old",
+                metric=warden_metric(
+                    "BackupAgeHours", target=t, statistic="Minimum", period=_at_least(BACKUP_AGE_PERIOD, period)
+                ),
+                threshold=max_age,
+                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                missing=cw.TreatMissingData.BREACHING,
+                description=(
+                    f"The newest backup of {t} is older than {_hours_text(max_age)} (backup schedule "
+                    f"{target.schedules.backup} plus grace), or no backup age was reported. Check "
+                    f"`warden backup list --stage {stage} --target {t}` and the {t}-backup-failed alarm, "
+                    f"then take one: `warden backup create --stage {stage} --target {t} --wait`."
+                ),
+            ),
+            # Missing = notBreaching: no data means no failed backup. OK only says no new failure.
+            self._alarm(
+                t,
+                "backup-failed",
+                metric=warden_metric("BackupFailure", target=t, statistic="Sum"),
+                threshold=1,
+                comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                missing=cw.TreatMissingData.NOT_BREACHING,
+                description=(
+                    f"A backup of {t} failed. Its catalog record (status FAILED) gives the reason: "
+                    f"`warden backup list --stage {stage} --target {t}`; the backup function's logs "
+                    f"have the details. Fix the cause and run `warden backup create --stage {stage} "
+                    f"--target {t} --wait`. OK means no new failure, not a new backup: "
+                    f"{t}-backup-too-old tracks that."
+                ),
+            ),
+            # Missing = notBreaching: no data means no corrupt verification.
+            self._alarm(
+                t,
+                "backup-corrupt",
+                metric=warden_metric("BackupCorrupt", target=t, statistic="Sum"),
+                threshold=1,
+                comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                missing=cw.TreatMissingData.NOT_BREACHING,
+                description=(
+                    f"Verification found a backup of {t} whose stored object does not match its "
+                    f"manifest's SHA-256 (status CORRUPT). Never restore from it. Find it with `warden "
+                    f"backup list --stage {stage} --target {t}`, check the object's versions and the "
+                    f"bucket's access logs, then take and verify a fresh backup: `warden backup create "
+                    f"--stage {stage} --target {t} --wait`."
+                ),
+            ),
+        ]
+        if target.engine is Engine.NEO4J:
+            alarms += self._build_neo4j_alarms(target, settings, period)
+        else:
+            alarms += self._build_postgres_alarms(target, settings, period)
+        return alarms
+
+    def _build_neo4j_alarms(self, target: Target, settings: AlarmSettings, period: Duration) -> list[cw.Alarm]:
+        t = target.name
+        sustained = f"{settings.sustained_datapoints} of the last {settings.sustained_periods} {_period_text(period)}"
+        return [
+            # Missing = notBreaching: Community edition has no licence expiry and reports no
+            # days-left; a silent licence check is caught by its function's errors alarm.
+            self._alarm(
+                t,
+                "license-expiring",
+                metric=warden_metric("LicenseDaysLeft", target=t, statistic="Minimum", period=LICENSE_PERIOD),
+                threshold=settings.license_days_left,
+                comparison=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+                missing=cw.TreatMissingData.NOT_BREACHING,
+                description=(
+                    f"The Neo4j licence of {t} expires in under {settings.license_days_left} days (from "
+                    f"the licence expiry configured for the target). Renew it with Neo4j, then update "
+                    f"the target's licence expiry in cdk.json and deploy. Community edition reports "
+                    f"nothing and keeps this alarm OK."
+                ),
+            ),
+            # Missing = ignore: engine metrics come from health runs; a silent health run is the
+            # unhealthy alarm's business, and this one keeps its last known state meanwhile.
+            self._alarm(
+                t,
+                "neo4j-long-running-transactions",
+                metric=warden_metric("Neo4jLongRunningTransactions", target=t, statistic="Maximum", period=period),
+                threshold=1,
+                comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                datapoints=settings.sustained_datapoints,
+                periods=settings.sustained_periods,
+                missing=cw.TreatMissingData.IGNORE,
+                description=(
+                    f"{t} had transactions running past the health check's limit in {sustained} periods. "
+                    f"Find them with `SHOW TRANSACTIONS YIELD transactionId, elapsedTime, currentQuery, "
+                    f"username` and ask their owner; end one with `TERMINATE TRANSACTIONS '<id>'`. Long "
+                    f"transactions hold locks and memory and can stall backups."
+                ),
+            ),
+        ]
+
+    def _build_postgres_alarms(self, target: Target, settings: AlarmSettings, period: Duration) -> list[cw.Alarm]:
+        t = target.name
+        sustained = f"{settings.sustained_datapoints} of the last {settings.sustained_periods} {_period_text(period)}"
+        # Missing = ignore on both: see neo4j-long-running-transactions.
+        return [
+            self._alarm(
+                t,
+                "pg-connections-saturated",
+                metric=warden_metric("PgConnectionsUsedPercent", target=t, statistic="Maximum", period=period),
+                threshold=settings.pg_connections_used_percent,
+                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                datapoints=settings.sustained_datapoints,
+                periods=settings.sustained_periods,
+                missing=cw.TreatMissingData.IGNORE,
+                description=(
+                    f"{t} used over {settings.pg_connections_used_percent:g}% of max_connections in "
+                    f"{sustained} periods; new connections will soon be refused. Look in pg_stat_activity "
+                    f"for idle-in-transaction and leaked sessions and for the application holding most; "
+                    f"end stuck ones with pg_terminate_backend(pid). Lasting fix: a connection pooler "
+                    f"(RDS Proxy, PgBouncer), smaller pools, or a larger max_connections."
+                ),
+            ),
+            self._alarm(
+                t,
+                "pg-long-running-queries",
+                metric=warden_metric("PgLongRunningQueries", target=t, statistic="Maximum", period=period),
+                threshold=1,
+                comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                datapoints=settings.sustained_datapoints,
+                periods=settings.sustained_periods,
+                missing=cw.TreatMissingData.IGNORE,
+                description=(
+                    f"{t} had queries running past the health check's limit in {sustained} periods. Find "
+                    f"them in pg_stat_activity (query_start, state, wait_event) and ask their owner; "
+                    f"pg_cancel_backend(pid) first, pg_terminate_backend(pid) only if that fails. Long "
+                    f"queries hold back vacuum and can block DDL and backups."
+                ),
+            ),
+        ]
+
+    # -- per function and state machine
+
+    def _build_function_alarms(self, job: str, fn: WardenFunction) -> None:
+        subject = f"fn-{job.replace('_', '-')}"
+        stage = self.stage.name
+        # Missing = notBreaching on both: no invocations means no errors and no throttles.
+        self._alarm(
+            subject,
+            "errors",
+            metric=fn.function.metric_errors(statistic="Sum", period=EVENT_PERIOD),
+            threshold=1,
+            comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            missing=cw.TreatMissingData.NOT_BREACHING,
+            description=(
+                f"The Warden {stage} {job} function failed (error or timeout). Its log group has the "
+                f"error and the target (search for level ERROR); the per-target alarms say which target "
+                f"suffered. Scheduled runs are retried twice within an hour."
+            ),
+        )
+        self._alarm(
+            subject,
+            "throttles",
+            metric=fn.function.metric_throttles(statistic="Sum", period=EVENT_PERIOD),
+            threshold=1,
+            comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            missing=cw.TreatMissingData.NOT_BREACHING,
+            description=(
+                f"Invocations of the Warden {stage} {job} function were throttled: the account's "
+                f"concurrency is exhausted or the function's reserved concurrency is too low. Check "
+                f"ConcurrentExecutions in the account and the function's reserved concurrency; "
+                f"scheduled runs retry for an hour, then are dropped."
+            ),
+        )
+
+    def _build_state_machine_alarms(self, name: str, machine: sfn.IStateMachine) -> None:
+        subject = f"sfn-{name.replace('_', '-')}"
+        stage = self.stage.name
+        advice = (
+            "Open the execution in the Step Functions console: its events name the failed state and "
+            "the cause. For Recovery, a failed execution has rolled back and production is untouched; "
+            f"`warden recovery status --stage {stage}` shows the recovery record."
+        )
+        # Missing = notBreaching on both: no executions means none failed.
+        self._alarm(
+            subject,
+            "failed",
+            metric=machine.metric_failed(statistic="Sum", period=EVENT_PERIOD),
+            threshold=1,
+            comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            missing=cw.TreatMissingData.NOT_BREACHING,
+            description=f"An execution of the Warden {stage} {name} state machine failed. {advice}",
+        )
+        self._alarm(
+            subject,
+            "timed-out",
+            metric=machine.metric_timed_out(statistic="Sum", period=EVENT_PERIOD),
+            threshold=1,
+            comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            missing=cw.TreatMissingData.NOT_BREACHING,
+            description=f"An execution of the Warden {stage} {name} state machine timed out. {advice}",
+        )
+
+
+def _at_least(period: Duration, floor: Duration) -> Duration:
+    return period if period.to_seconds() >= floor.to_seconds() else floor
+
+
+def _check_evaluation_range(name: str, period: Duration, periods: int) -> None:
+    """CloudWatch refuses an alarm whose periods span more than a day (periods under an hour) or
+    seven days (longer periods): fail at synth, with the alarm's name, not at deploy."""
+    seconds = int(period.to_seconds())
+    limit = 86_400 if seconds < 3600 else 7 * 86_400
+    if seconds * periods > limit:
+        raise ValueError(
+            f"alarm {name}: {periods} periods of {seconds} s span more than CloudWatch's {limit} s; "
+            f"use fewer evaluation periods or a more frequent schedule"
+        )
