@@ -10,6 +10,7 @@ from aws_cdk import App, CfnOutput, Duration, Environment, Stack, Tags
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from infra.alarms import Alarms
 from infra.config import load_stages, read_cdk_json_context
 from infra.dashboard import Dashboard
 from infra.functions import (
@@ -95,7 +96,8 @@ class WardenStack(Stack):
 
         self.schedules = TargetSchedules(self, "Schedules", stage=stage, functions=self.functions)
         # Last: alarms and the dashboard cover every function (and state machine) made above.
-        self.alarms = Alarms(self, "Alarms", stage=stage, storage=self.storage, functions=self.functions)
+        self.alarms = Alarms(self, "Alarms", stage=stage, storage=self.storage, functions=self.functions,
+                             state_machines=self.state_machines)
         self.dashboard = Dashboard(self, "Dashboard", alarms=self.alarms)
         self._outputs()
 
