@@ -7,6 +7,7 @@ import io
 import os
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -320,19 +321,26 @@ def test_counts_and_dump_share_one_snapshot_while_writes_continue(postgres: Post
         run_sql(postgres, big_db, "DELETE FROM small WHERE id > 10")
 
 
+def pg_dump_processes() -> list[str]:
+    """Command line and environment of every running `pg_dump --snapshot` process."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                environ = (proc / "environ").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "pg_dump" in cmdline and "--snapshot" in cmdline:
+                found.append(cmdline + environ)
+    return found
+
+
 def test_password_never_reaches_a_command_line(postgres: PostgresEndpoint, big_db: str) -> None:
     seen: list[str] = []
 
     def inspect_processes() -> None:
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    environ = (proc / "environ").read_bytes().decode(errors="replace")
-                except OSError:
-                    continue
-                if "pg_dump" in cmdline and "--snapshot" in cmdline:
-                    seen.append(cmdline + environ)
+        seen.extend(pg_dump_processes())
 
     pgb.export_backup(secret_for(postgres, big_db), Writer(inspect_processes), bin_dir=postgres.bin_dir)
     assert seen, "pg_dump was not running during the first chunk"
@@ -351,6 +359,16 @@ def test_is_empty_and_count_objects(postgres: PostgresEndpoint) -> None:
     run_sql(postgres, name, "DROP TYPE mood; CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
     assert not pgb.is_empty(secret)
     assert pgb.count_objects(secret) == {"public.t": 2}
+    assert pgb.is_empty(secret_for(postgres, "no_such_db_yet")), "a restore would create it"
+
+
+def test_restore_creates_a_database_that_does_not_exist_yet(
+        postgres: PostgresEndpoint, source_backup: tuple[bytes, Any]) -> None:
+    data, result = source_backup
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+    restored = pgb.restore_backup(secret_for(postgres, name), chunked(data), manifest_of(result),
+                                  bin_dir=postgres.bin_dir)
+    assert restored.counts == result.counts
 
 
 # --- faults -----------------------------------------------------------------------------------
@@ -391,10 +409,14 @@ def test_a_failing_writer_stops_pg_dump_and_its_error_propagates(postgres: Postg
 
     with pytest.raises(UploadBroke):
         pgb.export_backup(secret_for(postgres, big_db), Writer(fail), bin_dir=postgres.bin_dir)
+    assert not pg_dump_processes(), "pg_dump was left running"
+    deadline = time.monotonic() + 10
     with psycopg.connect(postgres.uri(), autocommit=True) as conn:
-        left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'warden'",
-                            (big_db,)).fetchone()[0]
-    assert left == 0
+        while (left := conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'warden'",
+                (big_db,)).fetchone()[0]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert left == 0, "Warden's sessions were left open"
 
 
 def test_restore_into_a_non_empty_database_is_refused_and_touches_nothing(

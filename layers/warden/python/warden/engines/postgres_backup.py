@@ -332,8 +332,9 @@ SELECT
 
 def is_empty(secret: PostgresSecret) -> bool:
     """True when the database holds nothing of its own: no schema but `public`, and no table, view,
-    sequence, function or type outside what installed extensions brought."""
-    return _database_state(secret)[0] == "empty"
+    sequence, function or type outside what installed extensions brought. A database that does not
+    exist yet is empty (a restore creates it)."""
+    return _database_state(secret)[0] in ("empty", "missing")
 
 
 def _database_state(secret: PostgresSecret) -> tuple[str, int, int]:
@@ -523,10 +524,10 @@ def _run_pg_dump(tool: PgTool, secret: PostgresSecret, snapshot: str, compress: 
                 written += len(chunk)
             rc = proc.wait()
         finally:
-            _stop(proc)
+            _stop(proc)  # a failing `out` leaves pg_dump running: end it
             proc.stdout.close()
-    err_text = stderr.text()
-    proc.stderr.close()
+            err_text = stderr.text()
+            proc.stderr.close()
     if rc != 0:
         raise BackupFailed(f"pg_dump of {secret.dbname} failed (exit {rc}): {_tail(err_text)}")
     if not sniffer.head.startswith(ARCHIVE_MAGIC):
@@ -728,8 +729,8 @@ def _run_pg_restore(tool: PgTool, secret: PostgresSecret, archive: Path, *, jobs
             rc = proc.wait()
         finally:
             _stop(proc)
-        err_text = stderr.text()
-        proc.stderr.close()
+            err_text = stderr.text()
+            proc.stderr.close()
     if rc != 0:
         raise RestoreFailed(f"pg_restore into {secret.dbname} failed (exit {rc}): {_tail(err_text)}")
 
