@@ -77,6 +77,16 @@ class AlarmSettings:
     sustained_periods: int = 3
 
 
+def settings_for(target: Target) -> AlarmSettings:
+    """A target's alarm settings from its configuration, defaults otherwise.
+
+    The licence alarm warns as many days ahead as the licence check does: `Target.license.warn_days`
+    (warden.health_config.LicenseConfig) when the target configures a licence.
+    """
+    warn_days = getattr(getattr(target, "license", None), "warn_days", None)
+    return AlarmSettings() if warn_days is None else AlarmSettings(license_days_left=warn_days)
+
+
 # -- schedules -----------------------------------------------------------------------------------
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
@@ -187,6 +197,7 @@ class Alarms(Construct):
     """Every alarm of one stage, with ALARM and OK actions on the stage's topic.
 
     Compose it after every function and state machine exists: it alarms on those it is given.
+    `settings` by target name override what `settings_for` reads from each target's configuration.
     Attributes: `alarms` {alarm name: Alarm}, `by_target` {target: [Alarm]}, `settings` {target:
     AlarmSettings}, `backup_max_age` {target: hours}, `stage`, `functions`, `state_machines`, `topic`.
     """
@@ -210,7 +221,7 @@ class Alarms(Construct):
         self.topic = storage.topic
         self.functions = dict(functions)
         self.state_machines = dict(state_machines or {})
-        self.settings = {t.name: (settings or {}).get(t.name, AlarmSettings()) for t in stage.targets}
+        self.settings = {t.name: (settings or {}).get(t.name) or settings_for(t) for t in stage.targets}
         self.backup_max_age = {t.name: backup_max_age_hours(t, self.settings[t.name]) for t in stage.targets}
         self.alarms: dict[str, cw.Alarm] = {}
         self.by_target: dict[str, list[cw.Alarm]] = {}

@@ -17,7 +17,8 @@ from infra.alarms import NAMESPACE, SERVICE, Alarms, AlarmSettings, health_perio
 from warden.models import Engine, Target
 
 WIDTH = 24  # the dashboard grid
-_GRAPH = {"width": 6, "height": 6}
+PER_ROW = 3  # graphs per row: a target's nine graphs make three rows (health, backups, engine)
+HEIGHT = 6
 _TREND_PERIOD = Duration.days(1)  # backups run about daily: one point a day reads as a trend
 
 
@@ -115,7 +116,7 @@ class Dashboard(Construct):
         widgets = common + engine
         return [
             [cw.TextWidget(markdown=header, width=WIDTH, height=1)],
-            *[widgets[i : i + 4] for i in range(0, len(widgets), 4)],
+            *[widgets[i : i + PER_ROW] for i in range(0, len(widgets), PER_ROW)],
         ]
 
     @staticmethod
@@ -218,7 +219,8 @@ def _graph(
         left_annotations=annotations,
         left_y_axis=left_y_axis,
         view=view,
-        **_GRAPH,
+        width=WIDTH // PER_ROW,
+        height=HEIGHT,
     )
 
 
