@@ -298,6 +298,8 @@ def iter_records(chunks: Iterable[bytes]) -> Iterator[list[Any]]:
             yield _parse(line)
         if start < len(data):
             partial.append(data[start:])
+    if first:
+        raise ArchiveError("the archive is empty (no bytes)")
     if not unzip.eof:
         raise ArchiveError("the archive is truncated (its gzip stream does not end)")
     if partial and b"".join(partial).strip():
