@@ -4,6 +4,8 @@ failure) and moto for AWS (fresh per test)."""
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,12 @@ def invoke(aws: LocalAws, function: str, event: dict[str, Any]) -> tuple[Any, st
 
 
 @pytest.fixture(scope="session")
-def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("services")
+def services_dir() -> Iterator[Path]:
+    """Data of the session's servers. Not under pytest's numbered temp dirs: another pytest run
+    on the machine prunes old ones, and a server whose data directory vanishes crashes."""
+    path = Path(tempfile.mkdtemp(prefix="warden-test-services-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

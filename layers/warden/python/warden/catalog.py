@@ -3,6 +3,7 @@ target's backups list in time order (backup ids sort by time)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -47,22 +48,27 @@ def _key(target: str, backup_id: str) -> dict[str, Any]:
 
 
 def _to_item(record: BackupRecord) -> dict[str, Any]:
-    data = record.model_dump(mode="json", exclude_none=True)
-    if "duration_s" in data:
-        data["duration_s"] = Decimal(str(data["duration_s"]))
+    # DynamoDB numbers are decimals: floats (durations, RTOs) go through their JSON text exactly.
+    data = json.loads(record.model_dump_json(exclude_none=True), parse_float=Decimal)
     item = {k: _SER.serialize(v) for k, v in data.items()}
     item.update(_key(record.target, record.backup_id))
     return item
 
 
 def _from_item(item: dict[str, Any]) -> BackupRecord:
-    data = {k: _DESER.deserialize(v) for k, v in item.items() if k not in ("pk", "sk")}
-    for key, value in list(data.items()):
-        if isinstance(value, Decimal):
-            data[key] = float(value) if key == "duration_s" else int(value)
-        elif key == "counts":
-            data[key] = {k: int(v) for k, v in value.items()}
+    data = {k: _plain(_DESER.deserialize(v)) for k, v in item.items() if k not in ("pk", "sk")}
     return BackupRecord.model_validate(data)
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB's Decimals back to int / float, recursively."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 class Catalog:
