@@ -1,7 +1,9 @@
 """Health function: checks one target (or every target of the stage) and reports.
 
 Scheduled per target by EventBridge Scheduler (`{"target": "<name>"}`); the CLI and the smoke state
-machine invoke it too. Returns the JSON health report; emits one metric per target and check.
+machine invoke it too. Returns the JSON health report; emits the report's metrics in Embedded Metric
+Format (names and dimension sets: docs/metrics.md). Backup freshness is checked when the function
+knows the catalog table.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from warden.catalog import Catalog
 from warden.config import get_target, load_targets
-from warden.health import check_targets
-from warden.models import HealthRequest, HealthStatus
+from warden.health import check_targets, metric_points
+from warden.models import HealthRequest
 from warden.settings import Settings
 
 logger = Logger()
@@ -30,17 +33,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = HealthRequest.model_validate(event or {})
     config = SETTINGS
     targets = [get_target(config, request.target)] if request.target else list(load_targets(config).values())
-    report = check_targets(config.stage, targets)
-    for target in report.targets:
-        healthy = 1.0 if target.status is HealthStatus.HEALTHY else 0.0
-        with single_metric(name="Healthy", unit=MetricUnit.Count, value=healthy,
+    catalog = Catalog(config.catalog_table) if config.catalog_table else None
+    report = check_targets(config.stage, targets, catalog=catalog)
+    for point in metric_points(report):
+        with single_metric(name=point.name, unit=MetricUnit(point.unit), value=point.value,
                            namespace=metrics.namespace) as metric:
-            metric.add_dimension(name="Target", value=target.target)
-        for check in target.checks:
-            with single_metric(name="CheckDuration", unit=MetricUnit.Milliseconds, value=check.duration_ms,
-                               namespace=metrics.namespace) as metric:
-                metric.add_dimension(name="Target", value=target.target)
-                metric.add_dimension(name="Check", value=check.name)
+            for name, value in point.dimensions.items():
+                metric.add_dimension(name=name, value=value)
     metrics.add_metric(name="TargetsChecked", unit=MetricUnit.Count, value=len(report.targets))
-    logger.info("health checked", extra={"status": report.status.value, "targets": len(report.targets)})
+    logger.info("health checked", extra={
+        "status": report.status.value, "targets": len(report.targets),
+        "not_passing": [f"{t.target}/{c.name}:{c.status.value}" for t in report.targets
+                        for c in t.checks if c.status.value != "pass"]})
     return report.model_dump(mode="json")

@@ -1,20 +1,43 @@
 """Health checks of targets. Each target is checked in its own thread and each tier has its own
 time limit, so one slow or dead database never stalls the report of the others.
 
-Tiers so far: connectivity (5 s) — server reachable, credentials accepted, version and edition.
+Tiers, one after the other per target (limits from `HealthThresholds`):
+  connectivity (5 s)  server reachable, credentials accepted, version and edition;
+  schema (10 s)       required labels / properties / indexes / constraints, tables / extensions;
+  integrity (30 s)    orphan nodes, relationship endpoints; invalid indexes, unvalidated constraints;
+  metrics (20 s)      transactions, heap, index states, store (Neo4j); connections, cache, queries,
+                      vacuum, wraparound, indexes, pgvector, size, replication (PostgreSQL).
+Backup freshness (from the catalog) runs beside the database tiers with its own limit. When
+connectivity fails the database tiers after it are not run: the target is unhealthy already.
+
+Within a tier, checks run in groups (one Neo4j session or one PostgreSQL connection each), groups in
+parallel, each in a daemon thread. At the tier's limit the report takes what has finished and marks
+the rest as timed out; a thread still waiting on a hung server is abandoned, never joined (the
+servers' own statement / transaction timeouts end it when the server is alive at all).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import logging
+import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from warden.engines import adapter_for
 from warden.errors import WardenError
+from warden.health_config import HealthThresholds, RequiredSchema, schema_of, thresholds_of
 from warden.models import (
+    GOOD_BACKUP,
+    BackupRecord,
+    BackupStatus,
     CheckResult,
     CheckStatus,
     HealthReport,
@@ -24,11 +47,109 @@ from warden.models import (
 )
 from warden.secrets import load_secret
 
+log = logging.getLogger(__name__)
+
 CONNECTIVITY_TIMEOUT = 5.0
+GRACE_S = 1.0  # past a tier's limit, how long the report waits for the server's own timeout to answer
+
+Outcome = tuple[CheckStatus, str, dict[str, object]]
 
 
-def run_check(name: str, limit: float, check: Callable[[], tuple[CheckStatus, str, dict[str, object]]],
-              pool: ThreadPoolExecutor) -> CheckResult:
+class CheckTimedOut(WardenError):
+    """The server cancelled a check's query at the check's time limit."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check: `run(session, seconds_left)` returns (status, message, details).
+
+    Details may carry `metrics` ({metric name: value}, names from `METRICS`), emitted as CloudWatch
+    metrics by the health function."""
+
+    name: str
+    run: Callable[[Any, float], Outcome]
+
+
+@dataclass(frozen=True)
+class CheckGroup:
+    """Checks that share one session, run in order in one thread. `session(limit)` opens it."""
+
+    checks: tuple[Check, ...]
+    session: Callable[[float], AbstractContextManager[Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    limit: float
+    groups: tuple[CheckGroup, ...]
+
+    @property
+    def check_names(self) -> list[str]:
+        return [c.name for g in self.groups for c in g.checks]
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    unit: str  # a CloudWatch unit (Powertools MetricUnit value)
+    description: str
+
+
+# Every value metric a check may report in `details["metrics"]` (see docs/metrics.md).
+METRICS: dict[str, MetricDef] = {
+    # Neo4j
+    "ActiveTransactions": MetricDef("Count", "open transactions, Warden's own excluded"),
+    "LongestTransactionSeconds": MetricDef("Seconds", "age of the oldest open transaction (both engines)"),
+    "HeapUsedPct": MetricDef("Percent", "Neo4j heap in use after the last GC, % of the maximum heap"),
+    "IndexesNotOnline": MetricDef("Count", "Neo4j indexes POPULATING or FAILED"),
+    "NodeCount": MetricDef("Count", "Neo4j nodes (count store)"),
+    "RelationshipCount": MetricDef("Count", "Neo4j relationships (count store)"),
+    "OrphanNodes": MetricDef("Count", "nodes that must be connected but are not (capped)"),
+    "EndpointViolations": MetricDef("Count", "relationships whose endpoints lack the required labels (capped)"),
+    # PostgreSQL
+    "Connections": MetricDef("Count", "client connections"),
+    "ConnectionsUsedPct": MetricDef("Percent", "client connections, % of max_connections"),
+    "IdleInTransaction": MetricDef("Count", "sessions idle in a transaction"),
+    "CacheHitRatio": MetricDef("None", "buffer cache hits / (hits + reads) of the database, 0..1"),
+    "LongQueries": MetricDef("Count", "queries running longer than long_query_warn_s"),
+    "LongestQuerySeconds": MetricDef("Seconds", "running time of the longest running query"),
+    "BlockedQueries": MetricDef("Count", "queries waiting on another session's lock"),
+    "LongestBlockedSeconds": MetricDef("Seconds", "running time of the longest blocked query"),
+    "SlowQueries": MetricDef("Count", "pg_stat_statements entries with mean time >= slow_query_warn_ms"),
+    "MaxDeadTupleRatio": MetricDef("None", "highest dead / (live + dead) tuples of a table with enough dead tuples"),
+    "TablesNeedingVacuum": MetricDef("Count", "tables overdue for (auto)vacuum or analyze"),
+    "WraparoundAge": MetricDef("Count", "max age(datfrozenxid) over the cluster's databases"),
+    "UnusedIndexBytes": MetricDef("Bytes", "size of never-scanned non-unique indexes"),
+    "BloatedIndexBytes": MetricDef("Bytes", "estimated wasted bytes of bloated b-tree indexes"),
+    "InvalidIndexes": MetricDef("Count", "indexes left INVALID (e.g. a failed CREATE INDEX CONCURRENTLY)"),
+    "VectorIndexBytes": MetricDef("Bytes", "size of pgvector HNSW / IVFFlat indexes"),
+    "VectorIndexScans": MetricDef("Count", "scans of pgvector indexes since statistics were reset"),
+    "ReplicationLagSeconds": MetricDef("Seconds", "replay lag of a replica target"),
+    # Both
+    "DatabaseSizeBytes": MetricDef("Bytes", "database size (Neo4j: store size, only when APOC provides it)"),
+    # Backups (catalog)
+    "BackupAgeHours": MetricDef("None", "hours since the newest COMPLETED or VERIFIED backup finished"),
+    "VerifiedBackupAgeHours": MetricDef("None", "hours since the newest VERIFIED backup finished"),
+}
+
+
+def spawn_daemon(fn: Callable[..., Any], *args: Any, name: str) -> Future[Any]:
+    """Run `fn` in a daemon thread: a thread stuck on a hung server never holds up the process."""
+    future: Future[Any] = Future()
+
+    def target() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as err:
+            future.set_exception(err)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future
+
+
+def run_check(name: str, limit: float, check: Callable[[], Outcome], pool: Executor) -> CheckResult:
     """Run `check` with a hard time limit: past it the result says so and the caller moves on."""
     started = time.monotonic()
     future = pool.submit(check)
@@ -44,14 +165,169 @@ def run_check(name: str, limit: float, check: Callable[[], tuple[CheckStatus, st
     )
 
 
-def check_target(target: Target, pool: ThreadPoolExecutor) -> TargetHealth:
-    def connectivity() -> tuple[CheckStatus, str, dict[str, object]]:
-        secret = load_secret(target)
-        info = adapter_for(target.engine).server_info(secret, timeout=CONNECTIVITY_TIMEOUT)
+@dataclass
+class _Collector:
+    tier: Tier
+    deadline: float
+    results: dict[str, CheckResult] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, check: str, status: CheckStatus, message: str, details: dict[str, object],
+               started: float) -> None:
+        result = CheckResult(name=check, status=status, message=message,
+                             details={"tier": self.tier.name, **details},
+                             duration_ms=round((time.monotonic() - started) * 1000, 1))
+        with self.lock:
+            self.results.setdefault(check, result)
+
+    def snapshot(self) -> dict[str, CheckResult]:
+        with self.lock:
+            return dict(self.results)
+
+
+def _timed_out(tier: Tier, seconds: float | None = None) -> str:
+    return f"timed out after {seconds if seconds is not None else tier.limit:.3g} s ({tier.name} tier limit)"
+
+
+def _outcome(check: Check, session: Any, left: float, tier: Tier) -> Outcome:
+    try:
+        return check.run(session, left)
+    except CheckTimedOut:
+        return CheckStatus.FAIL, _timed_out(tier), {"timed_out": True}
+    except WardenError as err:
+        return CheckStatus.FAIL, str(err), {"error": type(err).__name__}
+    except Exception as err:  # a defect in one check must not cost the report of the others
+        log.exception("health check %s failed unexpectedly", check.name)
+        return CheckStatus.FAIL, f"check failed unexpectedly: {type(err).__name__}: {err}", {
+            "error": type(err).__name__}
+
+
+def _run_group(group: CheckGroup, collector: _Collector) -> None:
+    tier = collector.tier
+    started = time.monotonic()
+    try:
+        opened = group.session(max(0.1, collector.deadline - started)) if group.session else nullcontext(None)
+        with opened as session:
+            for check in group.checks:
+                left = collector.deadline - time.monotonic()
+                if left <= 0:
+                    return  # the tier reports the rest as timed out
+                begun = time.monotonic()
+                status, message, details = _outcome(check, session, left, tier)
+                collector.record(check.name, status, message, details, begun)
+    except Exception as err:
+        timed_out = isinstance(err, CheckTimedOut)
+        message = _timed_out(tier) if timed_out else str(err) or type(err).__name__
+        for check in group.checks:  # the ones not recorded yet share the session's failure
+            collector.record(check.name, CheckStatus.FAIL, message,
+                             {"timed_out": True} if timed_out else {"error": type(err).__name__}, started)
+
+
+def run_tier(tier: Tier, pool: Executor | None = None) -> list[CheckResult]:
+    """Run a tier's groups in parallel; return one result per check within `tier.limit` (+ grace)."""
+    started = time.monotonic()
+    collector = _Collector(tier=tier, deadline=started + tier.limit)
+    futures = [
+        pool.submit(_run_group, group, collector) if pool is not None
+        else spawn_daemon(_run_group, group, collector, name=f"health-{tier.name}")
+        for group in tier.groups
+    ]
+    wait(futures, timeout=tier.limit + GRACE_S)
+    done = collector.snapshot()
+    elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+    return [
+        done.get(name) or CheckResult(name=name, status=CheckStatus.FAIL, message=_timed_out(tier),
+                                      duration_ms=elapsed_ms, details={"tier": tier.name, "timed_out": True})
+        for name in tier.check_names
+    ]
+
+
+def _age_hours(record: BackupRecord, now: datetime) -> float:
+    taken = record.finished_at or record.started_at
+    return round((now - taken.astimezone(UTC)).total_seconds() / 3600, 2)
+
+
+def _judge_age(age: float, warn: float, fail: float | None) -> CheckStatus:
+    if fail is not None and age > fail:
+        return CheckStatus.FAIL
+    return CheckStatus.WARN if age > warn else CheckStatus.PASS
+
+
+def backup_tier(target: Target, catalog: Any, thresholds: HealthThresholds, now: datetime | None = None) -> Tier:
+    """Backup freshness from the catalog: the newest good (COMPLETED / VERIFIED) and VERIFIED backups."""
+    missing = CheckStatus(thresholds.missing_backup)
+
+    def freshness(_: Any, left: float) -> Outcome:
+        moment = now or datetime.now(UTC)
+        good = catalog.latest(target.name, GOOD_BACKUP)
+        if good is None:
+            return missing, f"no completed backup of {target.name} in the catalog", {}
+        age = _age_hours(good, moment)
+        status = _judge_age(age, thresholds.backup_age_warn_h, thresholds.backup_age_fail_h)
+        return status, f"last good backup {good.backup_id} ({good.status.value}) is {age:.1f} h old", {
+            "backup_id": good.backup_id, "age_hours": age, "warn_h": thresholds.backup_age_warn_h,
+            "fail_h": thresholds.backup_age_fail_h, "metrics": {"BackupAgeHours": age}}
+
+    def verified(_: Any, left: float) -> Outcome:
+        moment = now or datetime.now(UTC)
+        record = catalog.latest(target.name, frozenset({BackupStatus.VERIFIED}))
+        if record is None:
+            return missing, f"no verified backup of {target.name} in the catalog", {}
+        age = _age_hours(record, moment)
+        status = _judge_age(age, thresholds.verified_age_warn_h, thresholds.verified_age_fail_h)
+        return status, f"last verified backup {record.backup_id} is {age:.1f} h old", {
+            "backup_id": record.backup_id, "age_hours": age,
+            "verified_at": record.verified_at.isoformat() if record.verified_at else None,
+            "warn_h": thresholds.verified_age_warn_h, "fail_h": thresholds.verified_age_fail_h,
+            "metrics": {"VerifiedBackupAgeHours": age}}
+
+    checks = (Check("backup_freshness", freshness), Check("verified_backup", verified))
+    return Tier("backup", thresholds.backup_timeout_s, (CheckGroup(checks),))
+
+
+def database_tiers(target: Target, secret: Any, thresholds: HealthThresholds, schema: RequiredSchema) -> list[Tier]:
+    """The engine's schema, integrity and metrics tiers (`warden.engines.<engine>_health.tiers`)."""
+    module = importlib.import_module(f"warden.engines.{target.engine.value}_health")
+    tiers: list[Tier] = module.tiers(secret, thresholds=thresholds, schema=schema)
+    return tiers
+
+
+def check_target(
+    target: Target,
+    pool: Executor | None = None,
+    *,
+    thresholds: HealthThresholds | None = None,
+    schema: RequiredSchema | None = None,
+    catalog: Any = None,
+    now: datetime | None = None,
+) -> TargetHealth:
+    """Every tier of one target. `thresholds` / `schema` default to the target's configuration;
+    backup freshness is checked when a `catalog` (warden.catalog.Catalog) is given."""
+    thresholds = thresholds or thresholds_of(target)
+    schema = schema or schema_of(target)
+    backups = spawn_daemon(run_tier, backup_tier(target, catalog, thresholds, now), pool,
+                     name=f"health-{target.name}-backup") if catalog is not None else None
+    secrets: list[Any] = []
+
+    def connectivity(_: Any, left: float) -> Outcome:
+        secrets.append(load_secret(target))
+        # A fixed timeout, not `left`: the Neo4j adapter caches one driver per timeout value.
+        info = adapter_for(target.engine).server_info(secrets[0], timeout=thresholds.connectivity_timeout_s)
         details: dict[str, object] = {"version": info.version, "edition": info.edition}
         return CheckStatus.PASS, f"{target.engine} {info.version} ({info.edition}) answers", details
 
-    checks = [run_check("connectivity", CONNECTIVITY_TIMEOUT + 1, connectivity, pool)]
+    checks = run_tier(Tier("connectivity", thresholds.connectivity_timeout_s,
+                           (CheckGroup((Check("connectivity", connectivity),)),)), pool)
+    if checks[0].status is CheckStatus.PASS:
+        for tier in database_tiers(target, secrets[0], thresholds, schema):
+            checks.extend(run_tier(tier, pool))
+    if backups is not None:
+        try:
+            checks.extend(backups.result(timeout=thresholds.backup_timeout_s + 2 * GRACE_S))
+        except FutureTimeout:  # run_tier answers within its limit; this is belt and braces
+            checks.append(CheckResult(name="backup_freshness", status=CheckStatus.FAIL,
+                                      message=f"timed out after {thresholds.backup_timeout_s:.3g} s",
+                                      duration_ms=thresholds.backup_timeout_s * 1000, details={"tier": "backup"}))
     return TargetHealth(
         target=target.name,
         engine=target.engine,
@@ -61,22 +337,32 @@ def check_target(target: Target, pool: ThreadPoolExecutor) -> TargetHealth:
     )
 
 
-def check_targets(stage: str, targets: Iterable[Target]) -> HealthReport:
-    """Check every target concurrently; the report is complete even when some targets hang."""
+def check_targets(
+    stage: str,
+    targets: Iterable[Target],
+    *,
+    catalog: Any = None,
+    thresholds: Mapping[str, HealthThresholds] | None = None,
+    schemas: Mapping[str, RequiredSchema] | None = None,
+    now: datetime | None = None,
+) -> HealthReport:
+    """Check every target concurrently; the report is complete even when some targets hang.
+
+    `thresholds` / `schemas` (by target name) override the targets' own configuration."""
     targets = list(targets)
-    # Threads that outlive a timed-out check are abandoned, never joined: shutdown(wait=False).
-    pool = ThreadPoolExecutor(max_workers=max(2, 2 * len(targets)), thread_name_prefix="health")
-    outer = ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="health-target")
-    try:
-        results = list(outer.map(lambda t: check_target(t, pool), targets))
-    finally:
-        outer.shutdown(wait=False, cancel_futures=True)
-        pool.shutdown(wait=False, cancel_futures=True)
+    thresholds, schemas = thresholds or {}, schemas or {}
+    futures = [
+        spawn_daemon(functools.partial(check_target, t, thresholds=thresholds.get(t.name), schema=schemas.get(t.name),
+                                 catalog=catalog, now=now), name=f"health-{t.name}")
+        for t in targets
+    ]
+    results = [f.result() for f in futures]  # each answers within its own tiers' limits
     overall = max((r.status for r in results), key=_RANK.__getitem__, default=HealthStatus.HEALTHY)
     return HealthReport(stage=stage, status=overall, targets=results)
 
 
 _RANK = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNHEALTHY: 2}
+_CHECK_RANK = {CheckStatus.PASS: 0, CheckStatus.WARN: 1, CheckStatus.FAIL: 2}
 
 
 def _worst(checks: list[CheckResult]) -> HealthStatus:
@@ -88,10 +374,40 @@ def _worst(checks: list[CheckResult]) -> HealthStatus:
 
 
 def format_text(report: HealthReport) -> str:
-    """The report for people: one line per check."""
+    """The report for people: one line per check (pass / warn / fail, message, duration)."""
     lines = [f"stage {report.stage}: {report.status.value.upper()}"]
     for t in report.targets:
         lines.append(f"  {t.target} ({t.engine.value}): {t.status.value}")
         for c in t.checks:
-            lines.append(f"    [{c.status.value:4}] {c.name:<14} {c.message}  ({c.duration_ms:.0f} ms)")
+            lines.append(f"    [{c.status.value:4}] {c.name:<24} {c.message}  ({c.duration_ms:.0f} ms)")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One CloudWatch metric of a report. The health function adds Powertools' `service` dimension."""
+
+    name: str
+    unit: str
+    value: float
+    dimensions: dict[str, str]
+
+
+def metric_points(report: HealthReport) -> list[MetricPoint]:
+    """The metrics a report yields (documented in docs/metrics.md):
+    per target `Healthy` and `HealthStatus` {Target}; per check `CheckStatus` and `CheckDuration`
+    {Target, Check}; and each value in a check's `details["metrics"]` by its name {Target}."""
+    points: list[MetricPoint] = []
+    for t in report.targets:
+        target = {"Target": t.target}
+        points.append(MetricPoint("Healthy", "Count", 1.0 if t.status is HealthStatus.HEALTHY else 0.0, target))
+        points.append(MetricPoint("HealthStatus", "Count", float(_RANK[t.status]), target))
+        for c in t.checks:
+            dims = {"Target": t.target, "Check": c.name}
+            points.append(MetricPoint("CheckStatus", "Count", float(_CHECK_RANK[c.status]), dims))
+            points.append(MetricPoint("CheckDuration", "Milliseconds", c.duration_ms, dims))
+            values = c.details.get("metrics")
+            for name, value in (values.items() if isinstance(values, dict) else ()):
+                if name in METRICS and isinstance(value, int | float) and not isinstance(value, bool):
+                    points.append(MetricPoint(name, METRICS[name].unit, float(value), target))
+    return points
