@@ -1,0 +1,42 @@
+"""License check function: edition, version and licence expiry of one target (or every target).
+
+Scheduled daily per target by EventBridge Scheduler (`{"target": "<name>"}`). Returns the JSON
+licence report; emits `LicenseDaysLeft` per target where the days left are known (docs/metrics.md).
+Community and PostgreSQL targets report "not_applicable".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from warden.config import get_target, load_targets
+from warden.license import LicenseRequest, check_licenses, license_metric_points
+from warden.settings import Settings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+SETTINGS = Settings.from_env()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = LicenseRequest.model_validate(event or {})
+    config = SETTINGS
+    targets = [get_target(config, request.target)] if request.target else list(load_targets(config).values())
+    report = check_licenses(config.stage, targets)
+    for point in license_metric_points(report):
+        with single_metric(name=point.name, unit=MetricUnit(point.unit), value=point.value,
+                           namespace=metrics.namespace) as metric:
+            for name, value in point.dimensions.items():
+                metric.add_dimension(name=name, value=value)
+    metrics.add_metric(name="LicensesChecked", unit=MetricUnit.Count, value=len(report.targets))
+    logger.info("licences checked", extra={
+        "status": report.status.value, "targets": {t.target: t.status.value for t in report.targets}})
+    return report.model_dump(mode="json")
