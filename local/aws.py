@@ -174,6 +174,7 @@ class LocalAws:
                 default_user_config[key].update(value)  # type: ignore[literal-required]
             self._stack.append(lambda: default_user_config.update(saved))  # type: ignore[typeddict-item]
             self.port = self.port or free_port()
+            self._set_env("MOTO_PORT", str(self.port))  # where moto's Step Functions interpreter calls back
             moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
             moto_server.start()
             self._stack.append(moto_server.stop)

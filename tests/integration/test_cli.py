@@ -147,3 +147,27 @@ def test_restore_target_uri_of_another_kind_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="postgresql:// or neo4j://"):
         cli.secret_from_uri("mysql://u:p@h/db")
+
+
+def test_recovery_drill_with_manual_approval_answered_by_the_cli(local_home: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    _, out = run(capsys, "--format", "json", "backup", "create", "--target", "pg-local", "--wait")
+    backup_id = json.loads(out)["backup_id"]
+    assert run(capsys, "backup", "verify", "--target", "pg-local", "--backup-id", backup_id)[0] == 0
+    code, out = run(capsys, "--format", "json", "recovery", "start", "--target", "pg-local", "--approval", "manual",
+                    "--wait")
+    assert code == 0 and json.loads(out)["status"] == "AWAITING_APPROVAL", out
+    assert run(capsys, "recovery", "approve", "--target", "pg-local")[0] == 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _, out = run(capsys, "--format", "json", "recovery", "status", "--target", "pg-local")
+        status = json.loads(out)
+        if status["finished_at"]:
+            break
+        time.sleep(0.5)
+    assert status["status"] == "RECOVERY_SUCCESS" and status["rto_s"] > 0
+    assert status["backup_id"] == backup_id
+    code, _ = run(capsys, "recovery", "approve", "--target", "pg-local")
+    assert code == 2 and "no recovery of pg-local is waiting" in run.err

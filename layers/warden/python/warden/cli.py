@@ -222,6 +222,91 @@ def cmd_audit_tail(args: argparse.Namespace) -> Result:
     return [e.model_dump(mode="json") for e in entries], "\n".join(lines), 0
 
 
+def cmd_recovery_start(args: argparse.Namespace) -> Result:
+    from warden.clients import aws_client
+
+    handle = open_stage(args.stage)
+    arn = handle.outputs.get("RecoveryStateMachine")
+    if not arn:
+        raise ConfigError(f"stage {handle.name!r} has no recovery state machine")
+    payload = {"target": args.target, "backup_id": args.backup_id, "promotion": args.promotion,
+               "approval": args.approval, "requested_by": actor()}
+    sfn = aws_client("stepfunctions")
+    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps(payload))["executionArn"]
+    if not args.wait:
+        return {"execution": execution, **payload}, f"recovery of {args.target} started: {execution}", 0
+    return _follow(handle, sfn, execution, args.target)
+
+
+def _follow(handle: Any, sfn: Any, execution: str, target: str) -> Result:
+    """Live status until the execution ends (or waits for an approval)."""
+    from warden.recovery import StateStore
+
+    store = StateStore(_need(handle.settings.state_table))
+    last = None
+    while True:
+        described = sfn.describe_execution(executionArn=execution)
+        state = store.get(target)
+        line = f"{state.status.value:<18} {' → '.join(state.progress)}"
+        if line != last and state.execution == execution:
+            print(line, file=sys.stderr, flush=True)
+            last = line
+        if described["status"] != "RUNNING":
+            break
+        if state.execution == execution and state.status.value == "AWAITING_APPROVAL":
+            text = (f"waiting for approval: warden --stage {handle.name} recovery approve|reject --target {target}")
+            return {"execution": execution, "status": "AWAITING_APPROVAL"}, text, 0
+        time.sleep(1)
+    state = store.get(target)
+    data = {"execution": execution, "status": described["status"], "recovery": state.model_dump(
+        mode="json", exclude={"task_token"}), "error": described.get("error"), "cause": described.get("cause")}
+    text = f"{target}: {state.status.value} (execution {described['status']}, RTO {state.rto_s or '-'} s)"
+    if described["status"] != "SUCCEEDED":
+        text += f"\n  {described.get('error')}: {described.get('cause') or state.error}"
+    return data, text, 0 if described["status"] == "SUCCEEDED" else 1
+
+
+def cmd_recovery_status(args: argparse.Namespace) -> Result:
+    from warden.recovery import StateStore
+
+    handle = open_stage(args.stage)
+    state = StateStore(_need(handle.settings.state_table)).get(args.target)
+    data = state.model_dump(mode="json", exclude={"task_token"})
+    lines = [f"{args.target}: {state.status.value}"]
+    for key in ("backup_id", "promotion", "approval", "started_at", "finished_at", "rto_s", "error",
+                "safety_backup_id", "previous_database", "execution"):
+        if data.get(key) is not None:
+            lines.append(f"  {key:<18} {data[key]}")
+    if state.progress:
+        lines.append(f"  {'progress':<18} {' → '.join(state.progress)}")
+    lines += [f"  validation error  {e}" for e in state.validation_errors]
+    return data, "\n".join(lines), 0
+
+
+def cmd_recovery_answer(args: argparse.Namespace, approve: bool) -> Result:
+    from warden.recovery import answer_approval
+
+    handle = open_stage(args.stage)
+    execution = answer_approval(handle.settings, args.target, approve=approve, actor=actor(),
+                                reason=getattr(args, "reason", "") or "")
+    verb = "approved" if approve else "rejected"
+    return {"target": args.target, "execution": execution, "answer": verb}, f"{args.target}: {verb}", 0
+
+
+def cmd_recovery_cancel(args: argparse.Namespace) -> Result:
+    from warden.clients import aws_client
+    from warden.recovery import StateStore, cancel
+
+    handle = open_stage(args.stage)
+    state = StateStore(_need(handle.settings.state_table)).get(args.target)
+    if state.execution:
+        sfn = aws_client("stepfunctions")
+        if sfn.describe_execution(executionArn=state.execution)["status"] == "RUNNING":
+            sfn.stop_execution(executionArn=state.execution, error="Cancelled", cause=f"cancelled by {actor()}")
+    final = cancel(handle.settings, args.target, actor=actor())
+    return final.model_dump(mode="json", exclude={"task_token"}), f"{args.target}: cancelled ({final.error})", 0
+
+
 def _format_record(r: dict[str, Any]) -> str:
     lines = [f"{r['target']} {r['backup_id']}: {r['status']}"]
     for key in ("method", "size_bytes", "sha256", "duration_s", "server_version", "consistency", "error"):
@@ -315,6 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--into", required=True, help="postgresql://... or neo4j://... of an empty database")
     restore.add_argument("--password-env", help="variable holding the --into password")
     restore.add_argument("--replace", action="store_true", help="empty a non-empty database first")
+
+    recovery = groups.add_parser("recovery", help="restore → validate → promote").add_subparsers(
+        dest="cmd", required=True)
+    rstart = add(recovery, "start", cmd_recovery_start, "start the Recovery state machine")
+    rstart.add_argument("--target", required=True)
+    rstart.add_argument("--backup-id", default="latest")
+    rstart.add_argument("--promotion", choices=("none", "swap", "in-place"), default="none")
+    rstart.add_argument("--approval", choices=("auto", "manual"), default="auto")
+    rstart.add_argument("--wait", action="store_true", help="follow the execution live")
+    add(recovery, "status", cmd_recovery_status, "the target's recovery record").add_argument("--target", required=True)
+    add(recovery, "approve", lambda a: cmd_recovery_answer(a, True), "promote the validated copy").add_argument(
+        "--target", required=True)
+    reject = add(recovery, "reject", lambda a: cmd_recovery_answer(a, False), "roll back instead")
+    reject.add_argument("--target", required=True)
+    reject.add_argument("--reason", default="")
+    add(recovery, "cancel", cmd_recovery_cancel, "stop a recovery and clean up").add_argument(
+        "--target", required=True)
 
     audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="cmd", required=True)
     tail = add(audit, "tail", cmd_audit_tail, "newest audit entries of a target")

@@ -303,13 +303,15 @@ def answer_approval(settings: Settings, target: str, *, approve: bool, actor: st
     state = StateStore(table).get(target)
     if state.status is not RecoveryStatus.AWAITING_APPROVAL or not state.task_token:
         raise ConfigError(f"no recovery of {target} is waiting for approval (status {state.status})")
+    # The token leaves the record before the answer is sent: once answered, the execution moves on
+    # and writes the record itself.
+    StateStore(table).update(target, state.execution or "", task_token=None)
     sfn = aws_client("stepfunctions")
     if approve:
         sfn.send_task_success(taskToken=state.task_token, output=json.dumps({"approved_by": actor}))
     else:
         sfn.send_task_failure(taskToken=state.task_token, error="Rejected",
                               cause=f"rejected by {actor}" + (f": {reason}" if reason else ""))
-    StateStore(table).update(target, state.execution or "", task_token=None)
     audit_log.audit(settings.audit_table, target=target, operation="recovery",
                     step="approve" if approve else "reject", outcome="ok", actor=actor, backup_id=state.backup_id)
     return state.execution or ""

@@ -31,6 +31,7 @@ class StageHandle:
     settings: Settings
     functions: dict[str, str] = field(default_factory=dict)  # job → function name
     endpoint_url: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
 
     def function(self, job: str) -> str:
         if job not in self.functions:
@@ -41,8 +42,9 @@ class StageHandle:
 def from_outputs(name: str, outputs: dict[str, str], *, extra: dict[str, str] | None = None,
                  endpoint_url: str | None = None) -> StageHandle:
     env = {"WARDEN_STAGE": name, **{OUTPUTS[k]: v for k, v in outputs.items() if k in OUTPUTS}, **(extra or {})}
-    functions = {_job(k): v for k, v in outputs.items() if k.endswith("Function")}
-    return StageHandle(name=name, settings=Settings.from_env(env), functions=functions, endpoint_url=endpoint_url)
+    functions = {_job(k): v for k, v in outputs.items() if k.endswith("Function") and k != "RecoveryStateMachine"}
+    return StageHandle(name=name, settings=Settings.from_env(env), functions=functions, endpoint_url=endpoint_url,
+                       outputs=dict(outputs))
 
 
 def deployed_stage(name: str) -> StageHandle:
