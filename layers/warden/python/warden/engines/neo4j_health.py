@@ -46,7 +46,7 @@ class Neo4jSession:
         self.database = database
 
     def rows(self, text: str, left: float, **params: Any) -> list[dict[str, Any]]:
-        query = neo4j.Query(text, timeout=max(0.1, left), metadata=TX_METADATA)  # type: ignore[arg-type]
+        query = neo4j.Query(text, timeout=max(0.1, left), metadata=TX_METADATA)
         try:
             return [record.data() for record in self.session.run(query, params)]
         except Neo4jError as err:

@@ -44,7 +44,7 @@ class PgSession:
         try:
             with self.conn.cursor(row_factory=dict_row) as cur:
                 cur.execute("SELECT set_config('statement_timeout', %s, false)", (str(max(100, int(left * 1000))),))
-                cur.execute(query, params)  # type: ignore[arg-type]
+                cur.execute(query, params)
                 return cur.fetchall()
         except psycopg.errors.QueryCanceled:
             raise CheckTimedOut(f"PostgreSQL cancelled the query at its time limit ({left:.3g} s)") from None
