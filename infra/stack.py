@@ -16,6 +16,7 @@ from infra.dashboard import Dashboard
 from infra.functions import (
     WardenFunction,
     grant_audit_append,
+    grant_backups_delete,
     grant_backups_read,
     grant_backups_write,
     grant_catalog_read_write,
@@ -75,6 +76,14 @@ class WardenStack(Stack):
         grant_catalog_read_write(verify, self.storage)
         grant_audit_append(verify, self.storage)
         grant_backups_read(verify, self.storage)
+
+        prune = self._function("prune", timeout=Duration.minutes(15), memory_size=1024)
+        grant_target_config_read(prune, self.storage)
+        grant_catalog_read_write(prune, self.storage)
+        grant_state_read_write(prune, self.storage)
+        grant_audit_append(prune, self.storage)
+        grant_backups_read(prune, self.storage)  # list object versions
+        grant_backups_delete(prune, self.storage)
 
         recovery = self._function("recovery", timeout=Duration.minutes(15), memory_size=1024)
         grant_target_config_read(recovery, self.storage)

@@ -171,3 +171,12 @@ def test_recovery_drill_with_manual_approval_answered_by_the_cli(local_home: Pat
     assert status["backup_id"] == backup_id
     code, _ = run(capsys, "recovery", "approve", "--target", "pg-local")
     assert code == 2 and "no recovery of pg-local is waiting" in run.err
+
+
+def test_prune_dry_run_then_apply(local_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for _ in range(3):
+        assert run(capsys, "backup", "create", "--target", "pg-local", "--wait")[0] == 0
+    code, out = run(capsys, "prune", "--target", "pg-local", "--dry-run")
+    assert code == 0 and "keep 3, would delete 0" in out and "kept: one of the last 7" in out
+    code, out = run(capsys, "--format", "json", "prune", "--target", "pg-local", "--apply")
+    assert code == 0 and json.loads(out)["applied"] is True

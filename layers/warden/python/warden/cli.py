@@ -212,6 +212,23 @@ def _set_hold(args: argparse.Namespace, hold: bool) -> Result:
     return record.model_dump(mode="json"), f"{args.backup_id}: {'on hold' if hold else 'released'}", 0
 
 
+def cmd_prune(args: argparse.Namespace) -> Result:
+    handle = open_stage(args.stage)
+    report = invoke(handle, "prune", {"target": args.target, "trigger": "cli", "apply": args.apply,
+                                      "requested_by": actor()})
+    verb = "deleted" if report["applied"] else "would delete"
+    lines = [f"{args.target}: keep {report['kept']}, {verb} "
+             f"{len(report['deleted']) if report['applied'] else report['to_delete']}"
+             + (f", {report['bytes_freed']:,} bytes freed" if report["applied"] else " (dry run: nothing changed)")]
+    if report.get("already_running"):
+        lines.append(f"  not applied: {report['already_running']}")
+    for d in report["decisions"]:
+        lines.append(f"  {'KEEP  ' if d['keep'] else 'DELETE'} {d['backup_id']} {d['status']:<9} "
+                     f"{'; '.join(d['reasons'])}")
+    lines += [f"  FAILED {b}: {e} (record unchanged; the next run retries)" for b, e in report["failed"].items()]
+    return report, "\n".join(lines), 1 if report["failed"] else 0
+
+
 def cmd_audit_tail(args: argparse.Namespace) -> Result:
     from warden.audit import tail
 
@@ -400,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--into", required=True, help="postgresql://... or neo4j://... of an empty database")
     restore.add_argument("--password-env", help="variable holding the --into password")
     restore.add_argument("--replace", action="store_true", help="empty a non-empty database first")
+
+    prune = add(groups, "prune", cmd_prune, "apply the retention policy (dry run unless --apply)")
+    prune.add_argument("--target", required=True)
+    mode = prune.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", dest="apply", action="store_false", help="show decisions only (default)")
+    mode.add_argument("--apply", dest="apply", action="store_true", help="delete what the policy deletes")
+    prune.set_defaults(apply=False)
 
     recovery = groups.add_parser("recovery", help="restore → validate → promote").add_subparsers(
         dest="cmd", required=True)

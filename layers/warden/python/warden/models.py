@@ -272,3 +272,17 @@ class RecoveryInput(_Model):
     promotion: Literal["swap", "in-place", "none"] = "none"
     approval: Literal["auto", "manual"] = "auto"
     requested_by: Annotated[str, Field(max_length=200)] | None = None
+
+
+class PruneRequest(_Model):
+    """Input of the prune function. Scheduled runs apply; anything else is a dry run unless `apply`."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)]
+    trigger: Literal["schedule", "manual", "cli", "remediation"] = "manual"
+    apply: bool | None = None
+    scheduled_time: str | None = None
+    requested_by: Annotated[str, Field(max_length=200)] | None = None
+
+    @property
+    def applies(self) -> bool:
+        return self.apply if self.apply is not None else self.trigger == "schedule"

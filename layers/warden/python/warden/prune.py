@@ -1,0 +1,149 @@
+"""Prune: apply a target's retention policy (warden.retention) to its catalog and its objects.
+
+Dry-run shows every decision with its reasons and changes nothing. Apply deletes the objects of
+every backup the policy deletes — every version of every key under the backup's prefix, in
+DeleteObjects batches of 1000 keys — and only then marks its record EXPIRED; a record whose objects
+did not all go stays as it was, so a deletion that fails part-way leaves the catalog true and the
+next run finishes the job. Each deleted backup is audited.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from warden import audit as audit_log
+from warden.catalog import Catalog, object_prefix
+from warden.clients import aws_client
+from warden.errors import ConfigError, WardenError
+from warden.locks import LeaseHeld, Leases
+from warden.models import BackupRecord, BackupStatus, Target
+from warden.retention import Decision, decide
+from warden.settings import Settings
+
+BATCH = 1000  # DeleteObjects takes at most 1000 keys a call
+PRUNE_LEASE_S = 15 * 60
+
+
+@dataclass
+class PruneReport:
+    target: str
+    applied: bool
+    decisions: list[Decision]
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    bytes_freed: int = 0
+    s3_calls: int = 0
+    already_running: str | None = None
+
+    @property
+    def kept(self) -> int:
+        return sum(1 for d in self.decisions if d.keep)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "applied": self.applied, "kept": self.kept,
+            "to_delete": sum(1 for d in self.decisions if not d.keep), "deleted": self.deleted,
+            "failed": self.failed, "bytes_freed": self.bytes_freed, "s3_calls": self.s3_calls,
+            "already_running": self.already_running,
+            "decisions": [{"backup_id": d.backup_id, "keep": d.keep, "status": str(d.status),
+                           "reasons": list(d.reasons)} for d in self.decisions],
+        }
+
+
+def run_prune(settings: Settings, target: Target, *, apply: bool, actor: str,
+              now: datetime | None = None) -> PruneReport:
+    """Decide, and with `apply` delete. Takes the target's lease to apply (never beside a backup)."""
+    if not settings.catalog_table or not settings.bucket or not settings.state_table:
+        raise ConfigError(f"stage {settings.stage!r} lacks the catalog, state table or bucket")
+    catalog = Catalog(settings.catalog_table)
+    now = now or datetime.now(UTC)
+    records = {r.backup_id: r for r in catalog.list(target.name)}
+    decisions = decide(records.values(), target.retention, now)
+    report = PruneReport(target=target.name, applied=apply, decisions=decisions)
+    doomed = [records[d.backup_id] for d in decisions if not d.keep]
+    if not apply or not doomed:
+        return report
+    leases = Leases(settings.state_table)
+    try:
+        lease, _ = leases.acquire(target.name, f"{actor}#{uuid.uuid4().hex[:8]}", "prune", PRUNE_LEASE_S)
+    except LeaseHeld as held:
+        report.already_running = str(held)
+        return report
+    try:
+        _delete(settings, catalog, target, doomed, {d.backup_id: d for d in decisions}, report, actor)
+    finally:
+        leases.release(lease)
+    return report
+
+
+def _delete(settings: Settings, catalog: Catalog, target: Target, doomed: list[BackupRecord],
+            decisions: dict[str, Decision], report: PruneReport, actor: str) -> None:
+    assert settings.bucket
+    s3 = aws_client("s3")
+    versions, sizes, calls = _versions_by_backup(s3, settings.bucket, target.name, {r.backup_id for r in doomed})
+    report.s3_calls += calls
+    objects: list[tuple[str, dict[str, str]]] = [
+        (backup_id, obj) for record in doomed for backup_id in [record.backup_id] for obj in versions[backup_id]]
+    errors: dict[str, str] = {}
+    for start in range(0, len(objects), BATCH):
+        batch = objects[start:start + BATCH]
+        owner = {(o["Key"], o.get("VersionId")): backup_id for backup_id, o in batch}
+        try:
+            response = s3.delete_objects(Bucket=settings.bucket, Delete={"Objects": [o for _, o in batch],
+                                                                          "Quiet": True})
+        except ClientError as err:
+            for backup_id, _ in batch:
+                errors.setdefault(backup_id, f"DeleteObjects failed: {err.response['Error']['Code']}")
+            continue
+        finally:
+            report.s3_calls += 1
+        for failure in response.get("Errors", []):
+            backup_id = owner.get((failure["Key"], failure.get("VersionId")), "?")
+            errors.setdefault(backup_id, f"{failure['Key']}: {failure.get('Code')} {failure.get('Message', '')}")
+    for record in doomed:
+        if record.backup_id in errors:
+            report.failed[record.backup_id] = errors[record.backup_id]
+            audit_log.audit(settings.audit_table, target=target.name, operation="prune", step="delete",
+                            outcome="failed", actor=actor, backup_id=record.backup_id, error=errors[record.backup_id])
+            continue
+        catalog.save(record.model_copy(update={"status": BackupStatus.EXPIRED}), expect_status=record.status)
+        report.deleted.append(record.backup_id)
+        report.bytes_freed += sizes[record.backup_id]
+        audit_log.audit(settings.audit_table, target=target.name, operation="prune", step="delete", outcome="ok",
+                        actor=actor, backup_id=record.backup_id, was=str(record.status),
+                        reasons=list(decisions[record.backup_id].reasons), bytes=sizes[record.backup_id])
+
+
+def _versions_by_backup(s3: Any, bucket: str, target: str,
+                        backup_ids: set[str]) -> tuple[dict[str, list[dict[str, str]]], dict[str, int], int]:
+    """Every version and delete marker under the doomed backups' prefixes, found by listing the
+    target's prefix once (pages of 1000), so S3 calls stay at list pages + deletions / 1000."""
+    prefixes = {object_prefix(target, b): b for b in backup_ids}
+    versions: dict[str, list[dict[str, str]]] = defaultdict(list)
+    sizes: dict[str, int] = defaultdict(int)
+    calls = 0
+    try:
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=f"{target}/"):
+            calls += 1
+            for kind in ("Versions", "DeleteMarkers"):
+                for obj in page.get(kind, []):
+                    backup_id = prefixes.get(_prefix_of(obj["Key"]))
+                    if backup_id is None:
+                        continue
+                    versions[backup_id].append({"Key": obj["Key"], "VersionId": obj["VersionId"]})
+                    if kind == "Versions" and obj.get("IsLatest"):
+                        sizes[backup_id] += int(obj.get("Size", 0))
+    except ClientError as err:
+        raise WardenError(f"cannot list backups of {target}: {err.response['Error']['Code']}") from err
+    return versions, sizes, calls
+
+
+def _prefix_of(key: str) -> str:
+    return key.rsplit("/", 1)[0] + "/"
+
