@@ -1,0 +1,99 @@
+"""The Recovery state machine's states and error paths, and the schedules, as synthesized."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from infra_helpers import Synthesized, resources
+
+from local.aws import render_definition
+
+pytestmark = pytest.mark.infra
+
+
+def definition(synthesized: Synthesized, stage: str = "dev") -> dict[str, Any]:
+    template = synthesized.template(synthesized.stacks[stage])
+    (machine_id,) = [lid for lid, r in resources(template, "AWS::StepFunctions::StateMachine").items()
+                     if "Recovery" in lid]
+    return dict(json.loads(render_definition(template, machine_id, lambda i, a: f"arn:{i}:{a}")))
+
+
+def test_recovery_states_run_preflight_restore_validate_approval_promote_finish(synthesized: Synthesized) -> None:
+    states = definition(synthesized)["States"]
+    assert definition(synthesized)["StartAt"] == "Preflight"
+    assert states["Preflight"]["Next"] == "Restore"
+    assert states["Restore"]["Next"] == "Validate"
+    assert states["Validate"]["Next"] == "ApprovalMode"
+    choice = states["ApprovalMode"]
+    assert choice["Choices"][0]["Variable"] == "$.plan.approval" and choice["Choices"][0]["Next"] == "RequestApproval"
+    assert choice["Default"] == "Promote"
+    assert states["RequestApproval"]["Resource"].endswith(":lambda:invoke.waitForTaskToken")
+    assert states["RequestApproval"]["Next"] == "Promote"
+    assert states["Promote"]["Next"] == "Finish" and states["Finish"]["Next"] == "Recovered"
+
+
+def test_every_step_after_preflight_rolls_back_and_preflight_touches_nothing(synthesized: Synthesized) -> None:
+    states = definition(synthesized)["States"]
+    assert [c["Next"] for c in states["Preflight"]["Catch"]] == ["PreflightFailed"]
+    for name in ("Restore", "Validate", "RequestApproval", "Promote", "Finish"):
+        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                                          "Next": "Rollback"}], name
+    assert states["Rollback"]["Next"] == "RecoveryFailed"
+    assert states["Rollback"]["Catch"][0]["Next"] == "RollbackFailed"
+    assert states["RecoveryFailed"]["Type"] == "Fail" and states["PreflightFailed"]["Type"] == "Fail"
+
+
+def test_only_transient_errors_are_retried_with_backoff_and_every_task_has_a_timeout(
+        synthesized: Synthesized) -> None:
+    states = definition(synthesized)["States"]
+    for name, state in states.items():
+        if state["Type"] != "Task":
+            continue
+        assert state["TimeoutSeconds"] <= 7 * 86400, name
+        for retry in state.get("Retry", []):
+            assert "States.ALL" not in retry["ErrorEquals"] and "RecoveryRefused" not in retry["ErrorEquals"]
+            assert retry["BackoffRate"] >= 2 and retry["MaxAttempts"] <= 3
+    assert "DatabaseUnavailable" in states["Restore"]["Retry"][0]["ErrorEquals"]
+
+
+def test_recovery_machine_logs_all_with_tracing(synthesized: Synthesized) -> None:
+    template = synthesized.template(synthesized.stacks["dev"])
+    (machine,) = [r for lid, r in resources(template, "AWS::StepFunctions::StateMachine").items()
+                  if "Recovery" in lid]
+    props = machine["Properties"]
+    assert props["StateMachineType"] == "STANDARD"
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_one_schedule_per_target_and_job_plus_a_weekly_drill(synthesized: Synthesized) -> None:
+    stack = synthesized.stacks["dev"]
+    schedules = resources(synthesized.template(stack), "AWS::Scheduler::Schedule")
+    inputs = [json.loads(s["Properties"]["Target"]["Input"]) for s in schedules.values()]
+    jobs = {"backup", "verify", "prune", "health"} & set(stack.functions)
+    for target in stack.stage.targets:
+        scheduled = [i for i in inputs if i.get("target") == target.name and i.get("trigger") == "schedule"]
+        assert len(scheduled) == len(jobs) + sum(j in stack.functions for j in ("license_check", "maintenance"))
+        assert all(i["scheduled_time"] == "<aws.scheduler.scheduled-time>" for i in scheduled)
+        drills = [i for i in inputs if i.get("target") == target.name and i.get("promotion") == "none"]
+        assert drills == [{"target": target.name, "backup_id": "latest", "promotion": "none", "approval": "auto",
+                           "requested_by": "schedule:drill"}]
+    for schedule in schedules.values():
+        assert schedule["Properties"]["ScheduleExpressionTimezone"] == "Etc/UTC"
+        assert schedule["Properties"]["Target"]["RetryPolicy"]["MaximumRetryAttempts"] == 2
+
+
+def test_scheduler_roles_invoke_exactly_one_function_or_start_the_recovery_machine(
+        synthesized: Synthesized) -> None:
+    template = synthesized.template(synthesized.stacks["dev"])
+    schedule_roles = {s["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]
+                      for s in resources(template, "AWS::Scheduler::Schedule").values()}
+    for lid, policy in resources(template, "AWS::IAM::Policy").items():
+        roles = {r["Ref"] for r in policy["Properties"]["Roles"]}
+        if roles & schedule_roles:
+            (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+            assert statement["Action"] in ("lambda:InvokeFunction", "states:StartExecution"), lid
+            resources_ = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            assert len(resources_) == 1 and "*" not in json.dumps(resources_), lid
