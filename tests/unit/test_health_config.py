@@ -200,3 +200,23 @@ def test_text_report_has_one_line_per_check_with_status_message_and_duration() -
     text = format_text(_report())
     assert text.splitlines()[0] == "stage prod: DEGRADED"
     assert "[warn] heap" in text and "heap 90 %" in text and "(12 ms)" in text
+
+
+# --- Neo4j verdicts on rows as SHOW INDEXES returns them ---------------------------------------
+
+
+def _index(name: str, state: str, percent: float, failure: str = "") -> dict[str, Any]:
+    return {"name": name, "type": "RANGE", "state": state, "populationPercent": percent, "failureMessage": failure,
+            "labelsOrTypes": ["Person"], "properties": ["id"]}
+
+
+def test_populating_index_warns_with_its_progress_and_failed_index_fails() -> None:
+    from warden.engines.neo4j_health import judge_index_states
+
+    online = _index("a", "ONLINE", 100.0)
+    status, message, details = judge_index_states({"a": online, "b": _index("b", "POPULATING", 42.5)})
+    assert status is CheckStatus.WARN and message == "index(es) not online yet: b POPULATING 42 %"
+    assert details["metrics"] == {"IndexesNotOnline": 1}
+    status, message, _ = judge_index_states({"a": online, "c": _index("c", "FAILED", 0.0, "boom\n\tat x")})
+    assert status is CheckStatus.FAIL and message == "FAILED index(es): c (boom)"
+    assert judge_index_states({"a": online})[0] is CheckStatus.PASS

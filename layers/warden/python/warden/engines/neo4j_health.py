@@ -316,7 +316,12 @@ def heap(db: Neo4jSession, left: float, t: HealthThresholds, s: RequiredSchema) 
 
 def index_population(db: Neo4jSession, left: float, t: HealthThresholds, s: RequiredSchema) -> Outcome:
     """Every index ONLINE: POPULATING warns (with its progress), FAILED fails."""
-    states = _index_states(db, left)
+    return judge_index_states(_index_states(db, left))
+
+
+def judge_index_states(states: dict[str, dict[str, Any]]) -> Outcome:
+    """The index_population verdict from `SHOW INDEXES` rows (name -> row), kept pure for tests:
+    a POPULATING index cannot be held in that state on demand."""
     failed = [{"name": n, "type": r["type"], "failure": (r["failureMessage"] or "").splitlines()[0][:300]}
               for n, r in states.items() if r["state"] == "FAILED"]
     populating = [{"name": n, "type": r["type"], "state": r["state"], "percent": r["populationPercent"]}
@@ -328,7 +333,7 @@ def index_population(db: Neo4jSession, left: float, t: HealthThresholds, s: Requ
         return CheckStatus.FAIL, f"FAILED index(es): {text}", details
     if populating:
         return CheckStatus.WARN, "index(es) not online yet: " + ", ".join(
-            f"{p['name']} {p['state']} {p['percent']:.0f} %" for p in populating), details
+            f"{p['name']} {p['state']} {p['percent'] or 0:.0f} %" for p in populating), details
     return CheckStatus.PASS, f"all {len(states)} indexes ONLINE", details
 
 
