@@ -6,9 +6,9 @@ Every alarm notifies the stage's SNS topic on ALARM and on OK. Names are stable 
 `sfn-<name>` for a state machine (target alarms never end in errors / throttles / failed /
 timed-out, so the three families cannot collide).
 
-The Warden metrics are Powertools EMF in namespace "Warden"; Powertools adds `service=warden` to
-every metric, so each alarm's dimensions are the metric's own plus `service` — CloudWatch matches
-the exact dimension set.
+The Warden metrics are Powertools EMF in namespace "Warden" (names, units and dimension sets:
+docs/metrics.md); Powertools adds `service=warden` to every metric, so each alarm's dimensions are
+the metric's own plus `service` — CloudWatch matches the exact dimension set.
 
 | alarm `warden-<stage>-...`            | metric (statistic)                  | fires | M of N, period | missing      |
 |---------------------------------------|-------------------------------------|-------|----------------|--------------|
@@ -17,9 +17,9 @@ the exact dimension set.
 | `<t>-backup-failed`                   | BackupFailure (Sum)                 | >= 1  | 1 of 1, 5 min  | notBreaching |
 | `<t>-backup-corrupt`                  | BackupCorrupt (Sum)                 | >= 1  | 1 of 1, 5 min  | notBreaching |
 | `<t>-license-expiring` (Neo4j)        | LicenseDaysLeft (Minimum)           | < 30  | 1 of 1, 1 day  | notBreaching |
-| `<t>-neo4j-long-running-transactions` | Neo4jLongRunningTransactions (Max)  | >= 1  | 2 of 3, H      | ignore       |
-| `<t>-pg-connections-saturated`        | PgConnectionsUsedPercent (Max)      | > 90  | 2 of 3, H      | ignore       |
-| `<t>-pg-long-running-queries`         | PgLongRunningQueries (Max)          | >= 1  | 2 of 3, H      | ignore       |
+| `<t>-neo4j-long-running-transactions` | LongestTransactionSeconds (Max)     | > 60  | 2 of 3, H      | ignore       |
+| `<t>-pg-connections-saturated`        | ConnectionsUsedPct (Max)            | > 90  | 2 of 3, H      | ignore       |
+| `<t>-pg-long-running-queries`         | LongQueries (Max)                   | >= 1  | 2 of 3, H      | ignore       |
 | `fn-<job>-errors`                     | AWS/Lambda Errors (Sum)             | >= 1  | 1 of 1, 5 min  | notBreaching |
 | `fn-<job>-throttles`                  | AWS/Lambda Throttles (Sum)          | >= 1  | 1 of 1, 5 min  | notBreaching |
 | `sfn-<name>-failed`                   | AWS/States ExecutionsFailed (Sum)   | >= 1  | 1 of 1, 5 min  | notBreaching |
@@ -28,7 +28,7 @@ the exact dimension set.
 H is the target's health period: its health schedule's interval, at least 5 minutes. A is the
 backup age limit, from the target's backup schedule (`backup_max_age_hours`: a daily cron → 26 h).
 Why each missing-data choice: in a comment beside each alarm. Thresholds and windows per target:
-`AlarmSettings`.
+`AlarmSettings`, read from the target's health and licence configuration by `settings_for`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from constructs import Construct
 
 from infra.functions import WardenFunction
 from infra.storage import Storage
+from warden.health_config import license_of, thresholds_of
 from warden.models import Engine, StageConfig, Target
 
 NAMESPACE = "Warden"  # POWERTOOLS_METRICS_NAMESPACE of every Warden function
@@ -72,19 +73,22 @@ class AlarmSettings:
     backup_max_age_hours: float | None = None
     license_days_left: int = 30
     pg_connections_used_percent: float = 90.0
+    # A transaction open longer than this is long-running (the health check's `long_tx_warn_s`).
+    neo4j_long_transaction_seconds: float = 60.0
     # Engine pressure must last: this many breaching health periods out of `sustained_periods`.
     sustained_datapoints: int = 2
     sustained_periods: int = 3
 
 
 def settings_for(target: Target) -> AlarmSettings:
-    """A target's alarm settings from its configuration, defaults otherwise.
-
-    The licence alarm warns as many days ahead as the licence check does: `Target.license.warn_days`
-    (warden.health_config.LicenseConfig) when the target configures a licence.
-    """
-    warn_days = getattr(getattr(target, "license", None), "warn_days", None)
-    return AlarmSettings() if warn_days is None else AlarmSettings(license_days_left=warn_days)
+    """A target's alarm settings from its configuration (warden.health_config), defaults otherwise:
+    the licence alarm warns as many days ahead as the licence check (`license.warn_days`), and a
+    Neo4j transaction is long-running past the health check's `health.long_tx_warn_s`, as
+    PostgreSQL's `LongQueries` counts queries past `long_query_warn_s`."""
+    return AlarmSettings(
+        license_days_left=license_of(target).warn_days,
+        neo4j_long_transaction_seconds=thresholds_of(target).long_tx_warn_s,
+    )
 
 
 # -- schedules -----------------------------------------------------------------------------------
@@ -375,14 +379,15 @@ class Alarms(Construct):
             self._alarm(
                 t,
                 "neo4j-long-running-transactions",
-                metric=warden_metric("Neo4jLongRunningTransactions", target=t, statistic="Maximum", period=period),
-                threshold=1,
-                comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                metric=warden_metric("LongestTransactionSeconds", target=t, statistic="Maximum", period=period),
+                threshold=settings.neo4j_long_transaction_seconds,
+                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 datapoints=settings.sustained_datapoints,
                 periods=settings.sustained_periods,
                 missing=cw.TreatMissingData.IGNORE,
                 description=(
-                    f"{t} had transactions running past the health check's limit in {sustained} periods. "
+                    f"{t} had a transaction open longer than {settings.neo4j_long_transaction_seconds:g} s in "
+                    f"{sustained} periods. "
                     f"Find them with `SHOW TRANSACTIONS YIELD transactionId, elapsedTime, currentQuery, "
                     f"username` and ask their owner; end one with `TERMINATE TRANSACTIONS '<id>'`. Long "
                     f"transactions hold locks and memory and can stall backups."
@@ -398,7 +403,7 @@ class Alarms(Construct):
             self._alarm(
                 t,
                 "pg-connections-saturated",
-                metric=warden_metric("PgConnectionsUsedPercent", target=t, statistic="Maximum", period=period),
+                metric=warden_metric("ConnectionsUsedPct", target=t, statistic="Maximum", period=period),
                 threshold=settings.pg_connections_used_percent,
                 comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 datapoints=settings.sustained_datapoints,
@@ -415,7 +420,7 @@ class Alarms(Construct):
             self._alarm(
                 t,
                 "pg-long-running-queries",
-                metric=warden_metric("PgLongRunningQueries", target=t, statistic="Maximum", period=period),
+                metric=warden_metric("LongQueries", target=t, statistic="Maximum", period=period),
                 threshold=1,
                 comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 datapoints=settings.sustained_datapoints,

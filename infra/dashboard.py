@@ -4,7 +4,7 @@ Top: the state of every alarm of the stage. Then one section per target — heal
 durations, backup age (against its alarm's limit), backup size and duration trends, and the
 engine's own gauges (Neo4j: licence days left, transactions, heap; PostgreSQL: connections,
 cache hit ratio, long-running queries). Bottom: the functions' errors and throttles, the health
-runs, and the state machines' executions when there are any.
+runs, and the state machines' executions when there are any. Metric names: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -70,9 +70,13 @@ class Dashboard(Construct):
         max_age = self.alarms.backup_max_age[t]
         common: list[cw.IWidget] = [
             _graph(
-                f"{t}: healthy",
-                [warden_metric("Healthy", target=t, statistic="Minimum", period=period, label="healthy (1 = yes)")],
-                left_y_axis=cw.YAxisProps(min=0, max=1, show_units=False),
+                f"{t}: health",
+                [
+                    warden_metric("Healthy", target=t, statistic="Minimum", period=period, label="healthy (1 = yes)"),
+                    warden_metric("HealthStatus", target=t, period=period,
+                                  label="status (0 healthy, 1 degraded, 2 unhealthy)"),
+                ],
+                left_y_axis=cw.YAxisProps(min=0, max=2, show_units=False),
             ),
             _graph(
                 f"{t}: check duration (ms)",
@@ -133,14 +137,16 @@ class Dashboard(Construct):
             _graph(
                 f"{t}: Neo4j transactions",
                 [
-                    warden_metric("Neo4jActiveTransactions", target=t, period=period, label="active"),
-                    warden_metric("Neo4jLongRunningTransactions", target=t, period=period, label="long-running"),
+                    warden_metric("ActiveTransactions", target=t, period=period, label="open transactions"),
                 ],
+                right=[warden_metric("LongestTransactionSeconds", target=t, period=period, label="oldest (s)")],
+                right_annotations=[cw.HorizontalAnnotation(value=settings.neo4j_long_transaction_seconds,
+                                                           label="long-running above")],
                 left_y_axis=cw.YAxisProps(min=0, show_units=False),
             ),
             _graph(
                 f"{t}: Neo4j heap used (%)",
-                [warden_metric("Neo4jHeapUsedPercent", target=t, period=period, label="heap used")],
+                [warden_metric("HeapUsedPct", target=t, period=period, label="heap used")],
                 left_y_axis=cw.YAxisProps(min=0, max=100, show_units=False),
             ),
         ]
@@ -151,18 +157,18 @@ class Dashboard(Construct):
         return [
             _graph(
                 f"{t}: PostgreSQL connections used (%)",
-                [warden_metric("PgConnectionsUsedPercent", target=t, period=period, label="of max_connections")],
+                [warden_metric("ConnectionsUsedPct", target=t, period=period, label="of max_connections")],
                 annotations=[cw.HorizontalAnnotation(value=limit, label=f"alarm above {limit:g}%")],
                 left_y_axis=cw.YAxisProps(min=0, max=100, show_units=False),
             ),
             _graph(
                 f"{t}: PostgreSQL cache hit ratio",
-                [warden_metric("PgCacheHitRatio", target=t, statistic="Minimum", period=period, label="cache hits")],
-                left_y_axis=cw.YAxisProps(show_units=False),
+                [warden_metric("CacheHitRatio", target=t, statistic="Minimum", period=period, label="hits / reads")],
+                left_y_axis=cw.YAxisProps(max=1, show_units=False),
             ),
             _graph(
                 f"{t}: PostgreSQL long-running queries",
-                [warden_metric("PgLongRunningQueries", target=t, period=period, label="long-running")],
+                [warden_metric("LongQueries", target=t, period=period, label="long-running")],
                 left_y_axis=cw.YAxisProps(min=0, show_units=False),
             ),
         ]
@@ -212,6 +218,8 @@ def _graph(
     annotations: list[cw.HorizontalAnnotation] | None = None,
     left_y_axis: cw.YAxisProps | None = None,
     view: cw.GraphWidgetView | None = None,
+    right: list[cw.IMetric] | None = None,
+    right_annotations: list[cw.HorizontalAnnotation] | None = None,
 ) -> cw.GraphWidget:
     return cw.GraphWidget(
         title=title,
@@ -219,6 +227,9 @@ def _graph(
         left_annotations=annotations,
         left_y_axis=left_y_axis,
         view=view,
+        right=right,
+        right_annotations=right_annotations,
+        right_y_axis=cw.YAxisProps(min=0, show_units=False) if right else None,
         width=WIDTH // PER_ROW,
         height=HEIGHT,
     )

@@ -27,6 +27,7 @@ from infra.alarms import (
 )
 from infra.config import read_cdk_json_context
 from infra.storage import Storage
+from warden.health_config import HealthThresholds, LicenseConfig
 from warden.models import Schedules, StageConfig, Target
 
 pytestmark = pytest.mark.infra
@@ -78,7 +79,7 @@ DEV_TARGET_ALARMS = {
         "LicenseDaysLeft", "graph-main", "Minimum", 30, LT, 86400, 1, 1, "notBreaching"
     ),
     "warden-dev-graph-main-neo4j-long-running-transactions": target_alarm(
-        "Neo4jLongRunningTransactions", "graph-main", "Maximum", 1, GE, 300, 3, 2, "ignore"
+        "LongestTransactionSeconds", "graph-main", "Maximum", 60, GT, 300, 3, 2, "ignore"
     ),
     "warden-dev-orders-pg-unhealthy": target_alarm("Healthy", "orders-pg", "Minimum", 1, LT, 300, 5, 3, "breaching"),
     "warden-dev-orders-pg-backup-too-old": target_alarm(
@@ -91,14 +92,14 @@ DEV_TARGET_ALARMS = {
         "BackupCorrupt", "orders-pg", "Sum", 1, GE, 300, 1, 1, "notBreaching"
     ),
     "warden-dev-orders-pg-pg-connections-saturated": target_alarm(
-        "PgConnectionsUsedPercent", "orders-pg", "Maximum", 90, GT, 300, 3, 2, "ignore"
+        "ConnectionsUsedPct", "orders-pg", "Maximum", 90, GT, 300, 3, 2, "ignore"
     ),
     "warden-dev-orders-pg-pg-long-running-queries": target_alarm(
-        "PgLongRunningQueries", "orders-pg", "Maximum", 1, GE, 300, 3, 2, "ignore"
+        "LongQueries", "orders-pg", "Maximum", 1, GE, 300, 3, 2, "ignore"
     ),
 }
 
-COMMON_WIDGETS = ["healthy", "check duration (ms)", "backup age (h)", "backups", "backup size (bytes)",
+COMMON_WIDGETS = ["health", "check duration (ms)", "backup age (h)", "backups", "backup size (bytes)",
                   "backup duration (s)"]
 NEO4J_WIDGETS = ["licence days left", "Neo4j transactions", "Neo4j heap used (%)"]
 POSTGRES_WIDGETS = ["PostgreSQL connections used (%)", "PostgreSQL cache hit ratio", "PostgreSQL long-running queries"]
@@ -275,7 +276,8 @@ def own() -> dict[str, dict[str, Any]]:
     machine = sfn.StateMachine(stack, "Drill", definition_body=sfn.DefinitionBody.from_chainable(
         sfn.Pass(stack, "Nothing")))
     Alarms(stack, "Alarms", stage=OWN_STAGE, storage=storage, functions={}, state_machines={"drill": machine},
-           settings={"graph": AlarmSettings(license_days_left=60, unhealthy_datapoints=2, unhealthy_periods=3)})
+           settings={"graph": AlarmSettings(license_days_left=60, unhealthy_datapoints=2, unhealthy_periods=3,
+                                            neo4j_long_transaction_seconds=120)})
     template = Template.from_stack(stack)
     return {r["Properties"]["AlarmName"]: r["Properties"] for r in template.find_resources(ALARM).values()}
 
@@ -289,6 +291,7 @@ def test_alarm_settings_and_schedules_shape_a_targets_alarms(own: dict[str, dict
     )
     assert observed(own["warden-own-graph-license-expiring"])["Threshold"] == 60
     assert observed(own["warden-own-graph-neo4j-long-running-transactions"])["Period"] == 900
+    assert observed(own["warden-own-graph-neo4j-long-running-transactions"])["Threshold"] == 120
     # the other target keeps the defaults
     assert observed(own["warden-own-pg-unhealthy"])["EvaluationPeriods"] == 5
 
@@ -349,11 +352,17 @@ def test_backup_max_age_is_the_schedule_plus_two_hours_of_grace_unless_configure
     assert backup_max_age_hours(daily, AlarmSettings(backup_max_age_hours=50)) == 50
 
 
-def test_licence_alarm_warns_as_many_days_ahead_as_the_targets_licence_configuration() -> None:
-    # `Target.license` (warden.health_config.LicenseConfig) is read when the target has one
-    assert settings_for(Target(name="t", engine="neo4j", secret_name="s")).license_days_left == 30
-    configured = SimpleNamespace(name="t", license=SimpleNamespace(expiry=None, warn_days=45))
-    assert settings_for(configured).license_days_left == 45  # type: ignore[arg-type]
+def test_alarm_settings_follow_the_targets_health_and_licence_configuration() -> None:
+    # `Target.license` / `Target.health` (warden.health_config) are read when the target has them
+    defaults = settings_for(Target(name="t", engine="neo4j", secret_name="s"))
+    assert (defaults.license_days_left, defaults.neo4j_long_transaction_seconds) == (30, 60)
+    configured = SimpleNamespace(
+        name="t",
+        license=LicenseConfig(warn_days=45),
+        health=HealthThresholds(long_tx_warn_s=90, long_tx_fail_s=600),
+    )
+    settings = settings_for(configured)  # type: ignore[arg-type]
+    assert (settings.license_days_left, settings.neo4j_long_transaction_seconds) == (45, 90)
 
 
 @pytest.mark.parametrize(("health", "seconds"), [("rate(1 minute)", 300), ("rate(5 minutes)", 300),
@@ -432,17 +441,17 @@ def test_dashboard_target_widgets_plot_that_targets_warden_metrics_with_the_serv
     def names(title: str) -> list[str]:
         return [row[1] for row in _metric_rows(widgets[title])]
 
-    assert names("graph-main: healthy") == ["Healthy"]
+    assert names("graph-main: health") == ["Healthy", "HealthStatus"]
     assert names("graph-main: backup age (h)") == ["BackupAgeHours", "VerifiedBackupAgeHours"]
     assert names("orders-pg: backup size (bytes)") == ["BackupSize"]
     assert names("orders-pg: backup duration (s)") == ["BackupDuration"]
     assert names("graph-main: backups") == ["BackupSuccess", "BackupFailure", "BackupVerified", "BackupCorrupt"]
     assert names("graph-main: licence days left") == ["LicenseDaysLeft"]
-    assert names("graph-main: Neo4j transactions") == ["Neo4jActiveTransactions", "Neo4jLongRunningTransactions"]
-    assert names("graph-main: Neo4j heap used (%)") == ["Neo4jHeapUsedPercent"]
-    assert names("orders-pg: PostgreSQL connections used (%)") == ["PgConnectionsUsedPercent"]
-    assert names("orders-pg: PostgreSQL cache hit ratio") == ["PgCacheHitRatio"]
-    assert names("orders-pg: PostgreSQL long-running queries") == ["PgLongRunningQueries"]
+    assert names("graph-main: Neo4j transactions") == ["ActiveTransactions", "LongestTransactionSeconds"]
+    assert names("graph-main: Neo4j heap used (%)") == ["HeapUsedPct"]
+    assert names("orders-pg: PostgreSQL connections used (%)") == ["ConnectionsUsedPct"]
+    assert names("orders-pg: PostgreSQL cache hit ratio") == ["CacheHitRatio"]
+    assert names("orders-pg: PostgreSQL long-running queries") == ["LongQueries"]
     (search,) = widgets["orders-pg: check duration (ms)"]["properties"]["metrics"]
     assert "MetricName=\"CheckDuration\"" in search[0]["expression"]
     assert "Target=\"orders-pg\"" in search[0]["expression"]
@@ -455,6 +464,7 @@ def test_dashboard_marks_the_alarm_thresholds(widgets: dict[str, dict[str, Any]]
     assert lines("graph-main: backup age (h)") == [26]
     assert lines("graph-main: licence days left") == [30]
     assert lines("orders-pg: PostgreSQL connections used (%)") == [90]
+    assert lines("graph-main: Neo4j transactions") == [60]  # the oldest transaction, on the right axis
 
 
 def test_dashboard_shows_every_alarms_status(
