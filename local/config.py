@@ -16,6 +16,7 @@ from warden.models import Target
 
 SAMPLE = Path(__file__).with_name("targets.sample.yaml")
 LocalService = Literal["neo4j", "postgres18", "postgres15"]
+StagingService = Literal["neo4j-staging"]
 
 
 class LocalTarget(Target):
@@ -23,6 +24,9 @@ class LocalTarget(Target):
     connection: dict[str, Any] | None = None
     password_env: str | None = None
     secret_name: str = ""  # filled in from the stage: warden/<stage>/<name>
+    # A second server the runtime starts for this target's recoveries to restore into
+    # (Neo4j Community has one database per server); its secret is warden/<stage>/<name>-staging.
+    staging: StagingService | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> LocalTarget:
@@ -35,9 +39,14 @@ class LocalTarget(Target):
         return self
 
     def as_target(self, stage: str) -> Target:
-        fields = self.model_dump(exclude={"local", "connection", "password_env"})
+        fields = self.model_dump(exclude={"local", "connection", "password_env", "staging"})
         fields["secret_name"] = self.secret_name or f"warden/{stage}/{self.name}"
+        if self.staging:
+            fields["recovery"] = {**fields["recovery"], "staging_secret_name": self.staging_secret_name(stage)}
         return Target.model_validate(fields)
+
+    def staging_secret_name(self, stage: str) -> str:
+        return f"warden/{stage}/{self.name}-staging"
 
     def secret(self, password_from: Mapping[str, str]) -> dict[str, Any]:
         """The secret of an external target (`connection` + the password from the environment)."""

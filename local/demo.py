@@ -1,8 +1,10 @@
 """`make demo`: Warden end to end on the local runtime.
 
-Today: start real Neo4j and PostgreSQL and the moto server, register the sample targets as a stage
-would have them, run the health function through Lambda (moto → the real handler → the real
-databases), print what happened, and stop everything. It grows as capabilities land.
+Starts real Neo4j and PostgreSQL and the moto server, synthesizes the Warden stack for the local
+stage and deploys it into moto, seeds a little data, then does what the schedules and an operator
+would: health, backup, verify, a restore drill through the Recovery state machine (restore into
+staging, validate against the manifest, record the RTO), a prune dry run and the audit trail.
+Everything is stopped at the end, whatever happened.
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 from local.config import load_local_config
 from local.runtime import LocalRuntime
+from warden.cli import execution_name
 from warden.health import format_text
 from warden.models import HealthReport
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="local target file (default: local/targets.sample.yaml)")
     parser.add_argument("--function-logs", action="store_true",
                         help="show the functions' JSON logs and EMF metrics (as CloudWatch would get them)")
@@ -31,44 +37,186 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto server's request log
-
     if not args.function_logs:
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+        warnings.filterwarnings("ignore", module="aws_lambda_powertools")  # metrics off: dimensions pile up
     config = load_local_config(args.config)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="warden-demo-"))
     print(f"Warden demo — stage {config.stage!r}, data under {work_dir}")
     started = time.monotonic()
     with LocalRuntime(work_dir, config, server=True) as runtime:
-        print("\nLocal runtime (real servers, moto for AWS):")
-        if runtime.neo4j is not None:
-            ep = runtime.neo4j.endpoint
-            print(f"  Neo4j       {ep.version} {ep.edition:<10} {ep.uri}  "
-                  f"(started in {runtime.timings.seconds.get('neo4j', 0):.1f} s)")
-        for service, pg in sorted(runtime.postgres.items()):
-            ep = pg.endpoint
-            print(f"  PostgreSQL  {ep.version:<17} postgresql://{ep.host}:{ep.port}  [{service}]  "
-                  f"(started in {runtime.timings.seconds.get(service, 0):.1f} s)")
-        for service, reason in runtime.skipped.items():
-            print(f"  skipped     {service}: {reason}")
-        print(f"  AWS (moto)  {runtime.aws.endpoint_url}")
-        print(f"\nTargets registered (config in SSM, credentials in Secrets Manager): "
-              f"{', '.join(t.name for t in runtime.targets)}")
+        ok = Demo(runtime).run()
+    print(f"\nEverything stopped. Demo took {time.monotonic() - started:.1f} s. "
+          f"{'All steps passed.' if ok else 'SOME STEPS FAILED.'}")
+    return 0 if ok else 1
 
+
+class Demo:
+    def __init__(self, runtime: LocalRuntime) -> None:
+        self.runtime = runtime
         assert runtime.deployment is not None
-        print(f"\nDeployed the synthesized Warden-{config.stage} template into moto "
-              f"({len(runtime.deployment.refs)} resources, {runtime.timings.seconds['deploy']:.1f} s incl. synth)")
-        function = runtime.deployment.function_named("health")
-        print(f"\nInvoking {function} through Lambda for every target...")
-        response = runtime.aws.client("lambda").invoke(FunctionName=function, Payload=b"{}")
+        self.deployment = runtime.deployment
+        self.aws = runtime.aws
+        self.ok = True
+
+    def run(self) -> bool:
+        self.show_runtime()
+        self.seed()
+        self.health()
+        backups = {t.name: self.backup(t.name) for t in self.runtime.targets}
+        for target, record in backups.items():
+            if record:
+                self.verify(target, record["backup_id"])
+        for target, record in backups.items():
+            if record and self._drillable(target):
+                self.drill(target)
+        for target in backups:
+            self.prune(target)
+        self.audit(next(iter(backups)))
+        return self.ok
+
+    def step(self, title: str) -> None:
+        print(f"\n== {title}")
+
+    def fail(self, message: str) -> None:
+        self.ok = False
+        print(f"   FAILED: {message}")
+
+    def show_runtime(self) -> None:
+        rt = self.runtime
+        self.step("Local runtime (real servers; moto for AWS)")
+        for name, server in sorted(rt.neo4j_servers.items()):
+            ep = server.endpoint
+            seconds = rt.timings.seconds.get(name, 0)
+            print(f"   {name:<14} Neo4j {ep.version} {ep.edition:<10} {ep.uri}  ({seconds:.1f} s)")
+        for name, pg in sorted(rt.postgres.items()):
+            ep = pg.endpoint
+            print(f"   {name:<14} PostgreSQL {ep.version:<6} postgresql://{ep.host}:{ep.port}  "
+                  f"({rt.timings.seconds.get(name, 0):.1f} s)")
+        for name, reason in rt.skipped.items():
+            print(f"   {name:<14} skipped: {reason}")
+        print(f"   {'AWS (moto)':<14} {rt.aws.endpoint_url}")
+        print(f"   Synthesized Warden-{rt.config.stage} and deployed it into moto: {len(self.deployment.refs)} "
+              f"resources ({rt.timings.seconds['deploy']:.1f} s). Targets: {', '.join(t.name for t in rt.targets)}")
+
+    def seed(self) -> None:
+        """A little data so the backups have something to carry."""
+        import psycopg
+
+        self.step("Seeding sample data")
+        for name, pg in self.runtime.postgres.items():
+            with psycopg.connect(pg.endpoint.uri(), autocommit=True) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, customer text, "
+                             "total numeric(10,2), placed timestamptz DEFAULT now())")
+                conn.execute("INSERT INTO orders SELECT g, 'customer ' || (g % 97), g * 1.25 "
+                             "FROM generate_series(1, 20000) g ON CONFLICT DO NOTHING")
+            print(f"   {name}: orders table, 20,000 rows")
+        if self.runtime.neo4j is not None:
+            import neo4j
+
+            ep = self.runtime.neo4j.endpoint
+            with neo4j.GraphDatabase.driver(ep.uri, auth=(ep.username, ep.password)) as driver:
+                driver.execute_query(
+                    "UNWIND range(1, 2000) AS i MERGE (p:Person {id: i}) SET p.name = 'person ' + i, "
+                    "p.born = date('1970-01-01') + duration({days: i})")
+                driver.execute_query("MATCH (a:Person), (b:Person) WHERE b.id = a.id + 1 MERGE (a)-[:KNOWS]->(b)")
+            print("   neo4j: 2,000 :Person nodes, 1,999 :KNOWS relationships")
+
+    def invoke(self, job: str, event: dict[str, Any]) -> Any:
+        response = self.aws.client("lambda").invoke(FunctionName=self.deployment.function_named(job),
+                                                    Payload=json.dumps(event).encode())
         payload = json.loads(response["Payload"].read())
         if response.get("FunctionError"):
-            print(f"health function failed: {payload.get('errorType')}: {payload.get('errorMessage')}")
-            return 1
-        report = HealthReport.model_validate(payload)
-        print(format_text(report))
-    print(f"\nEverything stopped. Demo took {time.monotonic() - started:.1f} s.")
-    return 0 if report.status.value == "healthy" else 1
+            raise RuntimeError(f"{payload.get('errorType')}: {payload.get('errorMessage')}")
+        return payload
+
+    def health(self) -> None:
+        self.step("Health (the health function, through Lambda)")
+        try:
+            report = HealthReport.model_validate(self.invoke("health", {}))
+        except RuntimeError as err:
+            return self.fail(str(err))
+        print("   " + format_text(report).replace("\n", "\n   "))
+        if report.status.value == "unhealthy":
+            self.fail("a target is unhealthy")
+        return None
+
+    def backup(self, target: str) -> dict[str, Any] | None:
+        self.step(f"Backup of {target} (the backup function: stream → SHA-256 → S3 multipart → catalog)")
+        try:
+            record = self.invoke("backup", {"target": target, "trigger": "manual", "requested_by": "demo"})
+        except RuntimeError as err:
+            self.fail(str(err))
+            return None
+        print(f"   {record['backup_id']} {record['status']}: {record['size_bytes']:,} bytes in "
+              f"{record['duration_s']:.2f} s, sha256 {record['sha256'][:16]}…, method {record['method']}")
+        print(f"   counts: {_short(record['counts'])}")
+        print(f"   consistency: {record['consistency']}")
+        return dict(record)
+
+    def verify(self, target: str, backup_id: str) -> None:
+        self.step(f"Verify {target} {backup_id} (re-read the object, recompute SHA-256)")
+        try:
+            record = self.invoke("verify", {"target": target, "backup_id": backup_id})
+        except RuntimeError as err:
+            return self.fail(str(err))
+        print(f"   {record['status']}")
+        if record["status"] != "VERIFIED":
+            self.fail(f"{target} backup is {record['status']}")
+        return None
+
+    def _drillable(self, target: str) -> bool:
+        spec = next(t for t in self.runtime.targets if t.name == target)
+        return spec.engine.value == "postgres" or bool(spec.recovery.staging_secret_name)
+
+    def drill(self, target: str) -> None:
+        from warden.recovery import StateStore
+
+        self.step(f"Restore drill of {target} (the Recovery state machine, promotion none)")
+        sfn = self.aws.client("stepfunctions")
+        arn = self.deployment.outputs()["RecoveryStateMachine"]
+        execution = sfn.start_execution(stateMachineArn=arn, name=execution_name(target), input=json.dumps(
+            {"target": target, "backup_id": "latest", "promotion": "none", "requested_by": "demo"}))["executionArn"]
+        deadline = time.monotonic() + 300
+        while (status := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+            if time.monotonic() > deadline:
+                return self.fail("drill still running after 300 s")
+            time.sleep(0.5)
+        outputs = self.deployment.outputs()
+        state = StateStore(outputs["StateTable"]).get(target) if status["status"] == "SUCCEEDED" else None
+        states = [e["stateEnteredEventDetails"]["name"] for e in sfn.get_execution_history(
+            executionArn=execution)["events"] if "stateEnteredEventDetails" in e]
+        print(f"   {' → '.join(states)}")
+        if state is None:
+            return self.fail(f"{status.get('error')}: {status.get('cause')}")
+        print(f"   {state.status.value}: restored into staging and validated against the manifest; "
+              f"RTO {state.rto_s:.1f} s (recorded on the backup)")
+        return None
+
+    def prune(self, target: str) -> None:
+        self.step(f"Prune {target} (dry run: decisions and reasons, nothing deleted)")
+        try:
+            report = self.invoke("prune", {"target": target, "trigger": "cli"})
+        except RuntimeError as err:
+            return self.fail(str(err))
+        for decision in report["decisions"]:
+            print(f"   {'KEEP  ' if decision['keep'] else 'DELETE'} {decision['backup_id']} "
+                  f"{'; '.join(decision['reasons'])}")
+        return None
+
+    def audit(self, target: str) -> None:
+        from warden.audit import tail
+
+        self.step(f"Audit trail of {target} (append-only)")
+        for entry in reversed(tail(self.deployment.outputs()["AuditTable"], target, 12)):
+            print(f"   {entry.at:%H:%M:%S} {entry.operation:<8} {entry.step:<10} {entry.outcome:<6} {entry.actor}")
+
+
+def _short(counts: dict[str, int], limit: int = 6) -> str:
+    items = list(counts.items())
+    text = ", ".join(f"{k}={v:,}" for k, v in items[:limit])
+    return text + (f", … ({len(items)} in all)" if len(items) > limit else "")
 
 
 if __name__ == "__main__":

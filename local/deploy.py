@@ -133,10 +133,31 @@ class _Resolver:
 
 def local_function_environment() -> dict[str, str]:
     """What the local runtime adds to every function's environment: in AWS the PostgreSQL client
-    tools ship with the function (docs/postgres-tools.md); locally they are the embedded server's."""
-    from local.postgres import embedded_bin_dir
+    tools ship with the function, one tree per major version (docs/postgres-tools.md); locally the
+    tree links the embedded server's tools (18) and Debian's 15 where installed."""
+    return {"WARDEN_PG_BIN_DIR": str(local_pg_tools())}
 
-    return {"WARDEN_PG_BIN_DIR": str(embedded_bin_dir())}
+
+def local_pg_tools(root: Path | None = None) -> Path:
+    """`<root>/<major>/bin` → each local PostgreSQL build's bin directory."""
+    import subprocess
+
+    from local.postgres import DEBIAN_PG15_BIN, debian_pg15_available, embedded_bin_dir
+
+    root = root or Path(__file__).resolve().parent.parent / ".build" / "pg-tools"
+    bins = [embedded_bin_dir()] + ([DEBIAN_PG15_BIN] if debian_pg15_available() else [])
+    for bin_dir in bins:
+        version = subprocess.run([str(bin_dir / "pg_dump"), "--version"], capture_output=True, text=True,
+                                 check=True).stdout
+        match = re.search(r"\(PostgreSQL\)\s+(\d+)", version)
+        if match is None:
+            continue
+        link = root / match.group(1) / "bin"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink() or link.resolve() != bin_dir.resolve():
+            link.unlink(missing_ok=True)
+            link.symlink_to(bin_dir)
+    return root
 
 
 def deploy_template(aws: LocalAws, template: Mapping[str, Any], stage: str,

@@ -40,7 +40,8 @@ class LocalRuntime:
         self.work_dir = Path(work_dir)
         self.config = config or load_local_config()
         self.aws = LocalAws(server=server)
-        self.neo4j: Any = None  # local.neo4j.LocalNeo4j, imported only when a target needs it
+        self.neo4j: Any = None  # the "neo4j" server (local.neo4j.LocalNeo4j)
+        self.neo4j_servers: dict[str, Any] = {}  # every Neo4j started, staging ones included
         self.postgres: dict[str, LocalPostgres] = {}
         self.timings = Timings()
         self.targets: list[Target] = []
@@ -67,25 +68,29 @@ class LocalRuntime:
         return self
 
     def _start_servers(self) -> None:
+        """PostgreSQL servers here, Neo4j servers (slow JVM starts) in threads meanwhile."""
+        from local.neo4j import LocalNeo4j
+
+        neo4j_services = sorted(n for n in self.needed | self.staging_needed if n.startswith("neo4j"))
         errors: list[BaseException] = []
-        neo4j_thread = None
-        if "neo4j" in self.needed:
-            from local.neo4j import LocalNeo4j
+        threads = []
+        for service in neo4j_services:
+            server = LocalNeo4j(self.work_dir / service, heap="1g" if service == "neo4j" else "512m")
+            self.neo4j_servers[service] = server
 
-            self.neo4j = LocalNeo4j(self.work_dir / "neo4j")
-
-            def start_neo4j() -> None:
+            def start(service: str = service, server: Any = server) -> None:
                 started = time.monotonic()
                 try:
-                    self.neo4j.start()
-                    self.timings.record("neo4j", started)
+                    server.start()
+                    self.timings.record(service, started)
                 except BaseException as err:
                     errors.append(err)
 
-            neo4j_thread = threading.Thread(target=start_neo4j, name="start-neo4j")
-            neo4j_thread.start()
+            threads.append(threading.Thread(target=start, name=f"start-{service}"))
+            threads[-1].start()
+        self.neo4j = self.neo4j_servers.get("neo4j")
         try:
-            for service in sorted(self.needed - {"neo4j"}):
+            for service in sorted(self.needed - set(neo4j_services)):
                 if service == "postgres15" and not debian_pg15_available():
                     self.skipped[service] = f"Debian's PostgreSQL 15 is not installed at {DEBIAN_PG15_BIN}"
                     continue
@@ -95,10 +100,14 @@ class LocalRuntime:
                 self.postgres[service].start()
                 self.timings.record(service, started)
         finally:
-            if neo4j_thread is not None:
-                neo4j_thread.join()
+            for thread in threads:
+                thread.join()
         if errors:
             raise errors[0]
+
+    @property
+    def staging_needed(self) -> set[str]:
+        return {t.staging for t in self.config.targets if t.staging}
 
     def endpoint(self, service: str) -> Any:
         if service == "neo4j":
@@ -108,8 +117,7 @@ class LocalRuntime:
     def local_secrets(self) -> dict[str, dict[str, Any]]:
         """Credentials of each started service, as its target's secret holds them."""
         secrets = {name: postgres_secret(pg.endpoint) for name, pg in self.postgres.items()}
-        if self.neo4j is not None:
-            secrets["neo4j"] = neo4j_secret(self.neo4j.endpoint)
+        secrets.update({name: neo4j_secret(server.endpoint) for name, server in self.neo4j_servers.items()})
         return secrets
 
     def register_targets(self) -> list[Target]:
@@ -124,8 +132,8 @@ class LocalRuntime:
         self.aws.stop()
         for pg in self.postgres.values():
             pg.stop()
-        if self.neo4j is not None:
-            self.neo4j.stop()
+        for server in self.neo4j_servers.values():
+            server.stop()
 
     def __enter__(self) -> LocalRuntime:
         return self.start()
@@ -160,10 +168,9 @@ def register_targets(aws: LocalAws, config: LocalConfig, local_secrets: dict[str
             continue
         target = local_target.as_target(config.stage)
         secret = local_secrets[local_target.local] if local_target.local else local_target.secret(os.environ)
-        try:
-            secrets.create_secret(Name=target.secret_name, SecretString=json.dumps(secret))
-        except secrets.exceptions.ResourceExistsException:
-            secrets.put_secret_value(SecretId=target.secret_name, SecretString=json.dumps(secret))
+        _put_secret(secrets, target.secret_name, secret)
+        if local_target.staging and local_target.staging in local_secrets:
+            _put_secret(secrets, local_target.staging_secret_name(config.stage), local_secrets[local_target.staging])
         ssm.put_parameter(
             Name=f"/warden/{config.stage}/targets/{target.name}",
             Value=json.dumps(target.model_dump(mode="json")),
@@ -172,3 +179,10 @@ def register_targets(aws: LocalAws, config: LocalConfig, local_secrets: dict[str
         )
         targets.append(target)
     return targets
+
+
+def _put_secret(client: Any, name: str, value: dict[str, Any]) -> None:
+    try:
+        client.create_secret(Name=name, SecretString=json.dumps(value))
+    except client.exceptions.ResourceExistsException:
+        client.put_secret_value(SecretId=name, SecretString=json.dumps(value))

@@ -32,9 +32,9 @@ def state_file(home: Path = DEFAULT_HOME) -> Path:
 def describe(runtime: LocalRuntime) -> dict[str, Any]:
     assert runtime.deployment is not None
     services: dict[str, Any] = {}
-    if runtime.neo4j is not None:
-        ep = runtime.neo4j.endpoint
-        services["neo4j"] = {"uri": ep.uri, "version": ep.version, "edition": ep.edition}
+    for name, server in runtime.neo4j_servers.items():
+        ep = server.endpoint
+        services[name] = {"uri": ep.uri, "version": ep.version, "edition": ep.edition}
     for name, pg in runtime.postgres.items():
         ep = pg.endpoint
         services[name] = {"uri": f"postgresql://{ep.host}:{ep.port}/{ep.dbname}", "version": ep.version}

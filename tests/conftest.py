@@ -17,13 +17,14 @@ from local.config import LocalConfig
 from local.deploy import Deployment, deploy_template, synthesize_stage
 from local.postgres import DEBIAN_PG15_BIN, LocalPostgres, PostgresEndpoint, debian_pg15_available
 from local.runtime import local_stage, neo4j_secret, postgres_secret, register_targets
-from warden.models import Engine, Target
+from warden.models import Engine, RecoveryConfig, Target
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
 STAGE = "local"
 LOCAL_TARGETS = [
-    Target(name="graph-local", engine=Engine.NEO4J, secret_name=f"warden/{STAGE}/graph-local"),
+    Target(name="graph-local", engine=Engine.NEO4J, secret_name=f"warden/{STAGE}/graph-local",
+           recovery=RecoveryConfig(staging_secret_name=f"warden/{STAGE}/graph-local-staging")),
     Target(name="pg-local", engine=Engine.POSTGRES, secret_name=f"warden/{STAGE}/pg-local"),
 ]
 

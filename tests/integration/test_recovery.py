@@ -17,6 +17,7 @@ from local.postgres import PostgresEndpoint, create_database
 from local.runtime import postgres_secret
 from tests.conftest import STAGE, invoke
 from warden.catalog import Catalog
+from warden.cli import execution_name
 from warden.locks import Leases
 from warden.models import BackupStatus
 from warden.recovery import StateStore, answer_approval
@@ -65,7 +66,8 @@ def write_after_backup(postgres: PostgresEndpoint) -> None:
 
 def start(aws: LocalAws, deployed: Deployment, payload: dict[str, Any]) -> str:
     arn = deployed.outputs()["RecoveryStateMachine"]
-    return str(aws.client("stepfunctions").start_execution(stateMachineArn=arn, input=json.dumps(payload))[
+    return str(aws.client("stepfunctions").start_execution(
+        stateMachineArn=arn, name=execution_name(str(payload.get("target", "none"))), input=json.dumps(payload))[
         "executionArn"])
 
 

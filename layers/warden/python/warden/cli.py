@@ -249,10 +249,19 @@ def cmd_recovery_start(args: argparse.Namespace) -> Result:
     payload = {"target": args.target, "backup_id": args.backup_id, "promotion": args.promotion,
                "approval": args.approval, "requested_by": actor()}
     sfn = aws_client("stepfunctions")
-    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps(payload))["executionArn"]
+    execution = sfn.start_execution(stateMachineArn=arn, name=execution_name(args.target),
+                                    input=json.dumps(payload))["executionArn"]
     if not args.wait:
         return {"execution": execution, **payload}, f"recovery of {args.target} started: {execution}", 0
     return _follow(handle, sfn, execution, args.target)
+
+
+def execution_name(target: str) -> str:
+    """A readable, unique execution name: `<target>-<UTC time>-<random>`."""
+    import secrets
+    from datetime import UTC, datetime
+
+    return f"{target}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"[:80]
 
 
 def _follow(handle: Any, sfn: Any, execution: str, target: str) -> Result:
