@@ -21,6 +21,7 @@ from infra.functions import (
     grant_backups_write,
     grant_catalog_read_write,
     grant_health,
+    grant_key_use,
     grant_notify,
     grant_state_read_write,
     grant_target_config_read,
@@ -84,6 +85,11 @@ class WardenStack(Stack):
         grant_audit_append(prune, self.storage)
         grant_backups_read(prune, self.storage)  # list object versions
         grant_backups_delete(prune, self.storage)
+
+        license_check = self._function("license_check", timeout=Duration.minutes(2))
+        grant_target_config_read(license_check, self.storage)
+        grant_target_secrets_read(license_check, stage.targets)
+        grant_key_use(license_check, self.storage)
 
         recovery = self._function("recovery", timeout=Duration.minutes(15), memory_size=1024)
         grant_target_config_read(recovery, self.storage)

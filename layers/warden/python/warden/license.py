@@ -26,7 +26,7 @@ from warden.engines import adapter_for
 from warden.errors import DatabaseError, DatabaseUnavailable, WardenError
 from warden.health import MetricPoint, spawn_daemon
 from warden.health_config import LicenseConfig, license_of
-from warden.models import TARGET_NAME, Engine, Neo4jSecret, Target
+from warden.models import TARGET_NAME, Engine, Neo4jSecret, ScheduledRequest, Target
 from warden.secrets import load_secret
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LicenseRequest(_Model):
+class LicenseRequest(ScheduledRequest):
     """Input of the license_check function: one target, or every target of the stage when omitted."""
 
     target: Annotated[str, Field(pattern=TARGET_NAME)] | None = None

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from warden.health_config import HealthThresholds, LicenseConfig, RequiredSchema
+
 TARGET_NAME = r"^[a-z][a-z0-9-]{0,47}$"
 # EventBridge Scheduler expressions: rate(5 minutes), cron(0 2 * * ? *), at(...) is not a schedule.
 _SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(\S+( \S+){5}\))$")
@@ -49,8 +51,10 @@ class Schedules(_Model):
 class RetentionPolicy(_Model):
     """How long backups of a target are kept (see warden.retention). All rules work in UTC.
 
-    A backup is kept when any rule keeps it; only COMPLETED / VERIFIED backups count towards the
-    rules. The newest VERIFIED backup and backups on hold are never deleted.
+    A backup is kept when any rule keeps it, except that `max_age_days` is a hard ceiling over the
+    keep rules; the ceiling never deletes the newest VERIFIED backup, a backup on hold or the
+    `min_keep` newest good backups. Calendar rules count periods that have a good backup
+    (restic/borg). Only COMPLETED / VERIFIED backups count towards the rules. See warden.retention.
     """
 
     keep_last: Annotated[int, Field(ge=0)] = 7
@@ -99,6 +103,9 @@ class Target(_Model):
     schedules: Schedules = Schedules()
     retention: RetentionPolicy = RetentionPolicy()
     recovery: RecoveryConfig = RecoveryConfig()
+    health: HealthThresholds = HealthThresholds()
+    required_schema: RequiredSchema = RequiredSchema()
+    license: LicenseConfig = LicenseConfig()
 
 
 class StageConfig(_Model):
@@ -185,7 +192,15 @@ class HealthReport(_Model):
     targets: list[TargetHealth]
 
 
-class HealthRequest(_Model):
+class ScheduledRequest(_Model):
+    """Fields every schedule sends (infra/schedules.py), accepted by every scheduled function."""
+
+    trigger: Literal["schedule", "manual", "cli", "remediation", "recovery", "backup"] = "manual"
+    scheduled_time: str | None = None
+    requested_by: Annotated[str, Field(max_length=200)] | None = None  # e.g. "cli:alice", audited
+
+
+class HealthRequest(ScheduledRequest):
     """Input of the health function: one target, or every target of the stage when omitted."""
 
     target: Annotated[str, Field(pattern=TARGET_NAME)] | None = None
@@ -234,24 +249,19 @@ class BackupRecord(BaseModel):
     last_drill: dict[str, Any] | None = None
 
 
-class BackupRequest(_Model):
+class BackupRequest(ScheduledRequest):
     """Input of the backup function. The schedule sends `scheduled_time`
     (`<aws.scheduler.scheduled-time>`): a retried delivery of the same scheduled event carries the
     same value, so it never produces a second backup."""
 
     target: Annotated[str, Field(pattern=TARGET_NAME)]
-    trigger: Literal["schedule", "manual", "cli", "remediation", "recovery"] = "manual"
-    scheduled_time: str | None = None
-    requested_by: Annotated[str, Field(max_length=200)] | None = None  # e.g. "cli:alice", audited
 
 
-class VerifyRequest(_Model):
+class VerifyRequest(ScheduledRequest):
     """Input of the verify function: one backup, or (no `backup_id`) the newest unverified ones."""
 
     target: Annotated[str, Field(pattern=TARGET_NAME)]
     backup_id: Annotated[str, Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")] | None = None
-    trigger: Literal["schedule", "manual", "cli", "backup", "recovery"] = "manual"
-    requested_by: Annotated[str, Field(max_length=200)] | None = None
 
 
 class RecoveryStatus(StrEnum):
@@ -274,14 +284,11 @@ class RecoveryInput(_Model):
     requested_by: Annotated[str, Field(max_length=200)] | None = None
 
 
-class PruneRequest(_Model):
+class PruneRequest(ScheduledRequest):
     """Input of the prune function. Scheduled runs apply; anything else is a dry run unless `apply`."""
 
     target: Annotated[str, Field(pattern=TARGET_NAME)]
-    trigger: Literal["schedule", "manual", "cli", "remediation"] = "manual"
     apply: bool | None = None
-    scheduled_time: str | None = None
-    requested_by: Annotated[str, Field(max_length=200)] | None = None
 
     @property
     def applies(self) -> bool:
