@@ -1,0 +1,27 @@
+"""Every sample event in events/ parses as its function's input, except the deliberately bad ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from warden.license import LicenseRequest
+from warden.models import BackupRequest, HealthRequest, PruneRequest, RecoveryInput, VerifyRequest
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+MODELS: dict[str, type[BaseModel]] = {"backup": BackupRequest, "verify": VerifyRequest, "prune": PruneRequest,
+                                      "health": HealthRequest, "recovery": RecoveryInput, "license": LicenseRequest}
+
+
+@pytest.mark.parametrize("path", sorted(EVENTS.glob("*.json")), ids=lambda p: p.stem)
+def test_sample_event_matches_its_model(path: Path) -> None:
+    model = MODELS[path.stem.split("_")[0]]
+    event = json.loads(path.read_text())
+    if "bad_input" in path.stem:
+        with pytest.raises(ValidationError):
+            model.model_validate(event)
+    else:
+        model.model_validate(event)
