@@ -180,3 +180,10 @@ def test_prune_dry_run_then_apply(local_home: Path, capsys: pytest.CaptureFixtur
     assert code == 0 and "keep 3, would delete 0" in out and "kept: one of the last 7" in out
     code, out = run(capsys, "--format", "json", "prune", "--target", "pg-local", "--apply")
     assert code == 0 and json.loads(out)["applied"] is True
+
+
+def test_license_reports_community_as_not_applicable(local_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "--format", "json", "license")
+    assert code == 0, out
+    statuses = {t["target"]: t["status"] for t in json.loads(out)["targets"]}
+    assert statuses == {"graph-local": "not_applicable", "pg-local": "not_applicable"}

@@ -151,6 +151,19 @@ def cmd_health(args: argparse.Namespace) -> Result:
     return report.model_dump(mode="json"), format_text(report), 0 if report.status.value == "healthy" else 1
 
 
+def cmd_license(args: argparse.Namespace) -> Result:
+    handle = open_stage(args.stage)
+    report = invoke(handle, "license_check", {"target": args.target, "trigger": "cli"} if args.target
+                    else {"trigger": "cli"})
+    lines = []
+    for t in report.get("targets", []):
+        days = f", {t['days_left']} days left" if t.get("days_left") is not None else ""
+        lines.append(f"{t['target']:<20} {t.get('status', '?'):<15} {t.get('edition') or '-'} "
+                     f"{t.get('version') or ''}{days}  {t.get('message', '')}".rstrip())
+    failing = any(t.get("status") in ("expired", "warning", "error") for t in report.get("targets", []))
+    return report, "\n".join(lines) or "no targets", 1 if failing else 0
+
+
 def cmd_backup_create(args: argparse.Namespace) -> Result:
     handle = open_stage(args.stage)
     result = invoke(handle, "backup", {"target": args.target, "trigger": "cli", "requested_by": actor()},
@@ -408,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = add(groups, "health", cmd_health, "health report of one target or all")
     health.add_argument("--target")
+
+    add(groups, "license", cmd_license, "edition, version and licence expiry").add_argument("--target")
 
     backup = groups.add_parser("backup", help="backups").add_subparsers(dest="cmd", required=True)
     create = add(backup, "create", cmd_backup_create, "back up a target now")
