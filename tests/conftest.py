@@ -86,6 +86,18 @@ def neo4j_server(services_dir: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def neo4j_staging(services_dir: Path) -> Iterator[Any]:
+    """A second Neo4j: the staging server Neo4j recoveries restore into (Community: one database)."""
+    from local.neo4j import LocalNeo4j
+
+    server = LocalNeo4j(services_dir / "neo4j-staging", heap="512m")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def neo4j_driver(neo4j_server: Any) -> Iterator[Any]:
     import neo4j
 
