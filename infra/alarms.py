@@ -252,7 +252,9 @@ class Alarms(Construct):
         periods: int = 1,
     ) -> cw.Alarm:
         name = f"warden-{self.stage.name}-{subject}-{what}"
-        period = metric.to_metric_config().metric_stat.period
+        stat = metric.to_metric_config().metric_stat
+        assert stat is not None, f"{name}: alarms here are on plain metrics, not math expressions"
+        period = stat.period
         _check_evaluation_range(name, period, periods)
         alarm = cw.Alarm(
             self,

@@ -163,7 +163,7 @@ class LocalAws:
         self._set_env("POWERTOOLS_SERVICE_NAME", "warden")
         patch = _patched_lambda(self.dispatcher)
         patch.__enter__()
-        self._stack.append(lambda: patch.__exit__(None, None, None))
+        self._stack.append(lambda: None if patch.__exit__(None, None, None) else None)
         if self.server:
             from moto.server import ThreadedMotoServer
 
@@ -172,7 +172,7 @@ class LocalAws:
             saved = json.loads(json.dumps(default_user_config))
             for key, value in MOTO_CONFIG.items():
                 default_user_config[key].update(value)  # type: ignore[literal-required]
-            self._stack.append(lambda: default_user_config.update(saved))  # type: ignore[typeddict-item]
+            self._stack.append(lambda: default_user_config.update(saved))
             self.port = self.port or free_port()
             self._set_env("MOTO_PORT", str(self.port))  # where moto's Step Functions interpreter calls back
             moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
@@ -186,7 +186,7 @@ class LocalAws:
         else:
             from moto import mock_aws
 
-            mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[arg-type]
+            mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]
             mock.start()
             self._stack.append(mock.stop)
         from warden.clients import reset_clients

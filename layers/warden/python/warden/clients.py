@@ -18,7 +18,7 @@ def aws_client(service: str) -> Any:
     The endpoint comes from the standard `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` variables,
     which is how the local runtime points functions at its moto server.
     """
-    return boto3.session.Session().client(service, config=_CONFIG)  # type: ignore[call-overload]
+    return boto3.session.Session().client(service, config=_CONFIG)
 
 
 def reset_clients() -> None:
