@@ -163,7 +163,11 @@ class LocalAws:
         self._set_env("POWERTOOLS_SERVICE_NAME", "warden")
         patch = _patched_lambda(self.dispatcher)
         patch.__enter__()
-        self._stack.append(lambda: None if patch.__exit__(None, None, None) else None)
+
+        def unpatch() -> None:
+            patch.__exit__(None, None, None)
+
+        self._stack.append(unpatch)
         if self.server:
             from moto.server import ThreadedMotoServer
 
