@@ -280,6 +280,11 @@ def grant_catalog_read_write(fn: WardenFunction, storage: Storage) -> None:
     _grant_table(fn, storage, "catalog", _TABLE_READ + _TABLE_WRITE)
 
 
+def grant_catalog_read(fn: WardenFunction, storage: Storage) -> None:
+    """Read backup records (health's backup-freshness checks)."""
+    _grant_table(fn, storage, "catalog", _TABLE_READ)
+
+
 def grant_state_read_write(fn: WardenFunction, storage: Storage) -> None:
     """Read and write the state table (locks, recovery state)."""
     _grant_table(fn, storage, "state", _TABLE_READ + _TABLE_WRITE)
@@ -319,11 +324,12 @@ def grant_notify(fn: WardenFunction, storage: Storage) -> None:
 
 def grant_health(fn: WardenFunction, storage: Storage) -> None:
     """What the health job needs: the stage's target configs and their secrets, the state table
-    (locks), the audit trail (append), and the key."""
+    (locks), the audit trail (append), the catalog (read: backup freshness), and the key."""
     grant_target_config_read(fn, storage)
     grant_target_secrets_read(fn, storage.stage.targets)
     grant_state_read_write(fn, storage)
     grant_audit_append(fn, storage)
+    grant_catalog_read(fn, storage)
     grant_key_use(fn, storage)
 
 

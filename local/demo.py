@@ -59,21 +59,26 @@ class Demo:
         self.deployment = runtime.deployment
         self.aws = runtime.aws
         self.ok = True
+        self.rto: dict[str, float] = {}
 
     def run(self) -> bool:
         self.show_runtime()
         self.seed()
-        self.health()
         backups = {t.name: self.backup(t.name) for t in self.runtime.targets}
         for target, record in backups.items():
             if record:
                 self.verify(target, record["backup_id"])
+        self.health()  # after the first verified backups: a target never backed up is unhealthy
         for target, record in backups.items():
             if record and self._drillable(target):
                 self.drill(target)
         for target in backups:
             self.prune(target)
+        pg = next((t.name for t in self.runtime.targets if t.engine.value == "postgres"), None)
+        if pg and backups.get(pg):
+            self.manual_recovery(pg)
         self.audit(next(iter(backups)))
+        self.summary(backups)
         return self.ok
 
     def step(self, title: str) -> None:
@@ -108,20 +113,36 @@ class Demo:
         for name, pg in self.runtime.postgres.items():
             with psycopg.connect(pg.endpoint.uri(), autocommit=True) as conn:
                 conn.execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, customer text, "
-                             "total numeric(10,2), placed timestamptz DEFAULT now())")
-                conn.execute("INSERT INTO orders SELECT g, 'customer ' || (g % 97), g * 1.25 "
-                             "FROM generate_series(1, 20000) g ON CONFLICT DO NOTHING")
-            print(f"   {name}: orders table, 20,000 rows")
+                             "total numeric(10,2), tags text[], details jsonb, placed timestamptz DEFAULT now())")
+                conn.execute("INSERT INTO orders SELECT g, 'customer ' || (g % 97), g * 1.25, ARRAY['a', 'b'], "
+                             "jsonb_build_object('n', g) FROM generate_series(1, 20000) g ON CONFLICT DO NOTHING")
+                vector = conn.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+                if vector and vector[0]:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                    conn.execute("CREATE TABLE IF NOT EXISTS embeddings (id int PRIMARY KEY, v vector(3))")
+                    conn.execute("INSERT INTO embeddings SELECT g, ARRAY[g, g * 2, g * 3]::vector "
+                                 "FROM generate_series(1, 1000) g ON CONFLICT DO NOTHING")
+                    conn.execute("CREATE INDEX IF NOT EXISTS embeddings_hnsw ON embeddings "
+                                 "USING hnsw (v vector_l2_ops)")
+            print(f"   {name}: orders (20,000 rows)" + (", embeddings (pgvector, HNSW index)" if vector and vector[0]
+                                                          else ""))
         if self.runtime.neo4j is not None:
             import neo4j
 
             ep = self.runtime.neo4j.endpoint
             with neo4j.GraphDatabase.driver(ep.uri, auth=(ep.username, ep.password)) as driver:
                 driver.execute_query(
-                    "UNWIND range(1, 2000) AS i MERGE (p:Person {id: i}) SET p.name = 'person ' + i, "
-                    "p.born = date('1970-01-01') + duration({days: i})")
-                driver.execute_query("MATCH (a:Person), (b:Person) WHERE b.id = a.id + 1 MERGE (a)-[:KNOWS]->(b)")
-            print("   neo4j: 2,000 :Person nodes, 1,999 :KNOWS relationships")
+                    "UNWIND range(1, 2000) AS i MERGE (p:Person {id: i}) SET p.name = 'person ' + i + ' 🐢', "
+                    "p.born = date('1970-01-01') + duration({days: i}), "
+                    "p.seen = datetime({epochSeconds: 1700000000 + i, timezone: 'Europe/Warsaw'}), "
+                    "p.wake = localtime('07:30:00.123456789'), p.home = point({latitude: 52.2, longitude: 21.0}), "
+                    "p.desk = point({x: i, y: 2.5, z: -1.0}), p.tenure = duration('P1Y2M3DT4H5M6.007S'), "
+                    "p.scores = [1.5, 2.5, 0.0], p.flags = [true, false], p.big = 9223372036854775807")
+                driver.execute_query("MATCH (a:Person), (b:Person) WHERE b.id = a.id + 1 "
+                                     "MERGE (a)-[:KNOWS {since: date('2020-02-29')}]->(b)")
+                driver.execute_query("CREATE CONSTRAINT person_id IF NOT EXISTS FOR (p:Person) REQUIRE p.id IS UNIQUE")
+            print("   neo4j: 2,000 :Person nodes with temporal, spatial, list and big-integer properties, "
+                  "1,999 :KNOWS relationships, a uniqueness constraint")
 
     def invoke(self, job: str, event: dict[str, Any]) -> Any:
         response = self.aws.client("lambda").invoke(FunctionName=self.deployment.function_named(job),
@@ -192,6 +213,7 @@ class Demo:
             return self.fail(f"{status.get('error')}: {status.get('cause')}")
         print(f"   {state.status.value}: restored into staging and validated against the manifest; "
               f"RTO {state.rto_s:.1f} s (recorded on the backup)")
+        self.rto[target] = state.rto_s or 0.0
         return None
 
     def prune(self, target: str) -> None:
@@ -204,6 +226,50 @@ class Demo:
             print(f"   {'KEEP  ' if decision['keep'] else 'DELETE'} {decision['backup_id']} "
                   f"{'; '.join(decision['reasons'])}")
         return None
+
+    def manual_recovery(self, target: str) -> None:
+        """A swap recovery that waits for an operator: approved here the way `warden recovery approve` does."""
+        from warden.recovery import StateStore, answer_approval
+        from warden.settings import Settings
+
+        self.step(f"Recovery of {target} with manual approval (swap), answered like `warden recovery approve`")
+        outputs = self.deployment.outputs()
+        settings = Settings.from_env({"WARDEN_STAGE": self.runtime.config.stage,
+                                      "WARDEN_STATE_TABLE": outputs["StateTable"],
+                                      "WARDEN_AUDIT_TABLE": outputs["AuditTable"]})
+        sfn = self.aws.client("stepfunctions")
+        execution = sfn.start_execution(
+            stateMachineArn=outputs["RecoveryStateMachine"], name=execution_name(target),
+            input=json.dumps({"target": target, "promotion": "swap", "approval": "manual", "requested_by": "demo"}),
+        )["executionArn"]
+        store, deadline = StateStore(outputs["StateTable"]), time.monotonic() + 300
+        while store.get(target).status.value != "AWAITING_APPROVAL":
+            if sfn.describe_execution(executionArn=execution)["status"] != "RUNNING" or time.monotonic() > deadline:
+                return self.fail(f"recovery did not reach approval: {sfn.describe_execution(executionArn=execution)}")
+            time.sleep(0.5)
+        print("   validated copy waiting for approval (an SNS message asks the operators) — approving")
+        answer_approval(settings, target, approve=True, actor="cli:demo")
+        while (status := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+            time.sleep(0.5)
+        state = store.get(target)
+        if status["status"] != "SUCCEEDED":
+            return self.fail(f"{status.get('error')}: {status.get('cause')}")
+        print(f"   {state.status.value}: production is now the restored copy; the previous database is kept as "
+              f"{state.previous_database}; RTO {state.rto_s:.1f} s")
+        self.rto[f"{target} swap"] = state.rto_s or 0.0
+        return None
+
+    def summary(self, backups: dict[str, dict[str, Any] | None]) -> None:
+        self.step("Summary")
+        print(f"   {'target':<14} {'backup id':<26} {'size':>10}  {'sha256':<16}  {'RTO drill':>9}")
+        for target, record in backups.items():
+            if record:
+                rto = self.rto.get(target)
+                print(f"   {target:<14} {record['backup_id']:<26} {record['size_bytes']:>10,}  "
+                      f"{record['sha256'][:16]}  {f'{rto:.1f} s' if rto is not None else '-':>9}")
+        for name, rto in self.rto.items():
+            if name.endswith(" swap"):
+                print(f"   recovery with approval and swap of {name[:-5]}: RTO {rto:.1f} s")
 
     def audit(self, target: str) -> None:
         from warden.audit import tail

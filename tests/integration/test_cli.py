@@ -110,8 +110,14 @@ def test_hold_and_release_are_recorded_and_audited(local_home: Path, capsys: pyt
     assert [e["step"] for e in json.loads(out)][:2] == ["release", "hold"]
 
 
-def test_health_prints_a_report_and_exits_zero_when_healthy(local_home: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_health_is_unhealthy_without_backups_and_healthy_with_verified_ones(
+        local_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "health", "--target", "pg-local")
+    assert code == 1 and "pg-local (postgres): unhealthy" in out and "backup_freshness" in out
+    for target in ("graph-local", "pg-local"):
+        _, created = run(capsys, "--format", "json", "backup", "create", "--target", target, "--wait")
+        backup_id = json.loads(created)["backup_id"]
+        assert run(capsys, "backup", "verify", "--target", target, "--backup-id", backup_id)[0] == 0
     code, out = run(capsys, "health")
     assert code == 0, out
     assert "graph-local (neo4j): healthy" in out and "pg-local (postgres): healthy" in out

@@ -43,9 +43,13 @@ def test_health_function_runs_the_real_handler_against_both_databases(aws: Local
     assert error is None, report
     by_target = {t["target"]: t for t in report["targets"]}
     assert set(by_target) == {"graph-local", "pg-local"}
-    assert report["status"] == "healthy"
     assert by_target["pg-local"]["checks"][0]["details"]["version"].startswith("18.")
     assert by_target["graph-local"]["checks"][0]["details"]["edition"] == "community"
+    # A target that has never been backed up is unhealthy, and the report says why
+    for target in by_target.values():
+        failing = {c["name"] for c in target["checks"] if c["status"] == "fail"}
+        assert failing == {"backup_freshness", "verified_backup"}, target
+    assert report["status"] == "unhealthy"
 
 
 def test_health_function_fails_like_lambda_on_an_unknown_target(aws: LocalAws, deployed: Deployment) -> None:

@@ -358,7 +358,7 @@ def _rename_swap(production: PostgresSecret, staging_db: str) -> str:
     from warden.engines.postgres import connect
 
     previous = f"{production.dbname[:40]}_wp_{datetime.now(UTC):%Y%m%d%H%M%S}"
-    with connect(production, dbname="postgres", timeout=60) as conn:
+    with connect(production, dbname=_maintenance_db(production), timeout=60) as conn:
         _terminate(conn, [production.dbname, staging_db])
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
             sql.Identifier(production.dbname), sql.Identifier(previous)))
@@ -372,12 +372,17 @@ def _swap_back(production: PostgresSecret, previous: str, staging_db: str) -> No
 
     from warden.engines.postgres import connect
 
-    with connect(production, dbname="postgres", timeout=60) as conn:
+    with connect(production, dbname=_maintenance_db(production), timeout=60) as conn:
         _terminate(conn, [production.dbname, previous])
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
             sql.Identifier(production.dbname), sql.Identifier(staging_db)))
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
             sql.Identifier(previous), sql.Identifier(production.dbname)))
+
+
+def _maintenance_db(production: PostgresSecret) -> str:
+    """A database to connect to while renaming or dropping others (never one of those)."""
+    return "template1" if production.dbname == "postgres" else "postgres"
 
 
 def _terminate(conn: Any, databases: list[str]) -> None:
@@ -485,7 +490,7 @@ def _cleanup_staging(settings: Settings, plan: Plan, *, promoted: bool) -> None:
 
     from warden.engines.postgres import connect
 
-    with connect(production, dbname="postgres", timeout=60) as conn:
+    with connect(production, dbname=_maintenance_db(production), timeout=60) as conn:
         _terminate(conn, [plan.staging["name"]])
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(plan.staging["name"])))
 

@@ -299,11 +299,14 @@ def heap(db: Neo4jSession, left: float, t: HealthThresholds, s: RequiredSchema) 
     maximum = usage["max"] if usage.get("max", -1) > 0 else usage["committed"]
     old = [r for r in rows if r["type"] == "HEAP" and r["usage"] and any(
         word in r["name"] for word in ("Old Gen", "Tenured", "Old Generation", "ZHeap"))]
-    live = sum(r["usage"]["used"] for r in old) if old else usage["used"]
+    live = sum(r["usage"]["used"] for r in old) if old else 0
+    # Before the first old-generation collection its after-GC figure is 0: use the heap in use then.
+    basis = "old generation after last GC" if live > 0 else "heap in use (no old-generation GC yet)"
+    live = live if live > 0 else usage["used"]
     pct = round(100.0 * live / maximum, 1)
     details: dict[str, object] = {
         "max_bytes": maximum, "used_bytes": usage["used"], "committed_bytes": usage["committed"],
-        "live_bytes": live, "basis": "old generation after last GC" if old else "heap in use",
+        "live_bytes": live, "basis": basis,
         "used_now_pct": round(100.0 * usage["used"] / maximum, 1),
         "warn_pct": t.heap_warn_pct, "fail_pct": t.heap_fail_pct, "metrics": {"HeapUsedPct": pct}}
     status = CheckStatus.PASS
