@@ -54,7 +54,7 @@ layers: $(VENV_STAMP)
 	$(PY) -m infra.layers
 
 demo: $(VENV_STAMP) neo4j
-	$(PY) -m local.demo
+	$(VENV)/bin/warden demo
 
 test: $(VENV_STAMP) $(NODE_STAMP) neo4j layers
 	$(PY) -m pytest

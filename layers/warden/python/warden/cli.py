@@ -142,6 +142,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def cmd_demo(args: argparse.Namespace) -> Result:
+    from local import demo  # developer-side: the local runtime is not part of the Lambda layer
+
+    code = demo.main(["--config", str(args.config)] if args.config else [])
+    return {"exit_code": code}, "", code
+
+
 def cmd_health(args: argparse.Namespace) -> Result:
     from warden.health import format_text
     from warden.models import HealthReport
@@ -419,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(local, "down", cmd_local_down, "stop the local runtime")
     add(local, "status", cmd_local_status, "is it running, and where")
 
+    demo = groups.add_parser("demo", help="Warden end to end on a fresh local runtime (what `make demo` runs)")
+    demo.set_defaults(func=cmd_demo)
+    demo.add_argument("--config", type=Path)
+
     health = add(groups, "health", cmd_health, "health report of one target or all")
     health.add_argument("--target")
 
@@ -485,7 +496,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WardenError as err:
         print(f"warden: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(data, indent=2, default=str) if args.format == "json" else text)
+    if args.format == "json":
+        print(json.dumps(data, indent=2, default=str))
+    elif text:
+        print(text)
     return code
 
 
