@@ -25,7 +25,7 @@ NODE_STAMP := $(NODE_BIN)/node
 NEO4J_STAMP := local/neo4j_launcher/target/.built
 LAYER_STAMP := $(BUILD)/layers/.built
 
-.PHONY: help venv node neo4j layers demo test test-unit synth lint bench clean
+.PHONY: help venv node java neo4j layers demo test test-unit synth lint bench clean
 
 help:
 	@sed -n '2,7p' Makefile | sed 's/^# *//'
@@ -45,15 +45,22 @@ $(NODE_STAMP):
 
 node: $(NODE_STAMP)
 
+# Java 17 and Maven build the Neo4j launcher; installed from Debian's packages where missing (as root).
+java:
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven; \
+	  else echo "Java 17 and Maven are needed: install openjdk-17-jdk-headless and maven" >&2; exit 1; fi; }
+
 # Neo4j 5.26 Community and the launcher, from Maven Central (skipped when up to date).
-neo4j: $(VENV_STAMP)
+neo4j: $(VENV_STAMP) java
 	$(PY) -m local.neo4j build
 
 # The third-party dependency layer, built for Lambda (arm64) with pip --platform, no Docker.
 layers: $(VENV_STAMP)
 	$(PY) -m infra.layers
 
-demo: $(VENV_STAMP) neo4j
+demo: $(VENV_STAMP) $(NODE_STAMP) neo4j
 	$(VENV)/bin/warden demo
 
 test: $(VENV_STAMP) $(NODE_STAMP) neo4j layers
