@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, IgnoreMode, RemovalPolicy, Size, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -22,7 +22,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import nag
-from infra.layers import SharedLayers
+from infra.layers import PG_TOOLS_MOUNT, SharedLayers
 from infra.storage import Storage
 from warden.models import StageConfig, Target
 
@@ -38,6 +38,7 @@ ENV_STAGE = "WARDEN_STAGE"
 ENV_BUCKET = "WARDEN_BUCKET"
 ENV_KMS_KEY_ID = "WARDEN_KMS_KEY_ID"
 ENV_TOPIC_ARN = "WARDEN_TOPIC_ARN"
+ENV_PG_BIN_DIR = "WARDEN_PG_BIN_DIR"
 ENV_TABLES = {"catalog": "WARDEN_CATALOG_TABLE", "audit": "WARDEN_AUDIT_TABLE", "state": "WARDEN_STATE_TABLE"}
 _RESERVED_ENV = {ENV_FUNCTION, ENV_STAGE, "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
 
@@ -90,7 +91,7 @@ class WardenFunction(Construct):
     """One Warden Lambda function running `functions/<job>/handler.py`.
 
     Attributes: `function` (the `lambda_.Function`), `role` (its own, empty until granted),
-    `log_group`, `job`, `stage`.
+    `log_group`, `job`, `stage`, `layers` (the `SharedLayers` it was made with).
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class WardenFunction(Construct):
         memory_size: int = 512,
         description: str = "",
         reserved_concurrency: int | None = None,
+        ephemeral_storage_size: Size | None = None,
     ) -> None:
         super().__init__(scope, id)
         code_dir = _code_dir(job)
@@ -115,6 +117,7 @@ class WardenFunction(Construct):
             raise ValueError(f"function {job!r}: environment must not set {clashes}; WardenFunction sets them")
         self.job = job
         self.stage = stage
+        self.layers = layers
         self.key = key
         self._granted: set[str] = set()
 
@@ -149,6 +152,7 @@ class WardenFunction(Construct):
             logging_format=lambda_.LoggingFormat.JSON,
             log_group=self.log_group,
             reserved_concurrent_executions=reserved_concurrency,
+            ephemeral_storage_size=ephemeral_storage_size,
         )
         self.log_group.grant_write(self.role)
         self._enable_tracing()
@@ -320,6 +324,14 @@ def grant_notify(fn: WardenFunction, storage: Storage) -> None:
         fn.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[storage.topic.topic_arn]))
         fn.function.add_environment(ENV_TOPIC_ARN, storage.topic.topic_arn)
         grant_key_use(fn, storage)
+
+
+def use_pg_tools(fn: WardenFunction) -> None:
+    """Run pg_dump / pg_restore: the `pgtools` layer, and `WARDEN_PG_BIN_DIR` pointing at its
+    per-major trees (`/opt/pgtools/<major>/bin`, see docs/postgres-tools.md)."""
+    if fn._once("pgtools"):
+        fn.function.add_layers(fn.layers.pgtools)
+        fn.function.add_environment(ENV_PG_BIN_DIR, PG_TOOLS_MOUNT)
 
 
 def grant_health(fn: WardenFunction, storage: Storage) -> None:
