@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import App, CfnOutput, Duration, Environment, Stack, Tags
+from aws_cdk import App, CfnOutput, Duration, Environment, Size, Stack, Tags
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
@@ -26,6 +26,7 @@ from infra.functions import (
     grant_state_read_write,
     grant_target_config_read,
     grant_target_secrets_read,
+    use_pg_tools,
 )
 from infra.layers import SharedLayers
 from infra.nag import enable_nag
@@ -71,6 +72,7 @@ class WardenStack(Stack):
         grant_state_read_write(backup, self.storage)  # leases and idempotency records
         grant_audit_append(backup, self.storage)
         grant_backups_write(backup, self.storage)
+        use_pg_tools(backup)
 
         verify = self._function("verify", timeout=Duration.minutes(15), memory_size=512)
         grant_target_config_read(verify, self.storage)
@@ -91,7 +93,10 @@ class WardenStack(Stack):
         grant_target_secrets_read(license_check, stage.targets)
         grant_key_use(license_check, self.storage)
 
-        recovery = self._function("recovery", timeout=Duration.minutes(15), memory_size=1024)
+        # A restore spools the dump to /tmp (pg_restore -j needs a seekable archive): the most Lambda allows.
+        recovery = self._function("recovery", timeout=Duration.minutes(15), memory_size=1024,
+                                  ephemeral_storage_size=Size.gibibytes(10))
+        use_pg_tools(recovery)
         grant_target_config_read(recovery, self.storage)
         staging_secrets = [t.model_copy(update={"secret_name": t.recovery.staging_secret_name})
                            for t in stage.targets if t.recovery.staging_secret_name]
