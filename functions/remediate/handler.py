@@ -1,0 +1,36 @@
+"""Remediate function: one CloudWatch alarm state change (EventBridge) → at most one safe action.
+
+A malformed, foreign or unknown alarm event is logged and ignored (the invocation succeeds, so
+EventBridge does not retry it). Everything else — opt-in, dry run, rate limit, lease, audit, SNS —
+lives in warden.remediation. Metric per target and action: RemediationActions (by outcome).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from warden.remediation import remediate
+from warden.settings import Settings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+SETTINGS = Settings.from_env()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    result = remediate(SETTINGS, event, actor=f"function:{context.function_name}")
+    if result.target and result.action:
+        metrics.add_dimension(name="Target", value=result.target)
+        metrics.add_dimension(name="Action", value=result.action)
+        metrics.add_dimension(name="Outcome", value=result.outcome)
+        metrics.add_metric(name="RemediationActions", unit=MetricUnit.Count, value=1)
+    logger.info("remediation decided", extra=result.as_dict())
+    return result.as_dict()

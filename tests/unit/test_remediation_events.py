@@ -1,0 +1,89 @@
+"""Alarm events → remediation actions: every sample alarm maps to its action; malformed, foreign,
+unknown and back-to-OK events are ignored (and never reach a target or a database)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from warden.remediation import ACTIONS, ActionConfig, RemediationConfig, parse_alarm, remediate, remediation_of
+from warden.settings import Settings
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+def with_alarm(event: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**event, "detail": {**event["detail"], "alarmName": name}}
+
+
+@pytest.mark.parametrize(("event", "target", "action"), [
+    ("remediate_pg_long_running_queries", "pg-local", "cancel_long_queries"),
+    ("remediate_pg_connections_saturated", "pg-local", "end_idle_in_transaction"),
+    ("remediate_neo4j_long_running_transactions", "graph-local", "terminate_long_transactions"),
+    ("remediate_backup_too_old", "pg-local", "start_backup"),
+    ("remediate_backup_failed", "pg-local", "start_backup"),
+    ("remediate_backup_storage_over_budget", "pg-local", "prune"),
+    ("remediate_unhealthy", "pg-local", "recheck_health"),
+])
+def test_each_sample_alarm_maps_to_its_action_and_target(event: str, target: str, action: str) -> None:
+    alarm, why = parse_alarm(load_event(event), "local")
+    assert alarm is not None, why
+    assert (alarm.target, alarm.action, alarm.state) == (target, action, "ALARM")
+    assert alarm.reason.startswith("Threshold Crossed")
+
+
+def test_hyphenated_target_names_split_on_the_longest_known_suffix() -> None:
+    event = with_alarm(load_event("remediate_backup_failed"), "warden-local-orders-db-backup-failed")
+    alarm, _ = parse_alarm(event, "local")
+    assert alarm is not None and (alarm.target, alarm.suffix) == ("orders-db", "backup-failed")
+
+
+@pytest.mark.parametrize(("event", "stage", "expected"), [
+    ("remediate_bad_input", "local", "not a CloudWatch alarm state change"),
+    ("remediate_unknown_alarm", "local", "has no remediation action"),
+    ("remediate_back_to_ok", "local", "went to OK"),
+    ("remediate_pg_long_running_queries", "prod", "is not one of stage 'prod'"),
+])
+def test_malformed_unknown_foreign_and_ok_events_are_ignored(event: str, stage: str, expected: str) -> None:
+    alarm, why = parse_alarm(load_event(event), stage)
+    assert alarm is None and expected in why
+
+
+@pytest.mark.parametrize("junk", [None, [], "ALARM", {}, {"detail-type": "EC2 Instance State-change Notification",
+                                                            "source": "aws.ec2", "detail": {}}])
+def test_junk_never_raises(junk: Any) -> None:
+    alarm, why = parse_alarm(junk, "local")
+    assert alarm is None and why
+
+
+def test_an_ignored_event_loads_no_target_and_touches_nothing() -> None:
+    # Given a loader that fails the test if called
+    def no_loader(*_: Any) -> Any:
+        raise AssertionError("an ignored event must not load a target")
+
+    # When
+    result = remediate(Settings(WARDEN_STAGE="local"), load_event("remediate_unknown_alarm"), actor="test",
+                       target_loader=no_loader, secret_loader=no_loader)
+
+    # Then
+    assert result.outcome == "ignored" and result.target is None
+
+
+def test_every_action_is_off_by_default_and_the_table_names_real_config_fields() -> None:
+    config = remediation_of(object())
+    assert config == RemediationConfig()
+    for action in {a.name for a in ACTIONS.values()}:
+        assert getattr(config, action) == ActionConfig(enabled=False, dry_run=False, max_per_hour=2)
+
+
+def test_config_forbids_unknown_fields() -> None:
+    with pytest.raises(ValidationError):
+        RemediationConfig.model_validate({"cancel_long_querys": {"enabled": True}})
