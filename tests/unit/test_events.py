@@ -1,4 +1,5 @@
-"""Every sample event in events/ parses as its function's input, except the deliberately bad ones."""
+"""Sample events in events/ parse as their function's input, except the deliberately bad ones.
+(Alarm events for remediation are checked in test_remediation_events.)"""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ MODELS: dict[str, type[BaseModel]] = {"backup": BackupRequest, "verify": VerifyR
                                       "health": HealthRequest, "recovery": RecoveryInput, "license": LicenseRequest}
 
 
-@pytest.mark.parametrize("path", sorted(EVENTS.glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(p for p in EVENTS.glob("*.json") if p.stem.split("_")[0] in MODELS),
+                         ids=lambda p: p.stem)
 def test_sample_event_matches_its_model(path: Path) -> None:
     model = MODELS[path.stem.split("_")[0]]
     event = json.loads(path.read_text())
