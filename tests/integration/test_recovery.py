@@ -206,3 +206,29 @@ def test_manual_approval_rejected_rolls_back(aws: LocalAws, deployed: Deployment
     state = store.get("pg-local")
     assert state.status.value == "RECOVERY_FAILED" and "Rejected" in (state.error or "")
     assert prod_checksum(postgres) == before
+
+
+def test_cancel_rolls_back_cleans_staging_and_says_so(aws: LocalAws, deployed: Deployment, backed_up: dict,
+                                                      settings: Settings, postgres: PostgresEndpoint) -> None:
+    from warden.recovery import cancel
+
+    before = prod_checksum(postgres)
+    store = StateStore(settings.state_table)
+    execution = start(aws, deployed, {"target": "pg-local", "promotion": "swap", "approval": "manual"})
+    wait(aws, execution, until=lambda: store.get("pg-local").status.value == "AWAITING_APPROVAL")
+    token = store.get("pg-local").task_token
+    # When the operator cancels (`warden recovery cancel` stops the execution, then rolls back)
+    state = cancel(settings, "pg-local", actor="cli:test")
+    # Then the record says so, the lease is free, staging is gone, production untouched
+    assert state.status.value == "RECOVERY_FAILED" and "Cancelled" in (state.error or "")
+    assert Leases(settings.state_table).get("pg-local") is None
+    with psycopg.connect(postgres.uri()) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                            (f"{PROD}_warden_staging",)).fetchone()[0] == 0
+    assert prod_checksum(postgres) == before
+    # moto's interpreter does not abort a waiting task on StopExecution as AWS does; end it the way a
+    # late answer would: the machine's own Rollback then runs a second time, harmlessly
+    aws.client("stepfunctions").send_task_failure(taskToken=token, error="Cancelled", cause="cancelled")
+    assert wait(aws, execution)["status"] == "FAILED"
+    assert store.get("pg-local").status.value == "RECOVERY_FAILED"
+    assert prod_checksum(postgres) == before
