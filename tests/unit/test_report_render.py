@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -168,3 +169,90 @@ def test_report_sample_events_match_the_request_model() -> None:
                 ReportRequest.model_validate(event)
         else:
             ReportRequest.model_validate(event)
+
+
+@pytest.fixture
+def cloudwatch(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A CloudWatch client whose answers are stubbed (no network), handed to warden.report."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from warden import report
+
+    client = boto3.client("cloudwatch", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    monkeypatch.setattr(report, "aws_client", lambda service: client)
+    with Stubber(client) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()
+
+
+def test_alarm_history_is_split_by_target_and_counts_transitions_to_alarm(cloudwatch: Any) -> None:
+    from warden.report import _alarm_history, _split_alarms
+
+    week = report_week(NOW)
+
+    def item(name: str, old: str, new: str, day: int) -> dict[str, Any]:
+        data = {"oldState": {"stateValue": old}, "newState": {"stateValue": new, "stateReason": f"{name} {new}"}}
+        return {"AlarmName": name, "Timestamp": week.start + timedelta(days=day), "HistoryItemType": "StateUpdate",
+                "HistorySummary": f"Alarm updated from {old} to {new}", "HistoryData": json.dumps(data)}
+
+    cloudwatch.add_response("describe_alarm_history", {"AlarmHistoryItems": [
+        item("warden-prod-pg-main-backup-failed", "OK", "ALARM", 1),
+        item("warden-prod-pg-main-backup-failed", "ALARM", "OK", 1),
+        item("warden-prod-pg-unhealthy", "OK", "ALARM", 2),  # target "pg", not "pg-main"
+        item("warden-prod-fn-backup-errors", "OK", "ALARM", 3),
+        item("warden-dev-pg-main-backup-failed", "OK", "ALARM", 3),  # another stage's
+        item("someone-elses-alarm", "OK", "ALARM", 3),
+    ]}, {"HistoryItemType": "StateUpdate", "StartDate": week.start, "EndDate": week.end})
+
+    events = _alarm_history("prod", week)
+    by_target, stage_alarms = _split_alarms("prod", ["pg", "pg-main"], events)
+
+    assert [(e.old, e.new) for e in by_target["pg-main"]] == [("OK", "ALARM"), ("ALARM", "OK")]
+    assert [e.alarm for e in by_target["pg"]] == ["warden-prod-pg-unhealthy"]
+    assert [e.alarm for e in stage_alarms or []] == ["warden-prod-fn-backup-errors"]
+    tw = TargetWeek(name="pg-main", engine="postgres", alarms=by_target["pg-main"])
+    assert len(tw.alarms_fired) == 1 and tw.needs_attention
+
+
+def test_alarm_history_that_cannot_be_read_is_unavailable_not_an_error(cloudwatch: Any) -> None:
+    from warden.report import _alarm_history
+
+    cloudwatch.add_client_error("describe_alarm_history", "AccessDenied")
+    assert _alarm_history("prod", report_week(NOW)) is None
+
+
+def test_cloudwatch_metric_images_are_embedded_as_png_data_uris(cloudwatch: Any) -> None:
+    from warden.report import _widget_images
+
+    png = b"\x89PNG\r\n\x1a\nfake"
+    for _ in range(2):
+        cloudwatch.add_response("get_metric_widget_image", {"MetricWidgetImage": png})
+    tw = TargetWeek(name="pg-main", engine="postgres")
+    tw.images = _widget_images(tw, report_week(NOW))
+    data = sample_week()
+    data.targets = [tw]
+    data.charts = "cloudwatch"
+
+    html = render_html(data)
+
+    assert html.count('src="data:image/png;base64,iVBORw0KGgpmYWtl"') == 2
+    assert "<svg" not in html and "graphs: CloudWatch metric images" in html
+
+
+def test_health_over_the_week_comes_from_hourly_cloudwatch_health_status(cloudwatch: Any) -> None:
+    from warden.report import _health_from_cloudwatch
+
+    week = report_week(NOW)
+    points = [{"Timestamp": week.start + timedelta(hours=h), "Maximum": level, "Unit": "Count"}
+              for h, level in ((1, 0.0), (2, 0.0), (30, 1.0), (31, 2.0), (50, 0.0))]
+    cloudwatch.add_response("get_metric_statistics", {"Datapoints": points}, {
+        "Namespace": "Warden", "MetricName": "HealthStatus", "StartTime": week.start, "EndTime": week.end,
+        "Period": 3600, "Statistics": ["Maximum"],
+        "Dimensions": [{"Name": "Target", "Value": "pg-main"}, {"Name": "service", "Value": "warden"}]})
+
+    health = _health_from_cloudwatch("pg-main", week)
+
+    assert health is not None
+    assert health.counts == {"healthy": 3, "degraded": 1, "unhealthy": 1}
+    assert health.worst_by_day == {"2026-11-16": 0, "2026-11-17": 2, "2026-11-18": 0}

@@ -285,12 +285,16 @@ def _statistics(metric: str, target: str, week: Week, *, period: int, statistic:
 def _alarm_history(stage: str, week: Week) -> list[AlarmEvent] | None:
     """State changes of the stage's alarms in the week; None when CloudWatch cannot tell."""
     events = []
+    prefix = f"warden-{stage}-"
     try:
+        # DescribeAlarmHistory filters by one alarm name or none: read the week's state changes of
+        # the account and keep the stage's (one paginated call instead of one per alarm).
         pages = aws_client("cloudwatch").get_paginator("describe_alarm_history").paginate(
-            AlarmNamePrefix=f"warden-{stage}-", HistoryItemType="StateUpdate", StartDate=week.start,
-            EndDate=week.end)
+            HistoryItemType="StateUpdate", StartDate=week.start, EndDate=week.end)
         for page in pages:
             for item in page.get("AlarmHistoryItems", []):
+                if not item.get("AlarmName", "").startswith(prefix):
+                    continue
                 data = json.loads(item.get("HistoryData") or "{}")
                 events.append(AlarmEvent(
                     alarm=item["AlarmName"], at=item["Timestamp"],
