@@ -7,11 +7,13 @@ lives in warden.remediation. Metric per target and action: RemediationActions (b
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
 
 from warden.remediation import remediate
 from warden.settings import Settings
@@ -22,11 +24,22 @@ metrics = Metrics()
 SETTINGS = Settings.from_env()
 
 
+class RemediateEnvironment(BaseModel):
+    """What this function reads beyond Settings: the backup function it starts (infra/remediation.py)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    backup_function: str | None = Field(default=None, alias="WARDEN_BACKUP_FUNCTION")
+
+
+ENVIRONMENT = RemediateEnvironment.model_validate(os.environ)
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    result = remediate(SETTINGS, event, actor=f"function:{context.function_name}")
+    result = remediate(SETTINGS, event, actor=f"function:{context.function_name}",
+                       backup_function=ENVIRONMENT.backup_function)
     if result.target and result.action:
         metrics.add_dimension(name="Target", value=result.target)
         metrics.add_dimension(name="Action", value=result.action)

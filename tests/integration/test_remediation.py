@@ -290,6 +290,21 @@ def test_missing_backup_starts_a_backup_under_the_remediation_lease(settings: Se
     assert Leases(settings.state_table).get("pg-local") is None  # released
 
 
+def test_in_aws_a_missing_backup_invokes_the_backup_function(aws: LocalAws, deployed: Deployment,
+                                                              settings: Settings,
+                                                              local_targets: dict[str, Any]) -> None:
+    assert settings.catalog_table
+    backup_function = deployed.function_named("backup")
+    result = remediate(settings, load_event("remediate_backup_failed"), actor="test",
+                       config=RemediationConfig(start_backup=ON), backup_function=backup_function)
+    assert result.outcome == "ok", result
+    assert result.details["request"] == {"target": "pg-local", "trigger": "remediation",
+                                         "requested_by": "alarm:warden-local-pg-local-backup-failed"}
+    # moto runs the asynchronous invocation before answering: the backup exists
+    [record] = Catalog(settings.catalog_table).list("pg-local")
+    assert record.trigger == "remediation" and record.status is BackupStatus.COMPLETED
+
+
 def test_unhealthy_rechecks_and_reports_without_changing_anything(settings: Settings,
                                                                   local_targets: dict[str, Any]) -> None:
     result = remediate(settings, load_event("remediate_unhealthy"), actor="test",

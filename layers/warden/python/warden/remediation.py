@@ -197,16 +197,21 @@ class _Context:
     actor: str
     lease: Lease | None
     secret_loader: Callable[[Target], Any]
+    backup_function: str | None
+    alarm: Alarm
 
 
 # -- the flow ------------------------------------------------------------------------------------
 
 def remediate(settings: Settings, event: Any, *, actor: str, config: RemediationConfig | None = None,
               target_loader: Callable[[Settings, str], Target] = get_target,
-              secret_loader: Callable[[Target], Any] = load_secret) -> Remediation:
+              secret_loader: Callable[[Target], Any] = load_secret,
+              backup_function: str | None = None) -> Remediation:
     """Handle one alarm state change: ignore it, or run its action under every safeguard.
 
     `config` overrides the target's own remediation configuration (tests, the CLI).
+    `backup_function`: start a backup by invoking that function asynchronously (in AWS: the backup
+    function has pg_dump and 15 minutes); without it the backup runs here, under our lease.
     """
     alarm, why = parse_alarm(event, settings.stage)
     if alarm is None:
@@ -223,13 +228,13 @@ def remediate(settings: Settings, event: Any, *, actor: str, config: Remediation
         logger.warning("alarm event ignored", extra={"why": why})
         return Remediation(outcome="ignored", why=why, alarm=alarm, target=target.name, action=action.name)
     config = config or remediation_of(target)
-    result = _guarded(settings, alarm, action, target, config, actor, secret_loader)
+    result = _guarded(settings, alarm, action, target, config, actor, secret_loader, backup_function)
     _record(settings, result, actor)
     return result
 
 
 def _guarded(settings: Settings, alarm: Alarm, action: Action, target: Target, config: RemediationConfig,
-             actor: str, secret_loader: Callable[[Target], Any]) -> Remediation:
+             actor: str, secret_loader: Callable[[Target], Any], backup_function: str | None) -> Remediation:
     chosen: ActionConfig = getattr(config, action.name)
     base = {"alarm": alarm, "target": target.name, "action": action.name}
     if not chosen.enabled:
@@ -254,7 +259,8 @@ def _guarded(settings: Settings, alarm: Alarm, action: Action, target: Target, c
                                why=f"{action.name} ran {chosen.max_per_hour} time(s) this hour for {target.name}",
                                **base)
         context = _Context(settings=settings, target=target, config=config, dry_run=chosen.dry_run, actor=actor,
-                           lease=lease, secret_loader=secret_loader)
+                           lease=lease, secret_loader=secret_loader, backup_function=backup_function,
+                           alarm=alarm)
         try:
             done = _RUNNERS[action.name](context)
         except WardenError as err:
@@ -311,6 +317,18 @@ def _record(settings: Settings, result: Remediation, actor: str) -> None:
 def _start_backup(ctx: _Context) -> ActionResult:
     if ctx.dry_run:
         return ActionResult(f"would start a backup of {ctx.target.name}", {}, changed=False)
+    if ctx.backup_function:
+        request = {"target": ctx.target.name, "trigger": "remediation", "requested_by": f"alarm:{ctx.alarm.name}"}
+        # Our lease proved the target idle; give it back first, or the backup would find it taken.
+        if ctx.lease is not None and ctx.settings.state_table:
+            Leases(ctx.settings.state_table).release(ctx.lease)
+        try:
+            aws_client("lambda").invoke(FunctionName=ctx.backup_function, InvocationType="Event",
+                                        Payload=json.dumps(request).encode())
+        except ClientError as err:
+            raise WardenError(f"cannot start the backup function: {err.response['Error']['Code']}") from err
+        return ActionResult(f"started a backup of {ctx.target.name} ({ctx.backup_function}, asynchronous)",
+                            {"function": ctx.backup_function, "request": request}, changed=True)
     from warden.backup import run_backup
 
     outcome = run_backup(ctx.settings, ctx.target, actor=ctx.actor, trigger="remediation", held_lease=ctx.lease,
