@@ -1,0 +1,100 @@
+"""infra/remediation.py as synthesized (cdk-nag on): the alarm rule feeds only this stage's alarms
+going into ALARM to the remediate function; each function's role holds what its job needs and no
+more. Builds its own small stage; when WardenStack already calls add_remediation_and_maintenance,
+the stack's own functions are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App
+from infra_helpers import logical_id, resources
+
+from infra.config import read_cdk_json_context
+from infra.nag import enable_nag
+from infra.remediation import ENV_BACKUP_FUNCTION, add_remediation_and_maintenance
+from infra.stack import WardenStack
+from warden.maintenance import MaintenanceRequest
+from warden.models import StageConfig, Target
+
+pytestmark = pytest.mark.infra
+STAGE = StageConfig(name="rem", targets=[
+    Target(name="graph", engine="neo4j", secret_name="warden/rem/graph"),
+    Target(name="pg", engine="postgres", secret_name="warden/rem/pg"),
+])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, dependency_layer_dir: Path) -> dict[str, Any]:
+    app = App(context=read_cdk_json_context(), outdir=str(tmp_path_factory.mktemp("cdk.out.remediation")))
+    enable_nag(app)
+    stack = WardenStack(app, "Warden-rem", stage=STAGE, dependency_layer_dir=dependency_layer_dir)
+    wired = "remediate" in stack.functions
+    if not wired:
+        add_remediation_and_maintenance(stack)
+    template = app.synth().get_stack_by_name(stack.stack_name).template  # raises on an unacknowledged finding
+    ids = {job: logical_id(stack, stack.functions[job].function) for job in ("remediate", "maintenance", "backup")}
+    roles = {job: logical_id(stack, stack.functions[job].role) for job in ("remediate", "maintenance")}
+    return {"template": template, "functions": ids, "roles": roles, "wired": wired}
+
+
+def statements(template: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
+    found = []
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"]
+                found.append({**statement, "Action": [actions] if isinstance(actions, str) else actions})
+    return found
+
+
+def actions(template: dict[str, Any], role_id: str) -> set[str]:
+    return {a for s in statements(template, role_id) for a in s["Action"]}
+
+
+def test_rule_sends_only_this_stages_alarms_going_into_alarm_to_remediate(built: dict[str, Any]) -> None:
+    [rule] = resources(built["template"], "AWS::Events::Rule").values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.cloudwatch"]
+    assert pattern["detail-type"] == ["CloudWatch Alarm State Change"]
+    assert pattern["detail"] == {"alarmName": [{"prefix": "warden-rem-"}], "state": {"value": ["ALARM"]}}
+    [target] = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [built["functions"]["remediate"], "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+    permissions = [p["Properties"] for p in resources(built["template"], "AWS::Lambda::Permission").values()
+                   if p["Properties"]["Principal"] == "events.amazonaws.com"]
+    assert [p["FunctionName"] for p in permissions] == [{"Fn::GetAtt": [built["functions"]["remediate"], "Arn"]}]
+
+
+def test_remediate_may_start_only_the_backup_function_and_announces_on_the_topic(built: dict[str, Any]) -> None:
+    template, role = built["template"], built["roles"]["remediate"]
+    invoke = [s for s in statements(template, role) if "lambda:InvokeFunction" in s["Action"]]
+    assert [s["Resource"] for s in invoke] == [{"Fn::GetAtt": [built["functions"]["backup"], "Arn"]}]
+    assert "sns:Publish" in actions(template, role)
+    env = template["Resources"][built["functions"]["remediate"]]["Properties"]["Environment"]["Variables"]
+    assert env[ENV_BACKUP_FUNCTION] == {"Ref": built["functions"]["backup"]}
+    assert {"WARDEN_STATE_TABLE", "WARDEN_AUDIT_TABLE", "WARDEN_TOPIC_ARN", "WARDEN_CATALOG_TABLE"} <= set(env)
+    assert "dynamodb:UpdateItem" in actions(template, role)  # rate-limit counters and leases
+    assert "s3:PutObject" not in actions(template, role)  # never writes backups itself
+
+
+def test_maintenance_touches_the_databases_state_and_audit_only(built: dict[str, Any]) -> None:
+    granted = actions(built["template"], built["roles"]["maintenance"])
+    assert "secretsmanager:GetSecretValue" in granted
+    assert not {a for a in granted if a.startswith(("s3:", "sns:", "lambda:"))}
+    assert "dynamodb:PutItem" in granted
+    props = built["template"]["Resources"][built["functions"]["maintenance"]]["Properties"]
+    assert props["Timeout"] == 900
+
+
+def test_maintenance_is_scheduled_per_target_once_wired_before_the_schedules(built: dict[str, Any]) -> None:
+    if not built["wired"]:
+        pytest.skip("WardenStack does not call add_remediation_and_maintenance yet")
+    schedules = [s["Properties"] for s in resources(built["template"], "AWS::Scheduler::Schedule").values()
+                 if s["Properties"]["Target"]["Arn"] == {"Fn::GetAtt": [built["functions"]["maintenance"], "Arn"]}]
+    assert len(schedules) == len(STAGE.targets)
+    assert {s["ScheduleExpression"] for s in schedules} == {"cron(0 */6 * * ? *)"}
+    for schedule in schedules:  # what the schedule sends is a valid maintenance request
+        MaintenanceRequest.model_validate_json(schedule["Target"]["Input"])
