@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -52,7 +53,7 @@ EXTENSION = "wnj.gz"
 EXPORT_BATCH = 4096  # node / relationship ids per server-side group: one record's worth of memory
 EXPORT_FETCH_RECORDS = 2  # records per PULL: each record already holds up to EXPORT_BATCH entities
 RESTORE_BATCH_ROWS = 10_000  # rows per UNWIND transaction
-RESTORE_PENDING_ROWS = 4 * RESTORE_BATCH_ROWS  # rows waiting in partly filled groups before all go
+RESTORE_PENDING_FACTOR = 4  # rows waiting in partly filled groups (x batch_rows) before all go
 DELETE_BATCH_ROWS = 10_000
 INDEX_TIMEOUT_S = 3600
 
@@ -210,6 +211,8 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
@@ -449,16 +452,26 @@ def _wipe(session: neo4j.Session, version: str) -> None:
     _run(session, f"MATCH (n) {_call(version, 'n')} DETACH DELETE n }} IN TRANSACTIONS OF {DELETE_BATCH_ROWS} ROWS")
 
 
+Group = tuple[str, tuple[str, ...], tuple[str, ...]]  # ("N", labels, keys) / ("R", (type,), keys)
+
+
 class _Loader:
-    """Groups rows by (labels, keys) / (type, keys) and sends each group in UNWIND batches."""
+    """Gathers rows per (labels, keys) / (type, keys) and sends them in UNWIND batches of `batch_rows`.
+
+    Full groups go with their keys in the query text (values positional: no key strings per row).
+    When too many rows wait, or a section ends, what is left goes too; groups too small to be worth a
+    query of their own (a graph with many optional properties has many key sets) are merged per label
+    set / type and sent with property maps instead.
+    """
 
     def __init__(self, session: neo4j.Session, batch_rows: int) -> None:
         self.session = session
         self.batch_rows = batch_rows
-        self.groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[list[Any]]] = {}
+        self.small_rows = max(1, batch_rows // 10)
+        self.groups: dict[Group, list[list[Any]]] = {}
         self.pending = 0
         self.batches = 0
-        self.queries: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+        self.queries: dict[tuple[Group, bool], str] = {}
 
     def add(self, kind: str, names: tuple[str, ...], keys: tuple[str, ...], rows: list[list[Any]]) -> None:
         group = self.groups.setdefault((kind, names, keys), [])
@@ -466,38 +479,67 @@ class _Loader:
         self.pending += len(rows)
         if len(group) >= self.batch_rows:
             self._send((kind, names, keys), full_only=True)
-        if self.pending > RESTORE_PENDING_ROWS:
+        if self.pending > RESTORE_PENDING_FACTOR * self.batch_rows:
             self.flush()
 
     def flush(self) -> None:
+        merged: dict[tuple[str, tuple[str, ...]], list[list[Any]]] = {}
         for key in list(self.groups):
-            self._send(key, full_only=False)
+            kind, names, keys = key
+            rows = self.groups[key]
+            if len(rows) >= self.small_rows or not keys:
+                self._send(key, full_only=False)
+                continue
+            first = 1 if kind == "N" else 2  # [id, values...] / [start, end, values...]
+            merged.setdefault((kind, names), []).extend(
+                [*row[:first], dict(zip(keys, row[first:], strict=True))] for row in rows)
+            del self.groups[key]
+            self.pending -= len(rows)
+        for (kind, names), rows in merged.items():
+            query = self._query((kind, names, ()), with_map=True)
+            for i in range(0, len(rows), self.batch_rows):
+                self._run(query, rows[i:i + self.batch_rows])
 
-    def _send(self, key: tuple[str, tuple[str, ...], tuple[str, ...]], *, full_only: bool) -> None:
+    def _send(self, key: Group, *, full_only: bool) -> None:
         rows = self.groups[key]
-        query = self.queries.get(key) or self.queries.setdefault(key, _load_query(*key))
+        query = self._query(key, with_map=False)
         while len(rows) >= self.batch_rows or (rows and not full_only):
             batch, rows = rows[:self.batch_rows], rows[self.batch_rows:]
-            _run(self.session, query, rows=batch)
+            self._run(query, batch)
             self.pending -= len(batch)
-            self.batches += 1
         if rows:
             self.groups[key] = rows
         else:
             del self.groups[key]
 
+    def _run(self, query: str, rows: list[list[Any]]) -> None:
+        _run(self.session, query, rows=rows)
+        self.batches += 1
 
-def _load_query(kind: str, names: tuple[str, ...], keys: tuple[str, ...]) -> str:
+    def _query(self, key: Group, *, with_map: bool) -> str:
+        query = self.queries.get((key, with_map))
+        if query is None:
+            query = self.queries[(key, with_map)] = _load_query(*key, with_map=with_map)
+        return query
+
+
+def _load_query(kind: str, names: tuple[str, ...], keys: tuple[str, ...], *, with_map: bool = False) -> str:
+    """The UNWIND statement for a group: rows `[id, *values]` / `[start, end, *values]`, or with
+    `with_map` rows `[id, {props}]` / `[start, end, {props}]`."""
     wid = f"{IMPORT_LABEL}({IMPORT_KEY})"
     if kind == "N":
         labels = "".join(f":{_q(label)}" for label in (*names, IMPORT_LABEL))
+        if with_map:
+            return f"UNWIND $rows AS row CREATE (n{labels} {{{IMPORT_KEY}: row[0]}}) SET n += row[1]"
         props = ", ".join([f"{IMPORT_KEY}: row[0]", *(f"{_q(k)}: row[{i + 1}]" for i, k in enumerate(keys))])
         return f"UNWIND $rows AS row CREATE (n{labels} {{{props}}})"
+    match = (f"UNWIND $rows AS row "
+             f"MATCH (a:{IMPORT_LABEL} {{{IMPORT_KEY}: row[0]}}) USING INDEX a:{wid} "
+             f"MATCH (b:{IMPORT_LABEL} {{{IMPORT_KEY}: row[1]}}) USING INDEX b:{wid} ")
+    if with_map:
+        return match + f"CREATE (a)-[r:{_q(names[0])}]->(b) SET r += row[2]"
     props = ", ".join(f"{_q(k)}: row[{i + 2}]" for i, k in enumerate(keys))
-    return (f"UNWIND $rows AS row "
-            f"MATCH (a:{IMPORT_LABEL} {{{IMPORT_KEY}: row[0]}}) USING INDEX a:{wid} "
-            f"MATCH (b:{IMPORT_LABEL} {{{IMPORT_KEY}: row[1]}}) USING INDEX b:{wid} "
-            f"CREATE (a)-[:{_q(names[0])}{f' {{{props}}}' if props else ''}]->(b)")
+    return match + f"CREATE (a)-[:{_q(names[0])}{f' {{{props}}}' if props else ''}]->(b)"
 
 
 def _load(records: Iterator[list[Any]], loader: _Loader) -> tuple[dict[str, int], dict[str, Any]]:
