@@ -239,6 +239,11 @@ def test_connection_saturation_ends_sessions_idle_in_transaction_past_the_limit(
 
         assert result.outcome == "ok", result
         assert [s["pid"] for s in result.details["ended"]] == [idle.info.backend_pid]
+        with admin(postgres) as conn:  # termination is a signal: wait until the backend is gone
+            wait_for_gone = time.monotonic() + 30
+            while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                               (idle.info.backend_pid,)).fetchone() != (0,) and time.monotonic() < wait_for_gone:
+                time.sleep(0.1)
         with pytest.raises(psycopg.OperationalError):
             idle.execute("SELECT 1")
         assert own.execute("SELECT 1").fetchone() == (1,)

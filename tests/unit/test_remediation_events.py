@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from warden.maintenance import MaintenanceRequest
 from warden.remediation import ACTIONS, ActionConfig, RemediationConfig, parse_alarm, remediate, remediation_of
 from warden.settings import Settings
 
@@ -87,3 +88,13 @@ def test_every_action_is_off_by_default_and_the_table_names_real_config_fields()
 def test_config_forbids_unknown_fields() -> None:
     with pytest.raises(ValidationError):
         RemediationConfig.model_validate({"cancel_long_querys": {"enabled": True}})
+
+
+@pytest.mark.parametrize("path", sorted(EVENTS.glob("maintenance_*.json")), ids=lambda p: p.stem)
+def test_sample_maintenance_events_match_the_request_model(path: Path) -> None:
+    event = json.loads(path.read_text())
+    if "bad_input" in path.stem:
+        with pytest.raises(ValidationError):
+            MaintenanceRequest.model_validate(event)
+    else:
+        assert MaintenanceRequest.model_validate(event).target == "pg-local"
