@@ -7,6 +7,9 @@ rate-limited per target, action and hour (a conditional counter in the state tab
 the target's lease (so never beside a backup, prune or recovery of that target), is audited, and
 is announced on the stage's SNS topic with what was done and why. A malformed event, an alarm
 that is not ours or not in ALARM, or an unknown suffix is logged and ignored: nothing is touched.
+
+A dry run takes the lease (so it reports what would really happen) but not a rate-limit slot: it
+changes nothing, so it does not use up the real actions of the hour.
 """
 
 from __future__ import annotations
