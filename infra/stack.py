@@ -31,6 +31,7 @@ from infra.functions import (
 from infra.layers import SharedLayers
 from infra.nag import enable_nag
 from infra.recovery import RecoveryStateMachine, active_parameter_arns
+from infra.report import add_report
 from infra.schedules import TargetSchedules
 from infra.storage import Storage
 from warden.models import StageConfig
@@ -113,6 +114,7 @@ class WardenStack(Stack):
         self.recovery = RecoveryStateMachine(self, "RecoveryWorkflow", stage=stage, storage=self.storage,
                                              function=recovery)
         self.state_machines = {"recovery": self.recovery.state_machine}
+        self.report = add_report(self)
 
         self.schedules = TargetSchedules(self, "Schedules", stage=stage, functions=self.functions)
         # Last: alarms and the dashboard cover every function (and state machine) made above.

@@ -193,3 +193,13 @@ def test_license_reports_community_as_not_applicable(local_home: Path, capsys: p
     assert code == 0, out
     statuses = {t["target"]: t["status"] for t in json.loads(out)["targets"]}
     assert statuses == {"graph-local": "not_applicable", "pg-local": "not_applicable"}
+
+
+def test_report_is_written_to_s3_and_to_a_file(local_home: Path, capsys: pytest.CaptureFixture[str],
+                                               tmp_path: Path) -> None:
+    assert run(capsys, "backup", "create", "--target", "pg-local", "--wait")[0] == 0
+    code, out = run(capsys, "--format", "json", "report")
+    assert code == 0, out
+    assert json.loads(out)["key"].startswith("reports/local/")
+    code, out = run(capsys, "report", "--output", str(tmp_path / "r.html"))
+    assert code == 0 and (tmp_path / "r.html").read_text().lstrip().lower().startswith("<!doctype html")

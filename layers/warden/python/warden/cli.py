@@ -171,6 +171,21 @@ def cmd_license(args: argparse.Namespace) -> Result:
     return report, "\n".join(lines) or "no targets", 1 if failing else 0
 
 
+def cmd_report(args: argparse.Namespace) -> Result:
+    from datetime import UTC, datetime
+
+    from warden.report import render_report, run_report
+
+    handle = open_stage(args.stage)
+    now = datetime.now(UTC)
+    if args.output:  # write locally only: no S3, no SNS
+        html, summary = render_report(handle.settings, now)
+        Path(args.output).write_text(html)
+        return {"file": str(args.output), "summary": summary}, f"{summary}\n\nwritten to {args.output}", 0
+    result = run_report(handle.settings, now, actor())
+    return result, f"{result['summary']}\n\ns3://{handle.settings.bucket}/{result['key']}", 0
+
+
 def cmd_backup_create(args: argparse.Namespace) -> Result:
     handle = open_stage(args.stage)
     result = invoke(handle, "backup", {"target": args.target, "trigger": "cli", "requested_by": actor()},
@@ -434,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--target")
 
     add(groups, "license", cmd_license, "edition, version and licence expiry").add_argument("--target")
+
+    add(groups, "report", cmd_report, "the weekly HTML report of the last complete week").add_argument(
+        "--output", type=Path, help="write the HTML here instead of S3 (no SNS)")
 
     backup = groups.add_parser("backup", help="backups").add_subparsers(dest="cmd", required=True)
     create = add(backup, "create", cmd_backup_create, "back up a target now")
