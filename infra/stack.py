@@ -31,6 +31,7 @@ from infra.functions import (
 from infra.layers import SharedLayers
 from infra.nag import enable_nag
 from infra.recovery import RecoveryStateMachine, active_parameter_arns
+from infra.remediation import add_remediation_and_maintenance
 from infra.report import add_report
 from infra.schedules import TargetSchedules
 from infra.storage import Storage
@@ -115,6 +116,7 @@ class WardenStack(Stack):
                                              function=recovery)
         self.state_machines = {"recovery": self.recovery.state_machine}
         self.report = add_report(self)
+        self.remediation = add_remediation_and_maintenance(self)
 
         self.schedules = TargetSchedules(self, "Schedules", stage=stage, functions=self.functions)
         # Last: alarms and the dashboard cover every function (and state machine) made above.

@@ -60,6 +60,7 @@ class Demo:
         self.aws = runtime.aws
         self.ok = True
         self.rto: dict[str, float] = {}
+        self.report_path: Path | None = None
 
     def run(self) -> bool:
         self.show_runtime()
@@ -78,6 +79,7 @@ class Demo:
         if pg and backups.get(pg):
             self.manual_recovery(pg)
         self.audit(next(iter(backups)))
+        self.report()
         self.summary(backups)
         return self.ok
 
@@ -259,6 +261,35 @@ class Demo:
         self.rto[f"{target} swap"] = state.rto_s or 0.0
         return None
 
+    def report(self) -> None:
+        """The weekly report, rendered for this week as next Monday's scheduled run will render it."""
+        from datetime import UTC, datetime, timedelta
+
+        from warden.report import render_report, run_report
+        from warden.settings import Settings
+
+        self.step("Weekly report (this week, as next Monday's run will render it)")
+        outputs = self.deployment.outputs()
+        settings = Settings.from_env({"WARDEN_STAGE": self.runtime.config.stage,
+                                      "WARDEN_CATALOG_TABLE": outputs["CatalogTable"],
+                                      "WARDEN_AUDIT_TABLE": outputs["AuditTable"],
+                                      "WARDEN_STATE_TABLE": outputs["StateTable"], "WARDEN_BUCKET": outputs["Bucket"],
+                                      "WARDEN_TOPIC_ARN": outputs["Topic"], "WARDEN_KMS_KEY_ID": outputs["Key"]})
+        today = datetime.now(UTC)
+        next_monday = (today + timedelta(days=7 - today.weekday())).replace(hour=7, minute=0, second=0, microsecond=0)
+        try:
+            stored = run_report(settings, next_monday, "demo", charts="local")
+            html, _ = render_report(settings, next_monday, charts="local", actor="demo")
+        except Exception as err:
+            return self.fail(f"report: {type(err).__name__}: {err}")
+        path = self.runtime.work_dir / "weekly-report.html"
+        path.write_text(html)
+        self.report_path = path
+        print(f"   stored at s3://{outputs['Bucket']}/{stored['key']} (summary sent to SNS)")
+        print(f"   open it: file://{path}")
+        print("   " + stored["summary"].replace("\n", "\n   "))
+        return None
+
     def summary(self, backups: dict[str, dict[str, Any] | None]) -> None:
         self.step("Summary")
         print(f"   {'target':<14} {'backup id':<26} {'size':>10}  {'sha256':<16}  {'RTO drill':>9}")
@@ -270,6 +301,8 @@ class Demo:
         for name, rto in self.rto.items():
             if name.endswith(" swap"):
                 print(f"   recovery with approval and swap of {name[:-5]}: RTO {rto:.1f} s")
+        if self.report_path:
+            print(f"   weekly report: file://{self.report_path}")
 
     def audit(self, target: str) -> None:
         from warden.audit import tail

@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_and_stops_everything(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert code == 0, out
     for step in ("Backup of graph-local", "Backup of pg-local", "VERIFIED", "Restore drill of graph-local",
-                 "RECOVERY_SUCCESS", "PROMOTED", "Summary", "All steps passed"):
+                 "Weekly report", "RECOVERY_SUCCESS", "PROMOTED", "Summary", "All steps passed"):
         assert step in out, step
     # every server it started is gone: nothing listens on their data directories any more
     leftovers = [p for p in os.popen("ps -eo args").read().splitlines() if str(tmp_path) in p]

@@ -22,13 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from warden import audit as audit_log
 from warden.clients import aws_client
 from warden.errors import ConfigError, WardenError
 from warden.locks import LeaseHeld, Leases
 from warden.models import TARGET_NAME, Engine, ScheduledRequest, Target
+from warden.ops_config import MaintenanceConfig, maintenance_of
 from warden.secrets import load_secret
 from warden.settings import Settings
 
@@ -42,28 +43,6 @@ TASKS: dict[Engine, tuple[Task, ...]] = {
     Engine.POSTGRES: ("vacuum", "analyze", "reindex"),
     Engine.NEO4J: ("neo4j_indexes", "resample"),
 }
-
-
-class MaintenanceConfig(BaseModel):
-    """Per-target maintenance (`Target.maintenance`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    vacuum_interval_h: Hours = 6.0
-    analyze_interval_h: Hours = 12.0
-    reindex_interval_h: Hours = 7 * 24.0
-    neo4j_interval_h: Hours = 6.0  # index states and statistics resampling
-    vacuum_min_dead_tuples: Count = 1000  # tables with fewer dead tuples are left to autovacuum
-    reindex_min_bytes: Count = 100 * 1024 * 1024
-    reindex_min_bloat_ratio: Annotated[float, Field(ge=0, le=1)] = 0.3
-    reindex_max_per_run: Annotated[int, Field(ge=1)] = 5
-    statement_timeout_s: Seconds = 600.0  # one VACUUM, ANALYZE or REINDEX at most
-    lock_timeout_s: Seconds = 2.0  # never queue the application behind a maintenance lock
-
-
-def maintenance_of(target: object) -> MaintenanceConfig:
-    """The target's maintenance configuration, or the defaults."""
-    return getattr(target, "maintenance", None) or MaintenanceConfig()
 
 
 class MaintenanceRequest(ScheduledRequest):

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from warden.health_config import HealthThresholds, LicenseConfig, RequiredSchema
+from warden.ops_config import MaintenanceConfig, RemediationConfig
 
 TARGET_NAME = r"^[a-z][a-z0-9-]{0,47}$"
 # EventBridge Scheduler expressions: rate(5 minutes), cron(0 2 * * ? *), at(...) is not a schedule.
@@ -106,6 +107,8 @@ class Target(_Model):
     health: HealthThresholds = HealthThresholds()
     required_schema: RequiredSchema = RequiredSchema()
     license: LicenseConfig = LicenseConfig()
+    remediation: RemediationConfig = RemediationConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
 
 
 class StageConfig(_Model):

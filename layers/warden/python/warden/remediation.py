@@ -33,6 +33,7 @@ from warden.config import get_target
 from warden.errors import ConfigError, TargetNotFound, WardenError
 from warden.locks import Lease, LeaseHeld, Leases
 from warden.models import TARGET_NAME, Engine, Target
+from warden.ops_config import ActionConfig, RemediationConfig
 from warden.secrets import load_secret
 from warden.settings import Settings
 
@@ -41,37 +42,6 @@ logger = logging.getLogger(__name__)
 WARDEN_APP = "warden"  # application_name / user agent prefix of Warden's own sessions: never touched
 REMEDIATION_LEASE_S = 16 * 60  # a remediation backup runs inside one invocation (15 min at most)
 Seconds = Annotated[float, Field(gt=0)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ActionConfig(_Model):
-    """One remediation action of one target: off unless enabled; a dry run changes nothing."""
-
-    enabled: bool = False
-    dry_run: bool = False
-    max_per_hour: Annotated[int, Field(ge=0)] = 2
-
-
-class RemediationConfig(_Model):
-    """Per-target remediation (`Target.remediation`). Every action is opt-in."""
-
-    start_backup: ActionConfig = ActionConfig()
-    cancel_long_queries: ActionConfig = ActionConfig()
-    end_idle_in_transaction: ActionConfig = ActionConfig()
-    terminate_long_transactions: ActionConfig = ActionConfig()
-    prune: ActionConfig = ActionConfig()
-    recheck_health: ActionConfig = ActionConfig()
-    # PostgreSQL: queries running longer than this are cancelled, and terminated when a cancel has
-    # not stopped them within `cancel_grace_s`.
-    long_query_limit_s: Seconds = 300.0
-    cancel_grace_s: Annotated[float, Field(ge=0, le=60)] = 5.0
-    # PostgreSQL connection saturation: sessions idle in a transaction longer than this are ended.
-    idle_in_transaction_limit_s: Seconds = 600.0
-    # Neo4j: transactions open longer than this are terminated.
-    long_transaction_limit_s: Seconds = 300.0
 
 
 def remediation_of(target: object) -> RemediationConfig:
