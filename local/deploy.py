@@ -19,6 +19,7 @@ from typing import Any
 
 from local.aws import ACCOUNT, REGION, LocalAws, create_function, render_definition
 from warden.models import StageConfig
+from warden.settings import Settings
 
 # Created in this order, so a reference always points at something that exists.
 ORDER = [
@@ -54,6 +55,19 @@ class Deployment:
                 if variables.get("WARDEN_FUNCTION") == job:
                     return self.refs[logical_id]
         raise LookupError(f"the template has no function for job {job!r}")
+
+    def function_environment(self, job: str) -> dict[str, str]:
+        """The environment the deployed function of `functions/<job>` runs with (resolved)."""
+        for resource in self.template["Resources"].values():
+            if resource["Type"] == "AWS::Lambda::Function":
+                variables = resource["Properties"].get("Environment", {}).get("Variables", {})
+                if variables.get("WARDEN_FUNCTION") == job:
+                    return {**_Resolver(self).value(variables), **self.extra_environment}
+        raise LookupError(f"the template has no function for job {job!r}")
+
+    def settings(self, job: str) -> Settings:
+        """The settings `functions/<job>` reads at its cold start: for tests calling the library."""
+        return Settings.from_env(self.function_environment(job))
 
     def outputs(self) -> dict[str, str]:
         """The stack's outputs, resolved to the local resources (what the CLI reads)."""

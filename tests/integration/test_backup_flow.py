@@ -28,13 +28,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def settings(deployed: Deployment) -> Settings:
-    variables = deployed.template["Resources"]
-    env = next(v["Properties"]["Environment"]["Variables"] for v in variables.values()
-               if v["Type"] == "AWS::Lambda::Function"
-               and v["Properties"]["Environment"]["Variables"].get("WARDEN_FUNCTION") == "backup")
-    from local.deploy import _Resolver
-
-    return Settings.from_env({**_Resolver(deployed).value(env), **deployed.extra_environment})
+    return deployed.settings("backup")
 
 
 @pytest.fixture(scope="module")

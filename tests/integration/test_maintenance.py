@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from local.aws import LocalAws, create_function
-from local.deploy import Deployment, _Resolver
+from local.deploy import Deployment
 from local.postgres import PostgresEndpoint
 from tests.conftest import invoke, load_event
 from warden import audit as audit_log
@@ -24,10 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 def env_of(deployed: Deployment, job: str) -> dict[str, str]:
-    env = next(v["Properties"]["Environment"]["Variables"] for v in deployed.template["Resources"].values()
-               if v["Type"] == "AWS::Lambda::Function"
-               and v["Properties"]["Environment"]["Variables"].get("WARDEN_FUNCTION") == job)
-    return {**_Resolver(deployed).value(env), **deployed.extra_environment}
+    return deployed.function_environment(job)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from local.aws import LocalAws
-from local.deploy import Deployment, _Resolver
+from local.deploy import Deployment
 from tests.conftest import invoke, load_event
 from warden import prune as prune_module
 from warden.catalog import Catalog, new_backup_id, object_prefix
@@ -25,10 +25,7 @@ NOW = datetime.now(UTC)
 
 @pytest.fixture
 def settings(deployed: Deployment) -> Settings:
-    env = next(v["Properties"]["Environment"]["Variables"] for v in deployed.template["Resources"].values()
-               if v["Type"] == "AWS::Lambda::Function"
-               and v["Properties"]["Environment"]["Variables"].get("WARDEN_FUNCTION") == "prune")
-    return Settings.from_env({**_Resolver(deployed).value(env), **deployed.extra_environment})
+    return deployed.settings("prune")
 
 
 def history(aws: LocalAws, settings: Settings, days: int, *, objects_per_backup: int = 2,

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from local.aws import LocalAws
-from local.deploy import Deployment, _Resolver
+from local.deploy import Deployment
 from local.postgres import PostgresEndpoint, create_database
 from local.runtime import postgres_secret
 from tests.conftest import STAGE, invoke
@@ -29,11 +29,7 @@ PROD = "rec_prod"
 
 @pytest.fixture
 def settings(deployed: Deployment) -> Settings:
-    resources = deployed.template["Resources"]
-    env = next(v["Properties"]["Environment"]["Variables"] for v in resources.values()
-               if v["Type"] == "AWS::Lambda::Function"
-               and v["Properties"]["Environment"]["Variables"].get("WARDEN_FUNCTION") == "recovery")
-    return Settings.from_env({**_Resolver(deployed).value(env), **deployed.extra_environment})
+    return deployed.settings("recovery")
 
 
 def prod_checksum(postgres: PostgresEndpoint, dbname: str = PROD) -> tuple[int, str]:

@@ -11,7 +11,7 @@ import neo4j
 import pytest
 
 from local.aws import LocalAws
-from local.deploy import Deployment, _Resolver
+from local.deploy import Deployment
 from local.runtime import neo4j_secret
 from tests.conftest import STAGE, invoke
 from tests.integration.test_recovery import start, wait
@@ -25,10 +25,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def settings(deployed: Deployment) -> Settings:
-    env = next(v["Properties"]["Environment"]["Variables"] for v in deployed.template["Resources"].values()
-               if v["Type"] == "AWS::Lambda::Function"
-               and v["Properties"]["Environment"]["Variables"].get("WARDEN_FUNCTION") == "recovery")
-    return Settings.from_env({**_Resolver(deployed).value(env), **deployed.extra_environment})
+    return deployed.settings("recovery")
 
 
 def counts(endpoint: Any) -> tuple[int, int]:
