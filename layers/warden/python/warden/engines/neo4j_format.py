@@ -39,11 +39,11 @@ _EPOCH_ORDINAL = Date(1970, 1, 1).to_ordinal()
 _NANOS_PER_SECOND = 1_000_000_000
 _SECONDS_PER_DAY = 86_400
 # A tag's key → SRID table of the driver's point classes (the driver's own table is private).
-_POINT_CLASSES: dict[int, tuple[type[Point], int]] = {
-    CartesianPoint((0.0, 0.0)).srid: (CartesianPoint, 2),  # type: ignore[attr-defined]
-    CartesianPoint((0.0, 0.0, 0.0)).srid: (CartesianPoint, 3),  # type: ignore[attr-defined]
-    WGS84Point((0.0, 0.0)).srid: (WGS84Point, 2),  # type: ignore[attr-defined]
-    WGS84Point((0.0, 0.0, 0.0)).srid: (WGS84Point, 3),  # type: ignore[attr-defined]
+_POINT_CLASSES: dict[int | None, tuple[type[Point], int]] = {
+    CartesianPoint((0.0, 0.0)).srid: (CartesianPoint, 2),
+    CartesianPoint((0.0, 0.0, 0.0)).srid: (CartesianPoint, 3),
+    WGS84Point((0.0, 0.0)).srid: (WGS84Point, 2),
+    WGS84Point((0.0, 0.0, 0.0)).srid: (WGS84Point, 3),
 }
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -201,7 +201,7 @@ def _decode_tagged(tagged: dict[str, Any]) -> Any:
         if known is not None and known[1] == len(coords):
             return known[0](coords)
         point = Point(coords)
-        point.srid = srid  # type: ignore[attr-defined]
+        point.srid = srid
         return point
     raise ArchiveError(f"unknown value tag {tag!r}")
 
