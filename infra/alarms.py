@@ -350,6 +350,22 @@ class Alarms(Construct):
                 ),
             ),
         ]
+        if target.retention.storage_budget_gb is not None:
+            budget = target.retention.storage_budget_gb
+            # Missing = notBreaching: StoredBytes comes with each backup; no backup, no growth.
+            alarms.append(self._alarm(
+                t,
+                "backup-storage-over-budget",
+                metric=warden_metric("StoredBytes", target=t, statistic="Maximum", period=BACKUP_AGE_PERIOD),
+                threshold=budget * 1e9,
+                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                missing=cw.TreatMissingData.NOT_BREACHING,
+                description=(
+                    f"The backups of {t} take more than their budget of {budget:g} GB in S3. See what the "
+                    f"retention policy would delete: `warden prune --stage {stage} --target {t} --dry-run`; "
+                    f"remediation prunes when its `prune` action is enabled for {t}."
+                ),
+            ))
         if target.engine is Engine.NEO4J:
             alarms += self._build_neo4j_alarms(target, settings, period)
         else:

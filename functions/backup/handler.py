@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from warden.backup import run_backup
+from warden.catalog import Catalog
 from warden.config import get_target
 from warden.models import BackupRequest
 from warden.settings import Settings
@@ -49,6 +50,9 @@ def back_up(request: dict[str, Any], actor: str) -> dict[str, Any]:
     metrics.add_metric(name="BackupSuccess", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="BackupDuration", unit=MetricUnit.Seconds, value=record.duration_s or 0)
     metrics.add_metric(name="BackupSize", unit=MetricUnit.Bytes, value=record.size_bytes or 0)
+    if SETTINGS.catalog_table:  # what the target keeps in S3 now: the storage-budget alarm watches it
+        metrics.add_metric(name="StoredBytes", unit=MetricUnit.Bytes,
+                           value=Catalog(SETTINGS.catalog_table).stored_bytes(target.name))
     logger.info("backup finished", extra={"target": target.name, "backup_id": record.backup_id,
                                           "size_bytes": record.size_bytes})
     return record.model_dump(mode="json")

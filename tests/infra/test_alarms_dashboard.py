@@ -199,7 +199,7 @@ def test_prod_alarm_windows_follow_each_targets_schedules(synthesized: Synthesiz
     assert {n for n in prod if n.startswith("warden-prod-analytics-pg-")} == {
         f"warden-prod-analytics-pg-{what}"
         for what in ("unhealthy", "backup-too-old", "backup-failed", "backup-corrupt", "pg-connections-saturated",
-                     "pg-long-running-queries")
+                     "pg-long-running-queries", "backup-storage-over-budget")  # prod's cdk.json sets a budget
     }
 
 

@@ -97,3 +97,25 @@ def test_scheduler_roles_invoke_exactly_one_function_or_start_the_recovery_machi
             assert statement["Action"] in ("lambda:InvokeFunction", "states:StartExecution"), lid
             resources_ = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             assert len(resources_) == 1 and "*" not in json.dumps(resources_), lid
+
+
+def test_a_storage_budget_gets_an_alarm_that_remediation_can_answer_with_prune(synthesized: Synthesized) -> None:
+    stack = synthesized.stacks["prod"]
+    template = synthesized.template(stack)
+    budgeted = [t for t in stack.stage.targets if t.retention.storage_budget_gb]
+    assert budgeted, "cdk.json's prod stage has a target with a storage budget"
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"]
+              for a in resources(template, "AWS::CloudWatch::Alarm").values()
+              if isinstance(a["Properties"].get("AlarmName"), str)}
+    for target in stack.stage.targets:
+        name = f"warden-prod-{target.name}-backup-storage-over-budget"
+        if target.retention.storage_budget_gb is None:
+            assert name not in alarms
+            continue
+        alarm = alarms[name]
+        assert alarm["MetricName"] == "StoredBytes" and alarm["Namespace"] == "Warden"
+        assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == {"Target": target.name, "service": "warden"}
+        assert alarm["Threshold"] == target.retention.storage_budget_gb * 1e9
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"] and alarm["OKActions"]

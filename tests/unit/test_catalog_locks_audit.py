@@ -99,3 +99,11 @@ def test_audit_appends_and_tails_newest_first(tables: LocalAws) -> None:
     entries = audit.tail("audit", "pg")
     assert [e.step for e in entries] == ["finish", "start"]
     assert entries[0].details == {"size_bytes": 10} and entries[0].actor == "cli:test"
+
+
+def test_stored_bytes_counts_every_record_not_expired(tables: LocalAws) -> None:
+    catalog = Catalog("catalog")
+    for status, size in ((BackupStatus.COMPLETED, 10), (BackupStatus.VERIFIED, 20), (BackupStatus.FAILED, 5),
+                         (BackupStatus.EXPIRED, 1000)):
+        catalog.create(record(new_backup_id()).model_copy(update={"status": status, "size_bytes": size}))
+    assert catalog.stored_bytes("pg") == 35

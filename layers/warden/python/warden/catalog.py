@@ -128,5 +128,9 @@ class Catalog:
         except ClientError as err:
             raise CatalogError(f"cannot list catalog of {target}: {err}") from err
 
+    def stored_bytes(self, target: str) -> int:
+        """Bytes of the target's backups still stored (every record not EXPIRED)."""
+        return sum(r.size_bytes or 0 for r in self.list(target) if r.status is not BackupStatus.EXPIRED)
+
     def latest(self, target: str, statuses: frozenset[BackupStatus]) -> BackupRecord | None:
         return next((r for r in self.list(target) if r.status in statuses), None)

@@ -66,6 +66,9 @@ class RetentionPolicy(_Model):
     max_age_days: Annotated[int, Field(ge=1)] | None = None
     min_keep: Annotated[int, Field(ge=1)] = 1
     failed_retention_days: Annotated[int, Field(ge=0)] = 7
+    # Bytes of backups a target may keep in S3; over it, the storage alarm fires (and, when enabled,
+    # remediation prunes). None: no budget.
+    storage_budget_gb: Annotated[float, Field(gt=0)] | None = None
 
 
 class RecoveryConfig(_Model):
