@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from warden.catalog import Catalog
-from warden.config import get_target, load_targets
+from warden.config import select_targets
+from warden.emf import publish
 from warden.health import check_targets, metric_points
 from warden.models import HealthRequest
 from warden.settings import Settings
@@ -32,14 +33,10 @@ SETTINGS = Settings.from_env()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = HealthRequest.model_validate(event or {})
     config = SETTINGS
-    targets = [get_target(config, request.target)] if request.target else list(load_targets(config).values())
+    targets = select_targets(config, request.target)
     catalog = Catalog(config.catalog_table) if config.catalog_table else None
     report = check_targets(config.stage, targets, catalog=catalog)
-    for point in metric_points(report):
-        with single_metric(name=point.name, unit=MetricUnit(point.unit), value=point.value,
-                           namespace=metrics.namespace) as metric:
-            for name, value in point.dimensions.items():
-                metric.add_dimension(name=name, value=value)
+    publish(metric_points(report), metrics.namespace)
     metrics.add_metric(name="TargetsChecked", unit=MetricUnit.Count, value=len(report.targets))
     logger.info("health checked", extra={
         "status": report.status.value, "targets": len(report.targets),

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from warden.config import get_target, load_targets
+from warden.config import select_targets
+from warden.emf import publish
 from warden.license import LicenseRequest, check_licenses, license_metric_points
 from warden.settings import Settings
 
@@ -29,13 +30,9 @@ SETTINGS = Settings.from_env()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = LicenseRequest.model_validate(event or {})
     config = SETTINGS
-    targets = [get_target(config, request.target)] if request.target else list(load_targets(config).values())
+    targets = select_targets(config, request.target)
     report = check_licenses(config.stage, targets)
-    for point in license_metric_points(report):
-        with single_metric(name=point.name, unit=MetricUnit(point.unit), value=point.value,
-                           namespace=metrics.namespace) as metric:
-            for name, value in point.dimensions.items():
-                metric.add_dimension(name=name, value=value)
+    publish(license_metric_points(report), metrics.namespace)
     metrics.add_metric(name="LicensesChecked", unit=MetricUnit.Count, value=len(report.targets))
     logger.info("licences checked", extra={
         "status": report.status.value, "targets": {t.target: t.status.value for t in report.targets}})

@@ -39,7 +39,7 @@ from warden.settings import Settings
 
 MANIFEST_VERSION = 1
 METHODS = {Engine.NEO4J: "neo4j-logical", Engine.POSTGRES: "pg_dump"}
-EXTENSIONS = {Engine.NEO4J: "wnj", Engine.POSTGRES: "dump"}
+EXTENSIONS = {Engine.NEO4J: "wnj.gz", Engine.POSTGRES: "dump"}
 # A backup runs inside one Lambda invocation (15 min at most); the lease outlives it a little.
 BACKUP_LEASE_S = 16 * 60
 

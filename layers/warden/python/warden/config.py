@@ -40,6 +40,11 @@ def get_target(settings: Settings, name: str) -> Target:
     return targets[name]
 
 
+def select_targets(settings: Settings, name: str | None) -> list[Target]:
+    """The named target, or every target of the stage when no name is given."""
+    return [get_target(settings, name)] if name else list(load_targets(settings).values())
+
+
 def _parse(parameter: str, value: str) -> Target:
     try:
         return Target.model_validate(json.loads(value))
