@@ -30,6 +30,11 @@ class RestoreRefused(WardenError):
     """A restore was refused before anything was touched (not empty, unknown format, corrupt)."""
 
 
+class RestoreFailed(WardenError):
+    """A restore failed part-way, or the restored database does not match the archive / manifest.
+    The target database may hold a partial restore: restore again with `replace=True`."""
+
+
 class BackupFailed(WardenError):
     """The engine could not produce a complete backup."""
 

@@ -29,7 +29,7 @@ from typing import Any
 import neo4j
 from neo4j import exceptions as neo4j_errors
 
-from warden.engines.base import BackupFailed, ExportResult, RestoreRefused, RestoreResult, Writable
+from warden.engines.base import BackupFailed, ExportResult, RestoreFailed, RestoreRefused, RestoreResult, Writable
 from warden.engines.neo4j import driver, server_info
 from warden.engines.neo4j_format import (
     COMPRESSION_LEVEL,
@@ -75,9 +75,6 @@ QUIESCE_NOTE = ("Neo4j reads are not snapshot-isolated: for a point-in-time copy
                 "read-only window, or use Enterprise online backup")
 
 
-class RestoreFailed(WardenError):
-    """The restore failed part-way, or the restored database does not match the archive / manifest.
-    The target database may hold a partial restore: restore again with `replace=True`."""
 
 
 SectionHook = Callable[[str, int], None]

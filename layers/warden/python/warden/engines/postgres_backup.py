@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from warden.engines.base import BackupFailed, ExportResult, RestoreRefused, RestoreResult, Writable
+from warden.engines.base import BackupFailed, ExportResult, RestoreFailed, RestoreRefused, RestoreResult, Writable
 from warden.engines.postgres import APPLICATION_NAME, connect
 from warden.errors import ConfigError, DatabaseError, WardenError
 from warden.models import PostgresSecret
@@ -61,9 +61,6 @@ class PgToolsError(BackupFailed, ConfigError):
     retrying does not help."""
 
 
-class RestoreFailed(WardenError):
-    """pg_restore failed part-way, or the restored database does not match the manifest. The target
-    database may hold a partial restore."""
 
 
 # --- tools ------------------------------------------------------------------------------------
