@@ -93,6 +93,22 @@ class RecoveryConfig(_Model):
         return value
 
 
+class RdsRef(_Model):
+    """The RDS instance or Aurora cluster a PostgreSQL target runs on (exactly one of the two).
+
+    Used by the `rds-snapshot` backup method and by the RDS instance alarms.
+    """
+
+    instance_id: Annotated[str, Field(pattern=r"^[a-zA-Z][a-zA-Z0-9-]{0,62}$")] | None = None
+    cluster_id: Annotated[str, Field(pattern=r"^[a-zA-Z][a-zA-Z0-9-]{0,62}$")] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RdsRef:
+        if (self.instance_id is None) == (self.cluster_id is None):
+            raise ValueError("rds: give exactly one of instance_id (RDS) or cluster_id (Aurora)")
+        return self
+
+
 class Target(_Model):
     """One protected database, as configured per stage.
 
@@ -112,6 +128,14 @@ class Target(_Model):
     license: LicenseConfig = LicenseConfig()
     remediation: RemediationConfig = RemediationConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    # Where an RDS / Aurora PostgreSQL target runs (rds-snapshot backups, RDS instance alarms).
+    rds: RdsRef | None = None
+
+    @model_validator(mode="after")
+    def _rds_only_for_postgres(self) -> Target:
+        if self.rds is not None and self.engine is not Engine.POSTGRES:
+            raise ValueError(f"target {self.name!r}: rds is for PostgreSQL targets on RDS / Aurora")
+        return self
 
 
 class StageConfig(_Model):
