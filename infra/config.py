@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from warden.models import StageConfig
+from warden.models import RetentionPolicy, StageConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CDK_JSON = REPO / "cdk.json"
@@ -87,6 +87,13 @@ def _parse_stage(name: str, settings: object) -> StageConfig:
         stage = StageConfig.model_validate({**settings, "name": name})
     except ValidationError as exc:
         raise ConfigError(f"stage {name!r} is invalid:\n{_describe(exc)}") from None
+    for index, target in enumerate(stage.targets):
+        if not keeps_something(target.retention):
+            raise ConfigError(
+                f"stage {name!r}: targets[{index}].retention ({target.name}) keeps nothing: with keep_last and "
+                "every calendar rule at 0, prune would delete every backup but the newest verified one; "
+                "set keep_last or a keep_daily / weekly / monthly / yearly rule"
+            )
     if stage.log_retention_days not in LOG_RETENTION_DAYS:
         allowed = ", ".join(str(d) for d in sorted(LOG_RETENTION_DAYS))
         raise ConfigError(
@@ -94,6 +101,11 @@ def _parse_stage(name: str, settings: object) -> StageConfig:
             f"retention; use one of {allowed}"
         )
     return stage
+
+
+def keeps_something(policy: RetentionPolicy) -> bool:
+    """Whether any keep rule of `policy` keeps a backup (the engine allows all-zero policies; a stage does not)."""
+    return any((policy.keep_last, policy.keep_daily, policy.keep_weekly, policy.keep_monthly, policy.keep_yearly))
 
 
 def _describe(exc: ValidationError) -> str:

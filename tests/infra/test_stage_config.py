@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 
+import app
 from infra.config import ConfigError, load_stages, parse_stages, read_cdk_json_context, select_stages
 
 pytestmark = pytest.mark.infra
@@ -71,3 +74,49 @@ def test_cdk_json_defines_dev_staging_and_prod_and_they_are_valid() -> None:
     stages = load_stages(context)
     assert [s.name for s in stages] == ["dev", "staging", "prod"]
     assert context["@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy"] is True
+
+
+# Each kind of bad stage configuration is stopped before synthesis, with the field and the reason.
+BAD_STAGES = {
+    "unknown engine": ({"engine": "mysql"}, r"targets\[0\]\.engine: Input should be 'neo4j' or 'postgres'"),
+    "cron with 5 fields": ({"schedules": {"backup": "cron(0 2 * * ?)"}}, r"schedules\.backup: .*six fields"),
+    "cron hour 24": ({"schedules": {"backup": "cron(0 24 * * ? *)"}}, r"hours '24': 24 is outside 0-23"),
+    "cron without ?": ({"schedules": {"verify": "cron(0 4 * * * *)"}}, r"exactly one of day-of-month and day-of"),
+    "rate 0": ({"schedules": {"health": "rate(0 minutes)"}}, r"the rate must be at least 1"),
+    "rate 1 plural": ({"schedules": {"health": "rate(1 minutes)"}}, r"say rate\(1 minute\)"),
+    "drill schedule": ({"recovery": {"drill_schedule": "weekly"}}, r"recovery\.drill_schedule: .*use rate"),
+    "retention keeps nothing": (
+        {"retention": {"keep_last": 0, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}},
+        r"targets\[0\]\.retention \(graph-main\) keeps nothing"),
+    "negative retention": ({"retention": {"keep_daily": -1}}, r"retention\.keep_daily: .*greater than or equal to 0"),
+    "threshold over 100 %": ({"health": {"connections_warn_pct": 120}},
+                             r"health\.connections_warn_pct: .*less than or"),
+    "warn above fail": ({"health": {"long_query_warn_s": 600, "long_query_fail_s": 300}},
+                        r"long_query_warn_s \(600.0\) must not be above long_query_fail_s"),
+    "zero timeout": ({"health": {"connectivity_timeout_s": 0}}, r"health\.connectivity_timeout_s: .*greater than 0"),
+    "no credentials": ({"secret_name": None}, r"targets\[0\]\.secret_name: Field required"),
+    "empty credentials": ({"secret_name": ""}, r"targets\[0\]\.secret_name: String should have at least 1"),
+    "bad secret name": ({"secret_name": "warden dev"}, r"targets\[0\]\.secret_name: String should match pattern"),
+}
+
+
+def _without_none(target: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in target.items() if v is not None}
+
+
+@pytest.mark.parametrize("overrides, message", BAD_STAGES.values(), ids=BAD_STAGES.keys())
+def test_a_bad_stage_is_an_error_naming_the_field(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_stages({"dev": {"targets": [_without_none(neo4j_target(**overrides))]}})
+
+
+@pytest.mark.parametrize("overrides, message", list(BAD_STAGES.values())[:3], ids=list(BAD_STAGES)[:3])
+def test_a_bad_stage_never_produces_a_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str],
+                                               overrides: dict[str, object], message: str) -> None:
+    out = tmp_path / "cdk.out"
+    monkeypatch.setenv("CDK_OUTDIR", str(out))
+    stages = json.dumps({"dev": {"targets": [_without_none(neo4j_target(**overrides))]}})
+    assert app.main(["-c", f"stages={stages}"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists() or not any(out.iterdir())

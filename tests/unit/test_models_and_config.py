@@ -64,9 +64,10 @@ def test_stage_rejects_duplicate_target_names() -> None:
         StageConfig.model_validate({"name": "dev", "targets": [target, target]})
 
 
-@pytest.mark.parametrize("expression", ["every day", "cron(0 2 * * ?)", "rate(5 weeks)", ""])
-def test_schedule_must_be_an_eventbridge_expression(expression: str) -> None:
-    with pytest.raises(ValidationError, match="schedule expression"):
+@pytest.mark.parametrize("expression, problem", [("every day", "use rate"), ("cron(0 2 * * ?)", "six fields"),
+                                                 ("rate(5 weeks)", "a rate is"), ("", "use rate")])
+def test_schedule_must_be_an_eventbridge_expression(expression: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
         Schedules(backup=expression)
 
 

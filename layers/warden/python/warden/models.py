@@ -7,7 +7,6 @@ default.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -16,10 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from warden.health_config import HealthThresholds, LicenseConfig, RequiredSchema
 from warden.ops_config import MaintenanceConfig, RemediationConfig
+from warden.schedule_expr import check_schedule
 
 TARGET_NAME = r"^[a-z][a-z0-9-]{0,47}$"
-# EventBridge Scheduler expressions: rate(5 minutes), cron(0 2 * * ? *), at(...) is not a schedule.
-_SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(\S+( \S+){5}\))$")
 
 
 class Engine(StrEnum):
@@ -44,9 +42,7 @@ class Schedules(_Model):
     @field_validator("*")
     @classmethod
     def _is_schedule_expression(cls, value: str) -> str:
-        if not _SCHEDULE.match(value):
-            raise ValueError(f"not an EventBridge schedule expression: {value!r}")
-        return value
+        return check_schedule(value)
 
 
 class RetentionPolicy(_Model):
@@ -88,9 +84,7 @@ class RecoveryConfig(_Model):
     @field_validator("drill_schedule")
     @classmethod
     def _drill_is_schedule(cls, value: str) -> str:
-        if not _SCHEDULE.match(value):
-            raise ValueError(f"not an EventBridge schedule expression: {value!r}")
-        return value
+        return check_schedule(value)
 
 
 class RdsRef(_Model):
@@ -118,7 +112,8 @@ class Target(_Model):
 
     name: Annotated[str, Field(pattern=TARGET_NAME)]
     engine: Engine
-    secret_name: Annotated[str, Field(min_length=1, max_length=512)]
+    # Secrets Manager names: letters, digits and /_+=.@- (a target without one has no credentials).
+    secret_name: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9/_+=.@-]+$")]
     description: str = ""
     schedules: Schedules = Schedules()
     retention: RetentionPolicy = RetentionPolicy()
