@@ -120,3 +120,8 @@ def test_a_bad_stage_never_produces_a_template(tmp_path: Path, monkeypatch: pyte
     assert app.main(["-c", f"stages={stages}"]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_secret_may_be_named_by_its_arn() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:warden/dev/graph-main-AbCdEf"
+    assert parse_stages({"dev": {"targets": [neo4j_target(secret_name=arn)]}})["dev"].targets[0].secret_name == arn

@@ -87,6 +87,9 @@ class RecoveryConfig(_Model):
         return check_schedule(value)
 
 
+_SECRET_NAME = r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]+$"
+
+
 class RdsRef(_Model):
     """The RDS instance or Aurora cluster a PostgreSQL target runs on (exactly one of the two).
 
@@ -112,8 +115,9 @@ class Target(_Model):
 
     name: Annotated[str, Field(pattern=TARGET_NAME)]
     engine: Engine
-    # Secrets Manager names: letters, digits and /_+=.@- (a target without one has no credentials).
-    secret_name: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9/_+=.@-]+$")]
+    # A Secrets Manager name (letters, digits and /_+=.@-) or a secret's ARN; a target without one has
+    # no credentials.
+    secret_name: Annotated[str, Field(min_length=1, max_length=512, pattern=_SECRET_NAME)]
     description: str = ""
     schedules: Schedules = Schedules()
     retention: RetentionPolicy = RetentionPolicy()
