@@ -13,8 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from warden.backup_config import BackupConfig, SnapshotRef, check_backup_method
 from warden.health_config import HealthThresholds, LicenseConfig, RequiredSchema
 from warden.ops_config import MaintenanceConfig, RemediationConfig
+from warden.protection_config import BackupProtection, protection_problems
 from warden.schedule_expr import check_schedule
 
 TARGET_NAME = r"^[a-z][a-z0-9-]{0,47}$"
@@ -129,11 +131,14 @@ class Target(_Model):
     maintenance: MaintenanceConfig = MaintenanceConfig()
     # Where an RDS / Aurora PostgreSQL target runs (rds-snapshot backups, RDS instance alarms).
     rds: RdsRef | None = None
+    # How it is backed up: the engine's logical method by default, or rds-snapshot (warden.backup_config).
+    backup: BackupConfig = BackupConfig()
 
     @model_validator(mode="after")
     def _rds_only_for_postgres(self) -> Target:
         if self.rds is not None and self.engine is not Engine.POSTGRES:
             raise ValueError(f"target {self.name!r}: rds is for PostgreSQL targets on RDS / Aurora")
+        check_backup_method(self.name, self.engine.value, self.rds is not None, self.backup)
         return self
 
 
@@ -146,6 +151,8 @@ class StageConfig(_Model):
     log_retention_days: int = 30
     notification_emails: list[str] = []
     targets: list[Target] = []
+    # Object Lock and cross-region replication of the backup bucket (warden.protection_config).
+    backup_protection: BackupProtection = BackupProtection()
 
     @model_validator(mode="after")
     def _target_names_unique(self) -> StageConfig:
@@ -153,6 +160,14 @@ class StageConfig(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"stage {self.name!r}: target names must be unique, repeated: {dupes}")
+        return self
+
+    @model_validator(mode="after")
+    def _protection_fits_the_stage(self) -> StageConfig:
+        problems = protection_problems(self.backup_protection, stage=self.name, region=self.region,
+                                       policies=[(t.name, t.retention) for t in self.targets])
+        if problems:
+            raise ValueError(f"stage {self.name!r}: " + "; ".join(problems))
         return self
 
 
@@ -276,6 +291,11 @@ class BackupRecord(BaseModel):
     actor: str = ""
     # Evidence of the newest restore drill of this backup: when, RTO, validated counts, execution.
     last_drill: dict[str, Any] | None = None
+    # Cross-region replica of the data and manifest (warden.replication): None until checked.
+    replica: Literal["COMPLETED", "PENDING", "FAILED"] | None = None
+    replica_checked_at: datetime | None = None
+    # method rds-snapshot: the RDS snapshot this backup is (RDS keeps the data; see warden.snapshot_backup).
+    snapshot: SnapshotRef | None = None
 
 
 class BackupRequest(ScheduledRequest):
@@ -311,6 +331,8 @@ class RecoveryInput(_Model):
     promotion: Literal["swap", "in-place", "none"] = "none"
     approval: Literal["auto", "manual"] = "auto"
     requested_by: Annotated[str, Field(max_length=200)] | None = None
+    # Where the backup is read from: the stage's bucket, or its replica in the second region.
+    source: Literal["primary", "replica"] = "primary"
 
 
 class PruneRequest(ScheduledRequest):
