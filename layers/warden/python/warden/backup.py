@@ -28,6 +28,7 @@ from warden.artifacts import (
     iter_object,
     put_json,
 )
+from warden.backup_config import RDS_SNAPSHOT
 from warden.catalog import Catalog, new_backup_id, object_prefix
 from warden.clients import aws_client
 from warden.engines.base import RestoreRefused, RestoreResult
@@ -113,7 +114,10 @@ def clean_up_crashed_run(settings: Settings, catalog: Catalog, crashed: Lease, a
         abort_upload(aws_client("s3"), settings.bucket, crashed.upload_key, crashed.upload_id)
     if crashed.backup_id:
         record = catalog.get(crashed.target, crashed.backup_id)
-        if record.status is BackupStatus.RUNNING:
+        if record.status is BackupStatus.RUNNING and record.method == RDS_SNAPSHOT:  # RDS may still be making it
+            from warden.snapshot_backup import settle_snapshot
+            settle_snapshot(settings, catalog, record, actor)
+        elif record.status is BackupStatus.RUNNING:
             record.status = BackupStatus.FAILED
             record.error = f"the run ({crashed.owner}) stopped without finishing; its lease expired"
             record.finished_at = datetime.now(UTC)
@@ -127,6 +131,9 @@ def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, le
                         actor: str, trigger: str, export_options: dict[str, Any],
                         secret_loader: Callable[[Target], DatabaseSecret]) -> BackupRecord:
     assert settings.bucket
+    if target.backup.method == RDS_SNAPSHOT:  # RDS makes the copy, nothing streams to S3 (warden.snapshot_backup)
+        from warden.snapshot_backup import back_up_snapshot
+        return back_up_snapshot(settings, target, catalog, leases, lease, actor, trigger)
     started = datetime.now(UTC)
     clock = time.monotonic()
     backup_id = new_backup_id(started)
@@ -202,6 +209,9 @@ def verify_backup(settings: Settings, target: str, backup_id: str, *, actor: str
     assert settings.catalog_table and settings.bucket
     catalog = Catalog(settings.catalog_table)
     record = catalog.get(target, backup_id)
+    if record.method == RDS_SNAPSHOT:  # the data is an RDS snapshot, not an S3 object
+        from warden.snapshot_backup import verify_snapshot
+        return verify_snapshot(settings, catalog, record, actor=actor)
     if record.status not in (*GOOD_BACKUP, BackupStatus.CORRUPT):
         raise BackupRefused(f"backup {backup_id} of {target} is {record.status}: nothing to verify")
     assert record.data_key and record.manifest_key
@@ -242,6 +252,9 @@ def restore_backup(settings: Settings, target: Target, backup_id: str, into: Dat
     _require(settings, "catalog_table", "bucket")
     assert settings.catalog_table and settings.bucket
     record = Catalog(settings.catalog_table).get(target.name, backup_id)
+    if record.method == RDS_SNAPSHOT:  # RDS restores snapshots, pg_restore cannot
+        from warden.snapshot_backup import restore_refusal
+        raise RestoreRefused(restore_refusal(record))
     if record.status not in GOOD_BACKUP:
         raise RestoreRefused(f"backup {backup_id} of {target.name} is {record.status}; only COMPLETED or "
                              "VERIFIED backups are restored")
