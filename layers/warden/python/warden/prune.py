@@ -25,6 +25,7 @@ from warden.locks import LeaseHeld, Leases
 from warden.models import BackupRecord, BackupStatus, Target
 from warden.retention import Decision, decide
 from warden.settings import Settings
+from warden.snapshot_backup import delete_snapshots
 
 BATCH = 1000  # DeleteObjects takes at most 1000 keys a call
 PRUNE_LEASE_S = 15 * 60
@@ -86,11 +87,13 @@ def _delete(settings: Settings, catalog: Catalog, target: Target, doomed: list[B
             decisions: dict[str, Decision], report: PruneReport, actor: str) -> None:
     assert settings.bucket
     s3 = aws_client("s3")
-    versions, sizes, calls = _versions_by_backup(s3, settings.bucket, target.name, {r.backup_id for r in doomed})
+    # rds-snapshot backups: the snapshot goes first; its record (and manifest) stay until RDS no longer has it.
+    errors: dict[str, str] = delete_snapshots(doomed)
+    versions, sizes, calls = _versions_by_backup(s3, settings.bucket, target.name,
+                                                 {r.backup_id for r in doomed if r.backup_id not in errors})
     report.s3_calls += calls
     objects: list[tuple[str, dict[str, str]]] = [
         (backup_id, obj) for record in doomed for backup_id in [record.backup_id] for obj in versions[backup_id]]
-    errors: dict[str, str] = {}
     for start in range(0, len(objects), BATCH):
         batch = objects[start:start + BATCH]
         owner = {(o["Key"], o.get("VersionId")): backup_id for backup_id, o in batch}
