@@ -116,6 +116,8 @@ class RecoveryStateMachine(Construct):
         self.drill_role.add_to_policy(iam.PolicyStatement(actions=["states:StartExecution"],
                                                           resources=[self.state_machine.state_machine_arn]))
         for target in stage.targets:
+            if target.backup.method == "rds-snapshot":  # RDS restores snapshots: nothing for Warden to drill
+                continue
             payload = {"target": target.name, "backup_id": "latest", "promotion": "none", "approval": "auto",
                        "requested_by": "schedule:drill"}
             self.drills[target.name] = scheduler.CfnSchedule(

@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from warden import audit as audit_log
 from warden.backup import restore_backup, run_backup, verify_backup
+from warden.backup_config import RDS_SNAPSHOT
 from warden.catalog import BackupNotFound, Catalog
 from warden.clients import aws_client
 from warden.config import get_target
@@ -38,6 +39,7 @@ from warden.models import (
 )
 from warden.secrets import load_secret
 from warden.settings import Settings
+from warden.snapshot_backup import restore_refusal
 
 ACTIVE_PARAMETER = "/warden/{stage}/active/{target}"
 
@@ -186,17 +188,24 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str) -> 
         raise RecoveryRefused(f"bad recovery input: {problems}") from None
     table = _need(settings.state_table, "a state table")
     target = get_target(settings, request.target)
+    if request.promotion == "in-place" and target.backup.method == RDS_SNAPSHOT:
+        raise RecoveryRefused(f"{target.name} backs up by rds-snapshot: an in-place promotion's safety backup "
+                              "would be a snapshot Warden cannot restore on rollback; use swap, or restore with RDS")
     catalog = Catalog(_need(settings.catalog_table, "a catalog table"))
     if request.backup_id == "latest":
         newest = catalog.latest(target.name, frozenset({BackupStatus.VERIFIED}))
         if newest is None:
             raise RecoveryRefused(f"{target.name} has no VERIFIED backup to recover from")
+        if newest.method == RDS_SNAPSHOT:  # RDS restores snapshots, not Warden
+            raise RecoveryRefused(restore_refusal(newest))
         backup_id = newest.backup_id
     else:
         try:
             record = catalog.get(target.name, request.backup_id)
         except BackupNotFound as err:
             raise RecoveryRefused(str(err)) from None
+        if record.method == RDS_SNAPSHOT:
+            raise RecoveryRefused(restore_refusal(record))
         if record.status not in GOOD_BACKUP:
             raise RecoveryRefused(f"backup {record.backup_id} is {record.status}; only VERIFIED (or COMPLETED, "
                                   "re-verified now) backups are recovered")
