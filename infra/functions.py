@@ -318,6 +318,15 @@ def grant_backups_delete(fn: WardenFunction, storage: Storage) -> None:
         _grant_objects(fn, storage, _OBJECT_DELETE)
 
 
+def grant_backup_locks_read(fn: WardenFunction, storage: Storage) -> None:
+    """Read the bucket's Object Lock default and each version's retention and legal hold (prune:
+    HeadObject reports a version's lock only to a caller allowed GetObjectRetention / LegalHold)."""
+    if fn._once("backups-locks"):
+        fn.add_to_policy(iam.PolicyStatement(actions=["s3:GetBucketObjectLockConfiguration"],
+                                             resources=[storage.bucket.bucket_arn]))
+        _grant_objects(fn, storage, ["s3:GetObjectLegalHold", "s3:GetObjectRetention"])
+
+
 def grant_notify(fn: WardenFunction, storage: Storage) -> None:
     """Publish to the stage's notification topic."""
     if fn._once("notify"):
@@ -343,6 +352,65 @@ def grant_health(fn: WardenFunction, storage: Storage) -> None:
     grant_audit_append(fn, storage)
     grant_catalog_read(fn, storage)
     grant_key_use(fn, storage)
+
+
+_RDS_JOBS = {
+    # job: (actions on the instances / clusters, actions on Warden's snapshots of them)
+    "backup": (["rds:CreateDBSnapshot", "rds:CreateDBClusterSnapshot", "rds:DescribeDBInstances",
+                "rds:DescribeDBClusters"],
+               ["rds:CreateDBSnapshot", "rds:CreateDBClusterSnapshot", "rds:AddTagsToResource"]),
+    "verify": ([], []),
+    "prune": ([], ["rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"]),
+}
+_RDS_DESCRIBE_SNAPSHOTS = ["rds:DescribeDBClusterSnapshots", "rds:DescribeDBSnapshots"]
+
+
+def grant_rds_snapshots(fn: WardenFunction, targets: Iterable[Target], job: str) -> None:
+    """What `job` (backup / verify / prune) does with the RDS snapshots of the targets whose
+    `backup.method` is rds-snapshot; nothing when no target uses it.
+
+    Scoped to each target's configured instance (`db:<id>`) or cluster (`cluster:<id>`) and to the
+    snapshots Warden names `warden-<target>-<backup id>` (warden.engines.rds_snapshot), so
+    `snapshot:warden-<target>-*` / `cluster-snapshot:warden-<target>-*`. Every job may describe those
+    snapshots (backup and verify read their status; prune checks they are gone).
+    """
+    from warden.backup_config import RDS_SNAPSHOT
+    from warden.engines.rds_snapshot import snapshot_prefix
+
+    chosen = [t for t in targets if t.backup.method == RDS_SNAPSHOT and t.rds is not None]
+    if not chosen or not fn._once(f"rds-snapshots-{job}"):
+        return
+    on_sources, on_snapshots = _RDS_JOBS[job]
+    stack = Stack.of(fn)
+
+    def arn(resource: str, name: str) -> str:
+        return stack.format_arn(service="rds", resource=resource, resource_name=name,
+                                arn_format=ArnFormat.COLON_RESOURCE_NAME)
+
+    instances = [arn("db", t.rds.instance_id) for t in chosen if t.rds and t.rds.instance_id]
+    clusters = [arn("cluster", t.rds.cluster_id) for t in chosen if t.rds and t.rds.cluster_id]
+    snapshots = [arn("snapshot", f"{snapshot_prefix(t.name)}*") for t in chosen]
+    cluster_snapshots = [arn("cluster-snapshot", f"{snapshot_prefix(t.name)}*") for t in chosen]
+    fn.add_to_policy(iam.PolicyStatement(actions=_RDS_DESCRIBE_SNAPSHOTS,
+                                         resources=[*instances, *clusters, *snapshots, *cluster_snapshots]))
+    per_kind = (("DBSnapshot", "DBInstances", instances, snapshots),
+                ("DBClusterSnapshot", "DBClusters", clusters, cluster_snapshots))
+    for snapshot_word, source_word, sources, snaps in per_kind:
+        source_actions = sorted(a for a in on_sources if a.endswith((snapshot_word, source_word)))
+        snap_actions = sorted(a for a in on_snapshots if a.endswith(snapshot_word) or a == "rds:AddTagsToResource")
+        if sources and source_actions:
+            fn.add_to_policy(iam.PolicyStatement(actions=source_actions, resources=sources))
+        if sources and snap_actions:
+            fn.add_to_policy(iam.PolicyStatement(actions=snap_actions, resources=snaps))
+    for i, name in enumerate(snapshot_prefix(t.name) for t in chosen):
+        for kind in ("snapshot", "cluster-snapshot"):
+            nag.acknowledge(
+                fn.role,
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:rds:<AWS::Region>:<AWS::AccountId>:{kind}:{name}*]",
+                "Warden names each snapshot warden-<target>-<backup id> at run time; the grant covers only "
+                "that target's snapshots, and the actions are listed one by one.",
+            )
+        del i
 
 
 def _grant_table(fn: WardenFunction, storage: Storage, name: str, actions: list[str]) -> None:

@@ -10,12 +10,14 @@ from aws_cdk import App, CfnOutput, Duration, Environment, Size, Stack, Tags
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from infra import nag
 from infra.alarms import Alarms
 from infra.config import load_stages, read_cdk_json_context
 from infra.dashboard import Dashboard
 from infra.functions import (
     WardenFunction,
     grant_audit_append,
+    grant_backup_locks_read,
     grant_backups_delete,
     grant_backups_read,
     grant_backups_write,
@@ -32,10 +34,25 @@ from infra.layers import SharedLayers
 from infra.nag import enable_nag
 from infra.recovery import RecoveryStateMachine, active_parameter_arns
 from infra.remediation import add_remediation_and_maintenance
+from infra.replica import (
+    ReplicaStack,
+    acknowledge_replica_key,
+    replica_bucket_arn,
+    replica_key_alias_arn,
+    replica_key_statement,
+    replica_stack_id,
+    replicate_backups,
+)
 from infra.report import add_report
 from infra.schedules import TargetSchedules
-from infra.storage import Storage
+from infra.storage import Storage, protect_backup_bucket
 from warden.models import StageConfig
+from warden.protection_config import (
+    ENV_REPLICA_BUCKET,
+    ENV_REPLICA_KMS_KEY,
+    ENV_REPLICA_REGION,
+    replica_bucket_name,
+)
 
 
 class WardenStack(Stack):
@@ -59,6 +76,7 @@ class WardenStack(Stack):
         Tags.of(self).add("project", "warden")
         Tags.of(self).add("stage", stage.name)
         self.stage = stage
+        self.replica_stack: ReplicaStack | None = None  # set by build_app when the stage replicates
         self.storage = Storage(self, "Storage", stage=stage)
         self.layers = SharedLayers.build(self, "Layers", dependency_layer_dir=dependency_layer_dir)
         self.functions: dict[str, WardenFunction] = {}
@@ -118,12 +136,48 @@ class WardenStack(Stack):
         self.report = add_report(self)
         self.remediation = add_remediation_and_maintenance(self)
 
+        self._protect_backups()
+
         self.schedules = TargetSchedules(self, "Schedules", stage=stage, functions=self.functions)
         # Last: alarms and the dashboard cover every function (and state machine) made above.
         self.alarms = Alarms(self, "Alarms", stage=stage, storage=self.storage, functions=self.functions,
                              state_machines=self.state_machines)
         self.dashboard = Dashboard(self, "Dashboard", alarms=self.alarms)
         self._outputs()
+
+    def _protect_backups(self) -> None:
+        """The backup bucket's policy (only the functions that write or delete backups may), prune's
+        view of Object Lock, and replication with what verify and recovery need of the replica."""
+        jobs = self.functions
+        writers = [jobs[j].role for j in ("backup", "recovery", "report") if j in jobs]  # see README
+        deleters = [jobs[j].role for j in ("prune", "remediate") if j in jobs]  # remediate runs prune
+        protect_backup_bucket(self.storage, writers=writers, deleters=deleters)
+        for job in ("prune", "remediate"):
+            if job in jobs:
+                grant_backup_locks_read(jobs[job], self.storage)
+        replication = self.stage.backup_protection.replication
+        self.replication_role: iam.Role | None = None
+        if replication is None:
+            return
+        self.replication_role = replicate_backups(self.storage, self.stage, replication)
+        replica_arn = replica_bucket_arn(self.stage, replication)
+        for job in ("verify", "recovery"):
+            fn = jobs[job]
+            fn.function.add_environment(ENV_REPLICA_BUCKET,
+                                        replica_bucket_name(self.stage.name, self.account, replication.region))
+            fn.function.add_environment(ENV_REPLICA_REGION, replication.region)
+            fn.function.add_environment(ENV_REPLICA_KMS_KEY, replica_key_alias_arn(self.stage, replication))
+            # verify: HeadObject on the replica (is the copy there?); recovery: read it back.
+            fn.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject", "s3:GetObjectVersion"],
+                                                 resources=[f"{replica_arn}/*"]))
+            nag.acknowledge(
+                fn.role,
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
+                f"{replica_bucket_name(self.stage.name, '<AWS::AccountId>', replication.region)}/*]",
+                "Backup object keys are <target>/<date>/<backup id>/..., created at run time; the replica "
+                "has the same keys. Read actions only.")
+        jobs["recovery"].add_to_policy(replica_key_statement(self.stage, replication, ["kms:Decrypt"]))
+        acknowledge_replica_key(jobs["recovery"].role, self.stage, replication)
 
     def _outputs(self) -> None:
         """What the CLI reads to find a deployed stage (`warden --stage <name>`): see OUTPUTS."""
@@ -182,4 +236,10 @@ def build_app(
         stage.name: WardenStack(app, stack_id(stage), stage=stage, dependency_layer_dir=dependency_layer_dir)
         for stage in stages
     }
+    for stage in stages:  # the replica side first: the replication rule needs its bucket to exist
+        replication = stage.backup_protection.replication
+        if replication is not None:
+            replica = ReplicaStack(app, replica_stack_id(stage), stage=stage, replication=replication)
+            stacks[stage.name].replica_stack = replica
+            stacks[stage.name].add_stack_dependency(replica, "the replication destination must exist first")
     return app, stacks

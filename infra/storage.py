@@ -144,9 +144,16 @@ class Storage(Construct):
         )
 
     def _build_backup_bucket(self, noncurrent_version_expiration: Duration) -> s3.Bucket:
+        lock = self.stage.backup_protection.object_lock
         return s3.Bucket(
             self,
             "Backups",
+            # Every version written is retained `days` days (warden.protection_config); prune skips locked ones.
+            object_lock_enabled=True if lock else None,
+            object_lock_default_retention=(
+                None if lock is None
+                else s3.ObjectLockRetention.compliance(Duration.days(lock.days)) if lock.mode == "compliance"
+                else s3.ObjectLockRetention.governance(Duration.days(lock.days))),
             encryption=s3.BucketEncryption.KMS,
             encryption_key=self.key,
             bucket_key_enabled=True,
@@ -215,3 +222,43 @@ class Storage(Construct):
             description=f"Warden {self.stage.name} target {target.name} ({target.engine.value})",
             tier=ssm.ParameterTier.STANDARD,
         )
+
+
+# Object actions that change or remove backups, and the lock settings of object versions.
+OBJECT_WRITE_ACTIONS = ["s3:AbortMultipartUpload", "s3:PutObject"]
+OBJECT_DELETE_ACTIONS = ["s3:DeleteObject", "s3:DeleteObjectVersion"]
+LOCK_CHANGE_ACTIONS = ["s3:BypassGovernanceRetention", "s3:PutObjectLegalHold", "s3:PutObjectRetention"]
+
+
+def protect_backup_bucket(storage: Storage, *, writers: list[iam.IRole], deleters: list[iam.IRole]) -> None:
+    """The backup bucket's policy beyond TLS-only (`enforce_ssl`, TLS 1.2): only `writers` may put
+    objects (or abort uploads), only `deleters` may delete object versions, nobody may change an
+    object's lock (retention, legal hold) or bypass governance retention, and every put that names
+    an encryption must name SSE-KMS with the stage key (a put that names none gets the bucket's
+    default, SSE-KMS with that key; multipart UploadPart requests carry no encryption header).
+
+    Denies name the exempt roles by `aws:PrincipalArn`, so an administrator's or any other role's
+    s3:* is read-only here. CloudFormation performs no object operations on this bucket (no
+    auto-delete: the bucket is retained) and S3 access logs go to the log bucket, so nothing the
+    stack itself needs is denied. Lifecycle expiration and replication are S3 acting, not principals.
+    """
+    bucket, objects = storage.bucket, storage.bucket.arn_for_objects("*")
+
+    def deny(sid: str, actions: list[str], except_roles: list[iam.IRole] | None = None,
+             conditions: dict[str, dict[str, object]] | None = None) -> None:
+        conditions = dict(conditions or {})
+        if except_roles:
+            conditions["ArnNotEquals"] = {"aws:PrincipalArn": [role.role_arn for role in except_roles]}
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid=sid, effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()], actions=actions,
+            resources=[objects], conditions=conditions or None))
+
+    deny("DenyObjectWritesExceptBackupWriters", OBJECT_WRITE_ACTIONS, writers)
+    deny("DenyObjectDeletesExceptPrune", OBJECT_DELETE_ACTIONS, deleters)
+    deny("DenyObjectLockChanges", LOCK_CHANGE_ACTIONS)
+    deny("DenyPutsNotSseKms", ["s3:PutObject"],
+         conditions={"Null": {"s3:x-amz-server-side-encryption": "false"},
+                     "StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}})
+    deny("DenyPutsWithAnotherKmsKey", ["s3:PutObject"],
+         conditions={"Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"},
+                     "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": storage.key.key_arn}})
