@@ -9,6 +9,7 @@ or the audit trail with it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
@@ -230,7 +231,7 @@ OBJECT_DELETE_ACTIONS = ["s3:DeleteObject", "s3:DeleteObjectVersion"]
 LOCK_CHANGE_ACTIONS = ["s3:BypassGovernanceRetention", "s3:PutObjectLegalHold", "s3:PutObjectRetention"]
 
 
-def protect_backup_bucket(storage: Storage, *, writers: list[iam.IRole], deleters: list[iam.IRole]) -> None:
+def protect_backup_bucket(storage: Storage, *, writers: Sequence[iam.IRole], deleters: Sequence[iam.IRole]) -> None:
     """The backup bucket's policy beyond TLS-only (`enforce_ssl`, TLS 1.2): only `writers` may put
     objects (or abort uploads), only `deleters` may delete object versions, nobody may change an
     object's lock (retention, legal hold) or bypass governance retention, and every put that names
@@ -244,7 +245,7 @@ def protect_backup_bucket(storage: Storage, *, writers: list[iam.IRole], deleter
     """
     bucket, objects = storage.bucket, storage.bucket.arn_for_objects("*")
 
-    def deny(sid: str, actions: list[str], except_roles: list[iam.IRole] | None = None,
+    def deny(sid: str, actions: list[str], except_roles: Sequence[iam.IRole] | None = None,
              conditions: dict[str, dict[str, object]] | None = None) -> None:
         conditions = dict(conditions or {})
         if except_roles:

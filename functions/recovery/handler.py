@@ -8,6 +8,7 @@ step; {"step": <name>, "plan": <Plan>, ...} for the others (`task_token` for req
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -15,11 +16,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from warden import recovery
 from warden.errors import ConfigError
+from warden.protection_config import ReplicaSettings
 from warden.settings import Settings
 
 logger = Logger()
 tracer = Tracer()
 SETTINGS = Settings.from_env()
+REPLICA = ReplicaSettings.from_env(os.environ)  # None unless the stage replicates its backups
 STEPS = ("preflight", "restore", "validate", "request_approval", "promote", "finish", "rollback")
 
 
@@ -31,19 +34,19 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         raise ConfigError(f"unknown recovery step {step!r}; expected one of {', '.join(STEPS)}")
     logger.append_keys(step=step)
     if step == "preflight":
-        plan = recovery.preflight(SETTINGS, event.get("input") or {}, str(event.get("execution", "")))
+        plan = recovery.preflight(SETTINGS, event.get("input") or {}, str(event.get("execution", "")), REPLICA)
         return plan.as_dict()
     plan = recovery.Plan.from_event(event["plan"])
     logger.append_keys(target=plan.target, backup_id=plan.backup_id)
     if step == "restore":
-        return recovery.restore(SETTINGS, plan)
+        return recovery.restore(SETTINGS, plan, REPLICA)
     if step == "validate":
-        return recovery.validate(SETTINGS, plan)
+        return recovery.validate(SETTINGS, plan, REPLICA)
     if step == "request_approval":
         recovery.request_approval(SETTINGS, plan, str(event["task_token"]))
         return {"requested": True}
     if step == "promote":
-        return recovery.promote(SETTINGS, plan)
+        return recovery.promote(SETTINGS, plan, REPLICA)
     if step == "finish":
         return recovery.finish(SETTINGS, plan)
     return recovery.rollback(SETTINGS, plan, event.get("error"))

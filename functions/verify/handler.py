@@ -4,6 +4,7 @@ COMPLETED (not yet verified) backup of the target. Metric per target: BackupVeri
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -14,12 +15,15 @@ from warden.backup import verify_backup
 from warden.catalog import Catalog
 from warden.config import get_target
 from warden.models import BackupStatus, VerifyRequest
+from warden.protection_config import ReplicaSettings
+from warden.replication import refresh_replicas
 from warden.settings import Settings
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 SETTINGS = Settings.from_env()
+REPLICA = ReplicaSettings.from_env(os.environ)  # None unless the stage replicates its backups
 
 
 @logger.inject_lambda_context
@@ -35,10 +39,18 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         newest = Catalog(SETTINGS.catalog_table).latest(target.name, frozenset({BackupStatus.COMPLETED}))
         if newest is None:
             metrics.add_metric(name="BackupVerifyNothingToDo", unit=MetricUnit.Count, value=1)
+            if REPLICA is not None:  # replicas still PENDING are looked at again all the same
+                refresh_replicas(SETTINGS, REPLICA, target.name)
             return {"target": target.name, "status": "nothing to verify"}
         backup_id = newest.backup_id
     actor = f"function:{context.function_name}" + (f" for {request.requested_by}" if request.requested_by else "")
     record = verify_backup(SETTINGS, target.name, backup_id, actor=actor)
+    if REPLICA is not None:  # which backups have a replica in the second region (the catalog says)
+        for checked in refresh_replicas(SETTINGS, REPLICA, target.name):
+            if checked.backup_id == record.backup_id:
+                record = checked
+                metrics.add_metric(name=f"Replica{(checked.replica or '').title()}", unit=MetricUnit.Count,
+                                   value=1)
     corrupt = record.status is BackupStatus.CORRUPT
     metrics.add_metric(name="BackupCorrupt" if corrupt else "BackupVerified", unit=MetricUnit.Count, value=1)
     (logger.error if corrupt else logger.info)(

@@ -5,6 +5,13 @@ every backup the policy deletes — every version of every key under the backup'
 DeleteObjects batches of 1000 keys — and only then marks its record EXPIRED; a record whose objects
 did not all go stays as it was, so a deletion that fails part-way leaves the catalog true and the
 next run finishes the job. Each deleted backup is audited.
+
+Object Lock: when the bucket has Object Lock on, every version of a doomed backup is looked at
+(HeadObject: its retain-until date and legal hold) before anything is deleted. A backup with any
+version still locked is not touched at all (no DeleteObjects names any of its versions), is
+reported in `locked` with the latest retain-until date, audited ("locked"), and keeps its record as
+it was, so the first run after the lock expires deletes it. Those look-ups are counted in
+`lock_calls`, apart from the list and delete calls in `s3_calls`.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ class PruneReport:
     bytes_freed: int = 0
     s3_calls: int = 0
     already_running: str | None = None
+    locked: dict[str, str] = field(default_factory=dict)  # backup id -> "locked until ..." (Object Lock)
+    lock_calls: int = 0
 
     @property
     def kept(self) -> int:
@@ -51,7 +60,7 @@ class PruneReport:
             "target": self.target, "applied": self.applied, "kept": self.kept,
             "to_delete": sum(1 for d in self.decisions if not d.keep), "deleted": self.deleted,
             "failed": self.failed, "bytes_freed": self.bytes_freed, "s3_calls": self.s3_calls,
-            "already_running": self.already_running,
+            "already_running": self.already_running, "locked": self.locked, "lock_calls": self.lock_calls,
             "decisions": [{"backup_id": d.backup_id, "keep": d.keep, "status": str(d.status),
                            "reasons": list(d.reasons)} for d in self.decisions],
         }
@@ -77,14 +86,14 @@ def run_prune(settings: Settings, target: Target, *, apply: bool, actor: str,
         report.already_running = str(held)
         return report
     try:
-        _delete(settings, catalog, target, doomed, {d.backup_id: d for d in decisions}, report, actor)
+        _delete(settings, catalog, target, doomed, {d.backup_id: d for d in decisions}, report, actor, now)
     finally:
         leases.release(lease)
     return report
 
 
 def _delete(settings: Settings, catalog: Catalog, target: Target, doomed: list[BackupRecord],
-            decisions: dict[str, Decision], report: PruneReport, actor: str) -> None:
+            decisions: dict[str, Decision], report: PruneReport, actor: str, now: datetime) -> None:
     assert settings.bucket
     s3 = aws_client("s3")
     # rds-snapshot backups: the snapshot goes first; its record (and manifest) stay until RDS no longer has it.
@@ -92,8 +101,10 @@ def _delete(settings: Settings, catalog: Catalog, target: Target, doomed: list[B
     versions, sizes, calls = _versions_by_backup(s3, settings.bucket, target.name,
                                                  {r.backup_id for r in doomed if r.backup_id not in errors})
     report.s3_calls += calls
+    report.locked = _locked_backups(s3, settings.bucket, versions, now, report)
     objects: list[tuple[str, dict[str, str]]] = [
-        (backup_id, obj) for record in doomed for backup_id in [record.backup_id] for obj in versions[backup_id]]
+        (backup_id, obj) for record in doomed for backup_id in [record.backup_id] if backup_id not in report.locked
+        for obj in versions[backup_id]]
     for start in range(0, len(objects), BATCH):
         batch = objects[start:start + BATCH]
         owner = {(o["Key"], o.get("VersionId")): backup_id for backup_id, o in batch}
@@ -110,6 +121,11 @@ def _delete(settings: Settings, catalog: Catalog, target: Target, doomed: list[B
             backup_id = owner.get((failure["Key"], failure.get("VersionId")), "?")
             errors.setdefault(backup_id, f"{failure['Key']}: {failure.get('Code')} {failure.get('Message', '')}")
     for record in doomed:
+        if record.backup_id in report.locked:  # kept as it is: a later run deletes it once the lock expires
+            audit_log.audit(settings.audit_table, target=target.name, operation="prune", step="delete",
+                            outcome="locked", actor=actor, backup_id=record.backup_id,
+                            reason=report.locked[record.backup_id])
+            continue
         if record.backup_id in errors:
             report.failed[record.backup_id] = errors[record.backup_id]
             audit_log.audit(settings.audit_table, target=target.name, operation="prune", step="delete",
@@ -121,6 +137,43 @@ def _delete(settings: Settings, catalog: Catalog, target: Target, doomed: list[B
         audit_log.audit(settings.audit_table, target=target.name, operation="prune", step="delete", outcome="ok",
                         actor=actor, backup_id=record.backup_id, was=str(record.status),
                         reasons=list(decisions[record.backup_id].reasons), bytes=sizes[record.backup_id])
+
+
+def _locked_backups(s3: Any, bucket: str, versions: dict[str, list[dict[str, str]]], now: datetime,
+                    report: PruneReport) -> dict[str, str]:
+    """The doomed backups with a version under Object Lock now: {backup id: "locked until <date> (<mode>)"}."""
+    report.lock_calls += 1
+    try:
+        config = s3.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration", {})
+    except ClientError as err:
+        if err.response["Error"]["Code"] == "ObjectLockConfigurationNotFoundError":
+            return {}
+        raise WardenError(f"cannot read the Object Lock configuration of {bucket}: "
+                          f"{err.response['Error']['Code']}") from err
+    if config.get("ObjectLockEnabled") != "Enabled":
+        return {}
+    locked: dict[str, str] = {}
+    for backup_id, objects in versions.items():
+        holds: list[str] = []
+        latest: tuple[datetime, str] | None = None
+        for obj in objects:
+            report.lock_calls += 1
+            try:
+                head = s3.head_object(Bucket=bucket, Key=obj["Key"], VersionId=obj["VersionId"])
+            except ClientError as err:
+                if err.response["Error"]["Code"] in ("405", "MethodNotAllowed"):  # a delete marker: no lock
+                    continue
+                raise WardenError(f"cannot read the lock of {obj['Key']}: {err.response['Error']['Code']}") from err
+            if head.get("ObjectLockLegalHoldStatus") == "ON":
+                holds.append(obj["Key"])
+            until = head.get("ObjectLockRetainUntilDate")
+            if until is not None and until > now and (latest is None or until > latest[0]):
+                latest = (until, str(head.get("ObjectLockMode", "")))
+        if latest is not None:
+            locked[backup_id] = f"locked until {latest[0].astimezone(UTC).isoformat()} ({latest[1]})"
+        elif holds:
+            locked[backup_id] = f"under a legal hold ({', '.join(sorted(holds))})"
+    return locked
 
 
 def _versions_by_backup(s3: Any, bucket: str, target: str,

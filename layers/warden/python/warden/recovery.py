@@ -37,6 +37,8 @@ from warden.models import (
     RecoveryStatus,
     Target,
 )
+from warden.protection_config import ReplicaSettings
+from warden.replication import source_settings
 from warden.secrets import load_secret
 from warden.settings import Settings
 from warden.snapshot_backup import restore_refusal
@@ -86,10 +88,12 @@ class Plan:
     approval: str
     execution: str
     staging: dict[str, Any]  # {"kind": "database", "name": ...} or {"kind": "secret", "name": ...}
+    source: str = "primary"  # or "replica": data and manifest are read from the replica bucket
 
     @classmethod
     def from_event(cls, data: dict[str, Any]) -> Plan:
-        return cls(**{k: data[k] for k in ("target", "backup_id", "promotion", "approval", "execution", "staging")})
+        return cls(**{k: data[k] for k in ("target", "backup_id", "promotion", "approval", "execution", "staging")},
+                   source=data.get("source", "primary"))
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -179,8 +183,28 @@ def _engine(target: Target) -> Any:
 
 # -- steps --------------------------------------------------------------------------------------
 
-def preflight(settings: Settings, raw_input: dict[str, Any], execution: str) -> Plan:
-    """Check everything before touching anything; take the target's lease for the whole recovery."""
+def _read_settings(settings: Settings, source: str, replica: ReplicaSettings | None) -> Settings:
+    """Where the backup's bytes are read: the stage's bucket, or (source "replica") the replica's."""
+    if source != "replica":
+        return settings
+    try:
+        return source_settings(settings, replica)
+    except ConfigError as err:
+        raise RecoveryRefused(f"source 'replica': {err}") from None
+
+
+def _newest_replicated(catalog: Catalog, target: str) -> str | None:
+    return next((r.backup_id for r in catalog.list(target)
+                 if r.status is BackupStatus.VERIFIED and r.replica == "COMPLETED"), None)
+
+
+def preflight(settings: Settings, raw_input: dict[str, Any], execution: str,
+              replica: ReplicaSettings | None = None) -> Plan:
+    """Check everything before touching anything; take the target's lease for the whole recovery.
+
+    With `"source": "replica"` the backup must have a COMPLETED replica (`latest`: the newest
+    VERIFIED backup that has one), and the steps read it from the replica bucket.
+    """
     try:
         request = RecoveryInput.model_validate(raw_input)
     except PydanticValidationError as err:
@@ -188,6 +212,7 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str) -> 
         raise RecoveryRefused(f"bad recovery input: {problems}") from None
     table = _need(settings.state_table, "a state table")
     target = get_target(settings, request.target)
+    read = _read_settings(settings, request.source, replica)
     if request.promotion == "in-place" and target.backup.method == RDS_SNAPSHOT:
         raise RecoveryRefused(f"{target.name} backs up by rds-snapshot: an in-place promotion's safety backup "
                               "would be a snapshot Warden cannot restore on rollback; use swap, or restore with RDS")
@@ -199,6 +224,11 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str) -> 
         if newest.method == RDS_SNAPSHOT:  # RDS restores snapshots, not Warden
             raise RecoveryRefused(restore_refusal(newest))
         backup_id = newest.backup_id
+        if request.source == "replica":
+            replicated = _newest_replicated(catalog, target.name)
+            if replicated is None:
+                raise RecoveryRefused(f"{target.name} has no VERIFIED backup with a COMPLETED replica")
+            backup_id = replicated
     else:
         try:
             record = catalog.get(target.name, request.backup_id)
@@ -209,8 +239,11 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str) -> 
         if record.status not in GOOD_BACKUP:
             raise RecoveryRefused(f"backup {record.backup_id} is {record.status}; only VERIFIED (or COMPLETED, "
                                   "re-verified now) backups are recovered")
+        if request.source == "replica" and record.replica != "COMPLETED":
+            raise RecoveryRefused(f"backup {record.backup_id} has no COMPLETED replica (replica: {record.replica}); "
+                                  "verify records it once S3 has copied the backup")
         if record.status is BackupStatus.COMPLETED:
-            checked = verify_backup(settings, target.name, record.backup_id, actor=_actor(execution))
+            checked = verify_backup(read, target.name, record.backup_id, actor=_actor(execution))
             if checked.status is not BackupStatus.VERIFIED:
                 raise RecoveryRefused(f"backup {record.backup_id} failed verification: {checked.error}")
         backup_id = record.backup_id
@@ -224,7 +257,7 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str) -> 
     try:
         _check_staging_reachable(target, staging)
         plan = Plan(target=target.name, backup_id=backup_id, promotion=request.promotion, approval=request.approval,
-                    execution=execution, staging=staging_ref)
+                    execution=execution, staging=staging_ref, source=request.source)
         StateStore(table).put(RecoveryState(
             target=target.name, status=RecoveryStatus.RECOVERING, execution=execution, backup_id=backup_id,
             promotion=request.promotion, approval=request.approval, started_at=datetime.now(UTC),
@@ -233,7 +266,7 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str) -> 
         Leases(table).release(lease)
         raise
     _audit(settings, plan, "preflight", "ok", promotion=plan.promotion, approval=plan.approval,
-           requested_by=request.requested_by)
+           requested_by=request.requested_by, source=plan.source)
     return plan
 
 
@@ -247,19 +280,20 @@ def _check_staging_reachable(target: Target, staging: DatabaseSecret) -> None:
     adapter_for(target.engine).server_info(staging)
 
 
-def restore(settings: Settings, plan: Plan) -> dict[str, Any]:
+def restore(settings: Settings, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
     """Restore the backup into staging (replacing whatever an earlier run left there)."""
     table = _need(settings.state_table, "a state table")
     StateStore(table).update(plan.target, plan.execution, status=RecoveryStatus.RECOVERING)
     target, _, staging = _staging_for(settings, plan)
     started = time.monotonic()
-    result = restore_backup(settings, target, plan.backup_id, staging, actor=_actor(plan.execution), replace=True)
+    result = restore_backup(_read_settings(settings, plan.source, replica), target, plan.backup_id, staging,
+                            actor=_actor(plan.execution), replace=True)
     StateStore(table).update(plan.target, plan.execution, step_done="restore")
     _audit(settings, plan, "restore", "ok", staging=plan.staging, seconds=round(time.monotonic() - started, 2))
     return {"counts": result.counts, "seconds": round(time.monotonic() - started, 2)}
 
 
-def validate(settings: Settings, plan: Plan) -> dict[str, Any]:
+def validate(settings: Settings, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
     """Compare staging with the backup's manifest (counts, schema) and check it answers."""
     from warden.artifacts import get_json
     from warden.engines import adapter_for
@@ -268,7 +302,8 @@ def validate(settings: Settings, plan: Plan) -> dict[str, Any]:
     StateStore(table).update(plan.target, plan.execution, status=RecoveryStatus.VALIDATION)
     target, _, staging = _staging_for(settings, plan)
     record = Catalog(_need(settings.catalog_table, "a catalog table")).get(plan.target, plan.backup_id)
-    manifest = get_json(aws_client("s3"), _need(settings.bucket, "a bucket"), record.manifest_key or "")
+    bucket = _read_settings(settings, plan.source, replica).bucket
+    manifest = get_json(aws_client("s3"), _need(bucket, "a bucket"), record.manifest_key or "")
     module, _ = _engine(target)
     errors: list[str] = []
     try:
@@ -326,7 +361,7 @@ def answer_approval(settings: Settings, target: str, *, approve: bool, actor: st
     return state.execution or ""
 
 
-def promote(settings: Settings, plan: Plan) -> dict[str, Any]:
+def promote(settings: Settings, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
     """Make the validated copy production (swap or in-place); `none` (a drill) promotes nothing."""
     table = _need(settings.state_table, "a state table")
     store = StateStore(table)
@@ -352,7 +387,8 @@ def promote(settings: Settings, plan: Plan) -> dict[str, Any]:
         store.update(plan.target, plan.execution, safety_backup_id=safety.record.backup_id,
                      step_done="promote:safety-backup")
         store.update(plan.target, plan.execution, step_done="promote:in-place-started")
-        restore_backup(settings, target, plan.backup_id, production, actor=_actor(plan.execution), replace=True)
+        restore_backup(_read_settings(settings, plan.source, replica), target, plan.backup_id, production,
+                       actor=_actor(plan.execution), replace=True)
         store.update(plan.target, plan.execution, step_done="promote:in-place-restored")
     store.update(plan.target, plan.execution, status=RecoveryStatus.PROMOTED)
     _audit(settings, plan, "promote", "ok", promotion=plan.promotion)

@@ -1,0 +1,113 @@
+"""The cross-region replica of the backups: which backups have one, and reading from it.
+
+S3 replicates every new object version of the backup bucket into the replica bucket (infra/replica.py)
+and reports progress on the source object (`ReplicationStatus`: PENDING, COMPLETED, FAILED). A
+backup's `replica` on its catalog record is what verify found:
+
+    COMPLETED  its data and manifest are in the replica bucket, each the size of the source;
+    PENDING    S3 has not finished (or the copy is not visible yet): verify looks again next run;
+    FAILED     S3 reports FAILED, or the source has no replication status and the replica has no
+               copy (written before replication was turned on: S3 Batch Replication can copy it).
+
+The replica's own copy is what decides COMPLETED, not the source's status alone: a recovery from
+the replica needs the copy to be there.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from warden.catalog import Catalog, StaleRecord
+from warden.clients import aws_client
+from warden.errors import ConfigError, WardenError
+from warden.models import GOOD_BACKUP, BackupRecord
+from warden.protection_config import ReplicaSettings
+from warden.settings import Settings
+
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
+# How many not-yet-COMPLETED replicas one verify run looks at again (newest first).
+RECHECK_LIMIT = 10
+
+
+@cache
+def replica_s3(region: str) -> Any:
+    """An S3 client in the replica's region (cached; endpoint from AWS_ENDPOINT_URL like every client)."""
+    return boto3.session.Session().client("s3", region_name=region, config=_CONFIG)
+
+
+def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return dict(s3.head_object(Bucket=bucket, Key=key))
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise WardenError(f"cannot read s3://{bucket}/{key}: {err.response['Error']['Code']}") from err
+
+
+def replica_status(settings: Settings, replica: ReplicaSettings, record: BackupRecord) -> str:
+    """COMPLETED, PENDING or FAILED for one backup (see the module docstring)."""
+    if not settings.bucket:
+        raise ConfigError(f"stage {settings.stage!r} lacks a bucket")
+    keys = [k for k in (record.data_key, record.manifest_key) if k]
+    if not keys:
+        return "FAILED"
+    statuses = []
+    for key in keys:
+        source = _head(aws_client("s3"), settings.bucket, key)
+        if source is None:
+            raise WardenError(f"backup object s3://{settings.bucket}/{key} does not exist")
+        state = source.get("ReplicationStatus")
+        if state == "FAILED":
+            return "FAILED"
+        copy = _head(replica_s3(replica.region), replica.bucket, key)
+        if copy is not None and copy.get("ContentLength") == source.get("ContentLength"):
+            statuses.append("COMPLETED")
+        elif state in ("PENDING", "COMPLETED"):
+            statuses.append("PENDING")
+        else:
+            statuses.append("FAILED")
+    for status in ("FAILED", "PENDING"):
+        if status in statuses:
+            return status
+    return "COMPLETED"
+
+
+def record_replica(settings: Settings, replica: ReplicaSettings, record: BackupRecord) -> BackupRecord:
+    """Check one backup's replica and write the result on its catalog record."""
+    if not settings.catalog_table:
+        raise ConfigError(f"stage {settings.stage!r} lacks a catalog table")
+    status = replica_status(settings, replica, record)
+    updated = record.model_copy(update={"replica": status, "replica_checked_at": datetime.now(UTC)})
+    return Catalog(settings.catalog_table).save(updated, expect_status=record.status)
+
+
+def refresh_replicas(settings: Settings, replica: ReplicaSettings, target: str,
+                     limit: int = RECHECK_LIMIT) -> list[BackupRecord]:
+    """Check the replicas of the target's newest good backups whose replica is not yet COMPLETED
+    (at most `limit`): a PENDING one becomes COMPLETED once S3 has copied it."""
+    if not settings.catalog_table:
+        raise ConfigError(f"stage {settings.stage!r} lacks a catalog table")
+    checked: list[BackupRecord] = []
+    for record in Catalog(settings.catalog_table).list(target):
+        if len(checked) >= limit:
+            break
+        if record.status not in GOOD_BACKUP or record.replica == "COMPLETED" or record.snapshot is not None:
+            continue
+        try:
+            checked.append(record_replica(settings, replica, record))
+        except StaleRecord:  # changed under us (prune, verify): the next run looks again
+            continue
+    return checked
+
+
+def source_settings(settings: Settings, replica: ReplicaSettings | None) -> Settings:
+    """`settings` reading backups from the replica: its bucket and its key (restore, validation)."""
+    if replica is None:
+        raise ConfigError(f"stage {settings.stage!r} has no replica (backup_protection.replication is off)")
+    return settings.model_copy(update={"bucket": replica.bucket, "kms_key_id": replica.kms_key})
