@@ -354,63 +354,61 @@ def grant_health(fn: WardenFunction, storage: Storage) -> None:
     grant_key_use(fn, storage)
 
 
-_RDS_JOBS = {
-    # job: (actions on the instances / clusters, actions on Warden's snapshots of them)
-    "backup": (["rds:CreateDBSnapshot", "rds:CreateDBClusterSnapshot", "rds:DescribeDBInstances",
-                "rds:DescribeDBClusters"],
-               ["rds:CreateDBSnapshot", "rds:CreateDBClusterSnapshot", "rds:AddTagsToResource"]),
-    "verify": ([], []),
-    "prune": ([], ["rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"]),
-}
-_RDS_DESCRIBE_SNAPSHOTS = ["rds:DescribeDBClusterSnapshots", "rds:DescribeDBSnapshots"]
-
-
 def grant_rds_snapshots(fn: WardenFunction, targets: Iterable[Target], job: str) -> None:
     """What `job` (backup / verify / prune) does with the RDS snapshots of the targets whose
-    `backup.method` is rds-snapshot; nothing when no target uses it.
+    `backup.method` is rds-snapshot; nothing at all when no target uses it.
 
-    Scoped to each target's configured instance (`db:<id>`) or cluster (`cluster:<id>`) and to the
-    snapshots Warden names `warden-<target>-<backup id>` (warden.engines.rds_snapshot), so
-    `snapshot:warden-<target>-*` / `cluster-snapshot:warden-<target>-*`. Every job may describe those
-    snapshots (backup and verify read their status; prune checks they are gone).
+    Scoped to each such target's configured instance (`db:<id>`) or cluster (`cluster:<id>`) and to
+    the snapshots Warden names `warden-<target>-<backup id>` (warden.engines.rds_snapshot):
+    `snapshot:warden-<target>-*` and `cluster-snapshot:warden-<target>-*`. Every job may describe
+    those snapshots (backup and verify read their status, prune checks they are gone); backup
+    creates and tags them, prune deletes them.
     """
     from warden.backup_config import RDS_SNAPSHOT
     from warden.engines.rds_snapshot import snapshot_prefix
 
+    if job not in ("backup", "verify", "prune"):
+        raise ValueError(f"grant_rds_snapshots: no RDS snapshot grants for job {job!r}")
     chosen = [t for t in targets if t.backup.method == RDS_SNAPSHOT and t.rds is not None]
     if not chosen or not fn._once(f"rds-snapshots-{job}"):
         return
-    on_sources, on_snapshots = _RDS_JOBS[job]
     stack = Stack.of(fn)
 
-    def arn(resource: str, name: str) -> str:
-        return stack.format_arn(service="rds", resource=resource, resource_name=name,
-                                arn_format=ArnFormat.COLON_RESOURCE_NAME)
+    def arns(resource: str, names: Iterable[str | None]) -> list[str]:
+        return [stack.format_arn(service="rds", resource=resource, resource_name=n,
+                                 arn_format=ArnFormat.COLON_RESOURCE_NAME) for n in names if n]
 
-    instances = [arn("db", t.rds.instance_id) for t in chosen if t.rds and t.rds.instance_id]
-    clusters = [arn("cluster", t.rds.cluster_id) for t in chosen if t.rds and t.rds.cluster_id]
-    snapshots = [arn("snapshot", f"{snapshot_prefix(t.name)}*") for t in chosen]
-    cluster_snapshots = [arn("cluster-snapshot", f"{snapshot_prefix(t.name)}*") for t in chosen]
-    fn.add_to_policy(iam.PolicyStatement(actions=_RDS_DESCRIBE_SNAPSHOTS,
-                                         resources=[*instances, *clusters, *snapshots, *cluster_snapshots]))
-    per_kind = (("DBSnapshot", "DBInstances", instances, snapshots),
-                ("DBClusterSnapshot", "DBClusters", clusters, cluster_snapshots))
-    for snapshot_word, source_word, sources, snaps in per_kind:
-        source_actions = sorted(a for a in on_sources if a.endswith((snapshot_word, source_word)))
-        snap_actions = sorted(a for a in on_snapshots if a.endswith(snapshot_word) or a == "rds:AddTagsToResource")
-        if sources and source_actions:
-            fn.add_to_policy(iam.PolicyStatement(actions=source_actions, resources=sources))
-        if sources and snap_actions:
-            fn.add_to_policy(iam.PolicyStatement(actions=snap_actions, resources=snaps))
-    for i, name in enumerate(snapshot_prefix(t.name) for t in chosen):
-        for kind in ("snapshot", "cluster-snapshot"):
-            nag.acknowledge(
-                fn.role,
-                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:rds:<AWS::Region>:<AWS::AccountId>:{kind}:{name}*]",
-                "Warden names each snapshot warden-<target>-<backup id> at run time; the grant covers only "
-                "that target's snapshots, and the actions are listed one by one.",
-            )
-        del i
+    instances = arns("db", [t.rds.instance_id for t in chosen if t.rds])
+    clusters = arns("cluster", [t.rds.cluster_id for t in chosen if t.rds])
+    prefixes = [f"{snapshot_prefix(t.name)}*" for t in chosen]
+    snapshots, cluster_snapshots = arns("snapshot", prefixes), arns("cluster-snapshot", prefixes)
+    statements = [(["rds:DescribeDBClusterSnapshots", "rds:DescribeDBSnapshots"],
+                   [*instances, *clusters, *snapshots, *cluster_snapshots])]
+    for sources, snaps, kind, source_kind in ((instances, snapshots, "DBSnapshot", "DBInstances"),
+                                              (clusters, cluster_snapshots, "DBClusterSnapshot", "DBClusters")):
+        if sources and job == "backup":
+            statements += [([f"rds:Create{kind}", f"rds:Describe{source_kind}"], sources),
+                           (["rds:AddTagsToResource", f"rds:Create{kind}"], snaps)]
+        if sources and job == "prune":
+            statements.append(([f"rds:Delete{kind}"], snaps))
+    for actions, resources in statements:
+        fn.add_to_policy(iam.PolicyStatement(actions=actions, resources=resources))
+    for arn in [*snapshots, *cluster_snapshots]:
+        nag.acknowledge(
+            fn.role,
+            f"AwsSolutions-IAM5[Resource::{_nag_spelling(stack, arn)}]",
+            "Warden names each RDS snapshot warden-<target>-<backup id> at run time; the grant covers only "
+            "the snapshots of that one target, and the actions are listed one by one.",
+        )
+
+
+def _nag_spelling(stack: Stack, value: str) -> str:
+    """How cdk-nag writes a (possibly tokenized) ARN in a finding: `{"Ref": X}` becomes `<X>`."""
+    resolved = stack.resolve(value)
+    if isinstance(resolved, str):
+        return resolved
+    parts = resolved["Fn::Join"][1]
+    return "".join(p if isinstance(p, str) else f"<{p['Ref']}>" for p in parts)
 
 
 def _grant_table(fn: WardenFunction, storage: Storage, name: str, actions: list[str]) -> None:

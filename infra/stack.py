@@ -25,6 +25,7 @@ from infra.functions import (
     grant_health,
     grant_key_use,
     grant_notify,
+    grant_rds_snapshots,
     grant_state_read_write,
     grant_target_config_read,
     grant_target_secrets_read,
@@ -93,12 +94,14 @@ class WardenStack(Stack):
         grant_audit_append(backup, self.storage)
         grant_backups_write(backup, self.storage)
         use_pg_tools(backup)
+        grant_rds_snapshots(backup, stage.targets, "backup")  # only for rds-snapshot targets
 
         verify = self._function("verify", timeout=Duration.minutes(15), memory_size=512)
         grant_target_config_read(verify, self.storage)
         grant_catalog_read_write(verify, self.storage)
         grant_audit_append(verify, self.storage)
         grant_backups_read(verify, self.storage)
+        grant_rds_snapshots(verify, stage.targets, "verify")
 
         prune = self._function("prune", timeout=Duration.minutes(15), memory_size=1024)
         grant_target_config_read(prune, self.storage)
@@ -107,6 +110,7 @@ class WardenStack(Stack):
         grant_audit_append(prune, self.storage)
         grant_backups_read(prune, self.storage)  # list object versions
         grant_backups_delete(prune, self.storage)
+        grant_rds_snapshots(prune, stage.targets, "prune")
 
         license_check = self._function("license_check", timeout=Duration.minutes(2))
         grant_target_config_read(license_check, self.storage)
