@@ -14,6 +14,8 @@ from aws_cdk import aws_cloudwatch as cw
 from constructs import Construct
 
 from infra.alarms import NAMESPACE, SERVICE, Alarms, AlarmSettings, health_period, warden_metric
+from infra.instance_alarms import instance_widgets
+from infra.log_monitoring import log_widgets
 from warden.models import Engine, Target
 
 WIDTH = 24  # the dashboard grid
@@ -117,7 +119,9 @@ class Dashboard(Construct):
             engine = self._neo4j_widgets(t, settings, period)
         else:
             engine = self._postgres_widgets(t, settings, period)
-        widgets = common + engine
+        # Instance and log graphs when the target names instances or a log group.
+        machine = instance_widgets(target, WIDTH // PER_ROW, HEIGHT) + log_widgets(target, WIDTH // PER_ROW, HEIGHT)
+        widgets = common + engine + machine
         return [
             [cw.TextWidget(markdown=header, width=WIDTH, height=1)],
             *[widgets[i : i + PER_ROW] for i in range(0, len(widgets), PER_ROW)],

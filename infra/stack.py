@@ -31,7 +31,9 @@ from infra.functions import (
     grant_target_secrets_read,
     use_pg_tools,
 )
+from infra.instance_alarms import InstanceAlarms
 from infra.layers import SharedLayers
+from infra.log_monitoring import LogMonitors
 from infra.nag import enable_nag
 from infra.recovery import RecoveryStateMachine, active_parameter_arns
 from infra.remediation import add_remediation_and_maintenance
@@ -146,6 +148,9 @@ class WardenStack(Stack):
         # Last: alarms and the dashboard cover every function (and state machine) made above.
         self.alarms = Alarms(self, "Alarms", stage=stage, storage=self.storage, functions=self.functions,
                              state_machines=self.state_machines)
+        # Instance alarms and log metric filters join the stage's alarms (and so the dashboard).
+        self.instance_alarms = InstanceAlarms(self, "InstanceAlarms", alarms=self.alarms)
+        self.log_monitors = LogMonitors(self, "LogMonitors", alarms=self.alarms)
         self.dashboard = Dashboard(self, "Dashboard", alarms=self.alarms)
         self._outputs()
 

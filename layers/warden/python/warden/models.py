@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from warden.backup_config import BackupConfig, SnapshotRef, check_backup_method
 from warden.health_config import HealthThresholds, LicenseConfig, RequiredSchema
+from warden.monitoring_config import InstanceMonitoring, LogMonitoring, check_monitoring
 from warden.ops_config import MaintenanceConfig, RemediationConfig
 from warden.protection_config import BackupProtection, protection_problems
 from warden.schedule_expr import check_schedule
@@ -133,12 +134,21 @@ class Target(_Model):
     rds: RdsRef | None = None
     # How it is backed up: the engine's logical method by default, or rds-snapshot (warden.backup_config).
     backup: BackupConfig = BackupConfig()
+    # Instance alarms (EC2 instances of a self-hosted target; thresholds of an RDS one) and log
+    # monitoring (warden.monitoring_config, docs/monitoring.md).
+    instances: InstanceMonitoring | None = None
+    logs: LogMonitoring | None = None
 
     @model_validator(mode="after")
     def _rds_only_for_postgres(self) -> Target:
         if self.rds is not None and self.engine is not Engine.POSTGRES:
             raise ValueError(f"target {self.name!r}: rds is for PostgreSQL targets on RDS / Aurora")
         check_backup_method(self.name, self.engine.value, self.rds is not None, self.backup)
+        return self
+
+    @model_validator(mode="after")
+    def _monitoring_fits_the_target(self) -> Target:
+        check_monitoring(self.name, self.engine.value, self.rds is not None, self.instances, self.logs)
         return self
 
 

@@ -101,6 +101,8 @@ ACTIONS: dict[str, Action] = {
     "backup-failed": Action("start_backup", frozenset(Engine)),
     "pg-long-running-queries": Action("cancel_long_queries", frozenset({Engine.POSTGRES})),
     "pg-connections-saturated": Action("end_idle_in_transaction", frozenset({Engine.POSTGRES})),
+    # RDS DatabaseConnections past its share of max_connections (infra/instance_alarms.py).
+    "rds-connections-high": Action("end_idle_in_transaction", frozenset({Engine.POSTGRES})),
     "neo4j-long-running-transactions": Action("terminate_long_transactions", frozenset({Engine.NEO4J})),
     "backup-storage-over-budget": Action("prune", frozenset(Engine), takes_lease=False),
     "unhealthy": Action("recheck_health", frozenset(Engine), takes_lease=False),
