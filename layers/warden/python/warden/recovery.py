@@ -193,17 +193,42 @@ def _read_settings(settings: Settings, source: str, replica: ReplicaSettings | N
         raise RecoveryRefused(f"source 'replica': {err}") from None
 
 
-def _newest_replicated(catalog: Catalog, target: str) -> str | None:
-    return next((r.backup_id for r in catalog.list(target)
-                 if r.status is BackupStatus.VERIFIED and r.replica == "COMPLETED"), None)
+# A backup whose primary copy is damaged or gone (verify found it CORRUPT) may still have a good replica.
+_REPLICA_USABLE = frozenset({*GOOD_BACKUP, BackupStatus.CORRUPT})
+
+
+def _replica_backup(read: Settings, catalog: Catalog, target: str, backup_id: str, execution: str) -> str:
+    """The backup a recovery from the replica uses: one with a COMPLETED replica (`latest`: the newest),
+    whose replica is verified against the catalog's SHA-256 now unless the record is VERIFIED."""
+    if backup_id == "latest":
+        record = next((r for r in catalog.list(target)
+                       if r.replica == "COMPLETED" and r.status in _REPLICA_USABLE), None)
+        if record is None:
+            raise RecoveryRefused(f"{target} has no backup with a COMPLETED replica to recover from")
+    else:
+        try:
+            record = catalog.get(target, backup_id)
+        except BackupNotFound as err:
+            raise RecoveryRefused(str(err)) from None
+        if record.replica != "COMPLETED" or record.status not in _REPLICA_USABLE:
+            raise RecoveryRefused(f"backup {record.backup_id} ({record.status}) has no COMPLETED replica "
+                                  f"(replica: {record.replica}); verify records it once S3 has copied the backup")
+    if record.method == RDS_SNAPSHOT:
+        raise RecoveryRefused(restore_refusal(record))
+    if record.status is not BackupStatus.VERIFIED:
+        checked = verify_backup(read, target, record.backup_id, actor=_actor(execution))
+        if checked.status is not BackupStatus.VERIFIED:
+            raise RecoveryRefused(f"the replica of backup {record.backup_id} failed verification: {checked.error}")
+    return record.backup_id
 
 
 def preflight(settings: Settings, raw_input: dict[str, Any], execution: str,
               replica: ReplicaSettings | None = None) -> Plan:
     """Check everything before touching anything; take the target's lease for the whole recovery.
 
-    With `"source": "replica"` the backup must have a COMPLETED replica (`latest`: the newest
-    VERIFIED backup that has one), and the steps read it from the replica bucket.
+    With `"source": "replica"` the backup must have a COMPLETED replica (`latest`: the newest backup
+    that has one, even if its primary copy was found CORRUPT), verified now, and the steps read it
+    from the replica bucket.
     """
     try:
         request = RecoveryInput.model_validate(raw_input)
@@ -217,18 +242,15 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str,
         raise RecoveryRefused(f"{target.name} backs up by rds-snapshot: an in-place promotion's safety backup "
                               "would be a snapshot Warden cannot restore on rollback; use swap, or restore with RDS")
     catalog = Catalog(_need(settings.catalog_table, "a catalog table"))
-    if request.backup_id == "latest":
+    if request.source == "replica":
+        backup_id = _replica_backup(read, catalog, target.name, request.backup_id, execution)
+    elif request.backup_id == "latest":
         newest = catalog.latest(target.name, frozenset({BackupStatus.VERIFIED}))
         if newest is None:
             raise RecoveryRefused(f"{target.name} has no VERIFIED backup to recover from")
         if newest.method == RDS_SNAPSHOT:  # RDS restores snapshots, not Warden
             raise RecoveryRefused(restore_refusal(newest))
         backup_id = newest.backup_id
-        if request.source == "replica":
-            replicated = _newest_replicated(catalog, target.name)
-            if replicated is None:
-                raise RecoveryRefused(f"{target.name} has no VERIFIED backup with a COMPLETED replica")
-            backup_id = replicated
     else:
         try:
             record = catalog.get(target.name, request.backup_id)
@@ -239,11 +261,8 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str,
         if record.status not in GOOD_BACKUP:
             raise RecoveryRefused(f"backup {record.backup_id} is {record.status}; only VERIFIED (or COMPLETED, "
                                   "re-verified now) backups are recovered")
-        if request.source == "replica" and record.replica != "COMPLETED":
-            raise RecoveryRefused(f"backup {record.backup_id} has no COMPLETED replica (replica: {record.replica}); "
-                                  "verify records it once S3 has copied the backup")
         if record.status is BackupStatus.COMPLETED:
-            checked = verify_backup(read, target.name, record.backup_id, actor=_actor(execution))
+            checked = verify_backup(settings, target.name, record.backup_id, actor=_actor(execution))
             if checked.status is not BackupStatus.VERIFIED:
                 raise RecoveryRefused(f"backup {record.backup_id} failed verification: {checked.error}")
         backup_id = record.backup_id
