@@ -207,7 +207,8 @@ def cmd_backup_list(args: argparse.Namespace) -> Result:
         size = f"{r['size_bytes']:,}" if r.get("size_bytes") is not None else "-"
         duration = f"{r['duration_s']:.1f}s" if r.get("duration_s") is not None else "-"
         hold = "  [hold]" if r.get("hold") else ""
-        lines.append(f"{r['backup_id']:<26} {r['status']:<10} {size:>12} {duration:>9}  {r['method']}{hold}")
+        snapshot = f" {r['snapshot']['snapshot_id']}" if r.get("snapshot") else ""  # rds-snapshot: RDS keeps the data
+        lines.append(f"{r['backup_id']:<26} {r['status']:<10} {size:>12} {duration:>9}  {r['method']}{snapshot}{hold}")
     if not records:
         lines = [f"no backups of {args.target}"]
     return records, "\n".join(lines), 0
@@ -373,6 +374,10 @@ def _format_record(r: dict[str, Any]) -> str:
     for key in ("method", "size_bytes", "sha256", "duration_s", "server_version", "consistency", "error"):
         if r.get(key) is not None:
             lines.append(f"  {key:<15} {r[key]}")
+    if r.get("snapshot"):  # rds-snapshot: the snapshot is the data
+        snap = r["snapshot"]
+        lines += [f"  {'snapshot':<15} {snap['snapshot_id']} ({snap['kind']}, {snap.get('status') or '?'})",
+                  f"  {'snapshot arn':<15} {snap.get('snapshot_arn') or '-'}"]
     return "\n".join(lines)
 
 
