@@ -180,3 +180,92 @@ def test_a_busy_instance_is_a_transient_error(rds: Any) -> None:
     with _stubbed(rds, [], create_error="InvalidDBInstanceState"), \
             pytest.raises(DatabaseUnavailable, match=r"cannot start RDS snapshot .*InvalidDBInstanceState"):
         rds_snapshot.create_snapshot("orders-db", target="pg-main", backup_id=BACKUP_ID, rds=rds)
+
+
+# -- configuration, naming and the snapshot_backup helpers ----------------------------------------
+
+def test_rds_snapshot_method_needs_a_postgres_target_on_rds() -> None:
+    from pydantic import ValidationError
+
+    from warden.models import Target
+
+    ok = Target(name="pg", engine="postgres", secret_name="s", rds={"cluster_id": "aurora-1"},
+                backup={"method": "rds-snapshot"})
+    assert ok.backup.method_for("postgres") == "rds-snapshot"
+    assert Target(name="pg", engine="postgres", secret_name="s").backup.method_for("postgres") == "pg_dump"
+    with pytest.raises(ValidationError, match=r"backup\.method rds-snapshot needs `rds`"):
+        Target(name="pg", engine="postgres", secret_name="s", backup={"method": "rds-snapshot"})
+    with pytest.raises(ValidationError, match="rds-snapshot is for PostgreSQL"):
+        Target(name="g", engine="neo4j", secret_name="s", backup={"method": "rds-snapshot"})
+    with pytest.raises(ValidationError, match="pg_dump is not a neo4j method"):
+        Target(name="g", engine="neo4j", secret_name="s", backup={"method": "pg_dump"})
+    with pytest.raises(ValidationError, match="snapshot_wait_s"):
+        Target(name="pg", engine="postgres", secret_name="s", rds={"instance_id": "db"},
+               backup={"method": "rds-snapshot", "snapshot_wait_s": 15 * 60})
+
+
+def test_snapshot_prefix_is_what_every_snapshot_id_of_the_target_starts_with() -> None:
+    for target in ("pg-main", "a--b", "x"):
+        assert rds_snapshot.snapshot_id(target, BACKUP_ID).startswith(rds_snapshot.snapshot_prefix(target))
+    assert rds_snapshot.snapshot_prefix("pg-main") == "warden-pg-main-"
+    assert not rds_snapshot.snapshot_id("pg", BACKUP_ID).startswith(rds_snapshot.snapshot_prefix("pg-main"))
+
+
+def test_restore_refusal_names_the_snapshot_and_the_rds_command() -> None:
+    from warden.backup_config import SnapshotRef
+    from warden.models import BackupRecord
+    from warden.snapshot_backup import restore_refusal
+
+    record = BackupRecord(target="pg-aurora", backup_id=BACKUP_ID, engine="postgres",
+                          method="rds-snapshot", status="VERIFIED", started_at=datetime(2026, 11, 23, tzinfo=UTC),
+                          snapshot=SnapshotRef(snapshot_id="warden-pg-aurora-x", kind="db-cluster-snapshot",
+                                               source_identifier="graph-aurora", engine="aurora-postgresql"))
+    message = restore_refusal(record)
+    assert "warden-pg-aurora-x" in message
+    assert ("aws rds restore-db-cluster-from-snapshot --snapshot-identifier warden-pg-aurora-x "
+            "--db-cluster-identifier <new-cluster> --engine aurora-postgresql") in message
+
+
+class _DeletingRds:
+    """moto's RDS, except that a deleted snapshot lingers in "deleting" (as RDS's do for a while)."""
+
+    def __init__(self, rds: Any) -> None:
+        self._rds, self.deleting = rds, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rds, name)
+
+    def delete_db_snapshot(self, **kwargs: Any) -> Any:
+        self.deleting = True
+        return {"DBSnapshot": {"Status": "deleting"}}
+
+    def describe_db_snapshots(self, **kwargs: Any) -> Any:
+        found = self._rds.describe_db_snapshots(**kwargs)
+        if self.deleting:
+            found["DBSnapshots"] = [{**s, "Status": "deleting"} for s in found["DBSnapshots"]]
+        return found
+
+
+def test_prune_keeps_the_record_while_rds_is_still_deleting_the_snapshot(rds: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from warden import snapshot_backup
+    from warden.backup_config import SnapshotRef
+    from warden.models import BackupRecord
+
+    make_instance(rds)
+    made = rds_snapshot.create_snapshot("orders-db", target="pg-main", backup_id=BACKUP_ID, rds=rds)
+    record = BackupRecord(target="pg-main", backup_id="20261123T020000Z-1a2b3c4d", engine="postgres",
+                          method="rds-snapshot", status="VERIFIED", started_at=datetime(2026, 11, 23, tzinfo=UTC),
+                          snapshot=SnapshotRef(snapshot_id=made.details["snapshot_id"], kind="db-snapshot",
+                                               source_identifier="orders-db"))
+    pg_dump = record.model_copy(update={"method": "pg_dump", "snapshot": None,
+                                        "backup_id": "20261122T020000Z-00000000"})
+    lingering = _DeletingRds(rds)
+    monkeypatch.setattr(snapshot_backup, "_rds", lambda: lingering)
+    # While RDS is deleting it, the record must not become EXPIRED (and a pg_dump record is not RDS's business)
+    errors = snapshot_backup.delete_snapshots([record, pg_dump])
+    assert list(errors) == [record.backup_id] and "'deleting'" in errors[record.backup_id]
+    # Once RDS no longer has it, it counts as gone
+    monkeypatch.setattr(snapshot_backup, "_rds", lambda: rds)
+    assert snapshot_backup.delete_snapshots([record]) == {}
+    assert snapshot_backup.delete_snapshots([record]) == {}  # already gone is gone
