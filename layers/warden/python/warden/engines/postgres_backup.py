@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -46,7 +46,9 @@ from warden.models import PostgresSecret
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-CHUNK = MiB
+CHUNK = MiB  # spool / pipe size
+READ_BUFFER = 4 * MiB  # pg_dump's stdout is read into one preallocated buffer of this size ...
+WRITE_BATCH = MiB  # ... and handed to `out` once at least this much has gathered (or at the end)
 STDERR_KEEP = 64 * 1024  # bytes of pg_dump / pg_restore stderr kept for the error message
 CONNECT_TIMEOUT = 10.0
 LOCK_WAIT_TIMEOUT = "120s"  # pg_dump gives up rather than queue forever behind an exclusive lock
@@ -361,17 +363,6 @@ def _maintenance_db(secret: PostgresSecret) -> str:
 # --- export -----------------------------------------------------------------------------------
 
 
-class _HeaderSniffer:
-    """Remembers the archive header's first bytes as they pass through."""
-
-    def __init__(self) -> None:
-        self.head = b""
-
-    def feed(self, data: bytes) -> None:
-        if len(self.head) < 16:
-            self.head += data[: 16 - len(self.head)]
-
-
 @dataclass(frozen=True)
 class ArchiveHeader:
     version: tuple[int, int, int]
@@ -403,15 +394,26 @@ def export_backup(
     bin_dir: Path | None = None,
     configured_bin_dir: Path | None = None,
     compression: str | None = None,
+    row_counts: Literal["during", "after"] | None = "during",
 ) -> ExportResult:
     """Stream `pg_dump --format=custom` of the secret's database into `out`.
 
     The dump runs in a snapshot exported by a REPEATABLE READ transaction; the exact row counts of
-    every table are taken in that same transaction (in parallel with the dump), so they describe
-    exactly what the dump holds. Raises `BackupFailed` (pg_dump's stderr tail as the reason) when
-    pg_dump fails or the server goes away part-way; `PgToolsError` when pg_dump is missing or
-    older than the server. An exception raised by `out` stops pg_dump and propagates unchanged.
+    every table are taken in that same transaction, so they describe exactly what the dump holds.
+    `row_counts`: "during" (default) counts on the server while pg_dump streams, one backend, no
+    parallel workers (it only has to finish before the dump does); "after" counts once pg_dump has
+    finished (the dump never shares the server's CPU with the counts, at the price of their own
+    wall time); None skips them (benchmarks only: such a manifest cannot validate a restore).
+    See docs/postgres-tools.md for what they cost.
+
+    `out.write` gets a memoryview over a buffer that is reused afterwards (as `io` writers do):
+    a writer keeps a copy, never the view. Raises `BackupFailed` (pg_dump's stderr tail as the
+    reason) when pg_dump fails or the server goes away part-way; `PgToolsError` when pg_dump is
+    missing or older than the server. An exception raised by `out` stops pg_dump and propagates
+    unchanged.
     """
+    if row_counts not in ("during", "after", None):
+        raise ValueError(f"row_counts must be 'during', 'after' or None, not {row_counts!r}")
     started = time.monotonic()
     conn = _snapshot_connection(secret)
     try:
@@ -430,13 +432,16 @@ def export_backup(
                 f"pg_dump must be at least the server's major version ({server_major})")
 
         counter = _Counter(conn)
-        counter.start()
+        if row_counts == "during":
+            counter.start()
         try:
             written, head = _run_pg_dump(tool, secret, snapshot, compress, out)
         except BaseException:
             counter.cancel()
             raise
-        counts = counter.result()
+        if row_counts == "after":
+            counter.start()
+        counts = counter.result() if row_counts else {}
         conn.rollback()
     finally:
         conn.close()
@@ -459,13 +464,14 @@ def export_backup(
             "compress_option": compress,
             "bytes": written,
             "count_seconds": counter.seconds,
+            "row_counts": row_counts or "skipped",
             "duration_s": round(time.monotonic() - started, 3),
         },
     )
 
 
 class _Counter:
-    """Counts rows on the snapshot connection in a thread while pg_dump streams."""
+    """Counts rows on the snapshot connection in a thread (while pg_dump streams, or after it)."""
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
@@ -477,6 +483,9 @@ class _Counter:
     def _run(self) -> None:
         started = time.monotonic()
         try:
+            # One backend: parallel workers would take CPU from pg_dump's COPY on the same server
+            # and gain nothing, the counts finish long before the dump (tests/perf).
+            self.conn.execute("SET max_parallel_workers_per_gather = 0")
             self.counts = _count_rows(self.conn)
         except BaseException as err:
             self.error = err
@@ -486,6 +495,8 @@ class _Counter:
         self._thread.start()
 
     def cancel(self) -> None:
+        if self._thread.ident is None:
+            return  # never started ("after": pg_dump failed first)
         if self._thread.is_alive():
             with contextlib.suppress(Exception):
                 self.conn.cancel_safe(timeout=5)
@@ -506,8 +517,7 @@ def _run_pg_dump(tool: PgTool, secret: PostgresSecret, snapshot: str, compress: 
         str(tool.path), "--format=custom", f"--compress={compress}", f"--snapshot={snapshot}",
         f"--lock-wait-timeout={LOCK_WAIT_TIMEOUT}", "--no-password",
     ]
-    sniffer = _HeaderSniffer()
-    written = 0
+    written, head = 0, b""
     with _passfile(secret) as passfile:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 env=_tool_env(secret, passfile))
@@ -515,10 +525,21 @@ def _run_pg_dump(tool: PgTool, secret: PostgresSecret, snapshot: str, compress: 
         stderr = _StderrTail(proc.stderr)
         _grow_pipe(proc.stdout.fileno())
         try:
-            while chunk := proc.stdout.read(CHUNK):
-                sniffer.feed(chunk)
-                out.write(chunk)
-                written += len(chunk)
+            # Straight from the pipe into one buffer (no bytes object per read), handed on in
+            # batches of WRITE_BATCH: ~2x less Python CPU than buffered 1 MiB reads (tests/perf).
+            fd, buffer = proc.stdout.fileno(), memoryview(bytearray(READ_BUFFER))
+            fill = 0
+            while True:
+                got = os.readv(fd, [buffer[fill:]])
+                fill += got
+                if fill >= WRITE_BATCH or (fill and not got):
+                    if not written:
+                        head = bytes(buffer[:min(fill, 16)])
+                    out.write(buffer[:fill])
+                    written += fill
+                    fill = 0
+                if not got:
+                    break
             rc = proc.wait()
         finally:
             _stop(proc)  # a failing `out` leaves pg_dump running: end it
@@ -527,9 +548,9 @@ def _run_pg_dump(tool: PgTool, secret: PostgresSecret, snapshot: str, compress: 
             proc.stderr.close()
     if rc != 0:
         raise BackupFailed(f"pg_dump of {secret.dbname} failed (exit {rc}): {_tail(err_text)}")
-    if not sniffer.head.startswith(ARCHIVE_MAGIC):
+    if not head.startswith(ARCHIVE_MAGIC):
         raise BackupFailed(f"pg_dump of {secret.dbname} produced no archive header ({written} bytes)")
-    return written, sniffer.head
+    return written, head
 
 
 def _grow_pipe(fd: int) -> None:
