@@ -14,7 +14,7 @@ every variant alike), by:
 - Warden, full backup: the same with the exact row counts taken in the dump's snapshot ("during").
 Warden runs in a fresh Python process so that its peak RSS is its own. Reported per variant: median
 and range of the wall times, the ratio of medians against the baseline, and CPU seconds of the
-Python process, of pg_dump and of the (local) server, which are much steadier than wall times on a
+Python process (after its imports), of pg_dump and of the (local) server, steadier than wall times on a
 shared machine; and the load average while measuring.
 
 Goals (issue 3): the pipeline adds at most 10 % (ratio <= 1.10) and peak RSS stays < 150 MB. The
