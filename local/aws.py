@@ -19,11 +19,12 @@ import json
 import logging
 import os
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -52,10 +53,11 @@ class LambdaContext:
     aws_request_id: str = ""
     log_group_name: str = ""
     log_stream_name: str = "local"
+    # When the invocation would be stopped (time.monotonic()): now + the function's Timeout, as in Lambda.
+    deadline: float = field(default_factory=lambda: time.monotonic() + 900)
 
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 900_000
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
 class HandlerDispatcher:
@@ -95,6 +97,7 @@ class HandlerDispatcher:
             invoked_function_arn=fn.function_arn,
             aws_request_id=str(uuid.uuid4()),
             memory_limit_in_mb=int(fn.memory_size or 512),
+            deadline=time.monotonic() + int(fn.timeout or 3),
         )
         try:
             result = self.handler_module(fn).handler(event, context)

@@ -3,10 +3,13 @@
 A retried delivery of the same scheduled event returns the first result (idempotency on
 `target` + `scheduled_time`); a second trigger while a backup runs returns "already running".
 Metrics per target: BackupSuccess / BackupFailure, BackupDuration, BackupSize.
+A backup still running FINISH_MARGIN_S before the invocation would end is stopped, its upload
+aborted and its record FAILED with the reason (BackupOutOfTime), instead of being killed mid-write.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -18,7 +21,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from warden.backup import run_backup
+from warden.backup import FINISH_MARGIN_S, run_backup
 from warden.catalog import Catalog
 from warden.config import get_target
 from warden.models import BackupRequest
@@ -34,12 +37,12 @@ _idempotency = IdempotencyConfig(event_key_jmespath="[target, scheduled_time]",
                                  expires_after_seconds=2 * 86400, raise_on_no_idempotency_key=True)
 
 
-def back_up(request: dict[str, Any], actor: str) -> dict[str, Any]:
+def back_up(request: dict[str, Any], actor: str, deadline: float | None = None) -> dict[str, Any]:
     parsed = BackupRequest.model_validate(request)
     target = get_target(SETTINGS, parsed.target)
     metrics.add_dimension(name="Target", value=target.name)
     try:
-        outcome = run_backup(SETTINGS, target, actor=actor, trigger=parsed.trigger)
+        outcome = run_backup(SETTINGS, target, actor=actor, trigger=parsed.trigger, deadline=deadline)
     except Exception:
         metrics.add_metric(name="BackupFailure", unit=MetricUnit.Count, value=1)
         raise
@@ -69,7 +72,9 @@ back_up_once = idempotent_function(data_keyword_argument="request", persistence_
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = BackupRequest.model_validate(event or {})  # bad input fails here, before anything is touched
     actor = f"function:{context.function_name}" + (f" for {request.requested_by}" if request.requested_by else "")
+    # The export must stop while there is time left to abort the upload and record why.
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - FINISH_MARGIN_S
     if request.scheduled_time is None:
-        return back_up(request=request.model_dump(mode="json"), actor=actor)
+        return back_up(request=request.model_dump(mode="json"), actor=actor, deadline=deadline)
     _idempotency.register_lambda_context(context)
-    return back_up_once(request=request.model_dump(mode="json"), actor=actor)
+    return back_up_once(request=request.model_dump(mode="json"), actor=actor, deadline=deadline)

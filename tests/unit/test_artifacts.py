@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from local.aws import LocalAws
-from warden.artifacts import ArtifactError, ArtifactWriter, MiB, NullSink, S3MultipartSink, digest_object
+from warden.artifacts import (
+    ArtifactError,
+    ArtifactWriter,
+    MiB,
+    NullSink,
+    OutOfTime,
+    S3MultipartSink,
+    digest_object,
+)
 
 BUCKET = "backups"
 
@@ -51,6 +60,19 @@ def test_failure_in_the_producer_aborts_the_upload_and_leaves_no_object(s3: Any)
         writer.write(os.urandom(11 * MiB))
         raise RuntimeError("database went away")
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="t/partial")
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
+
+
+def test_a_write_after_the_deadline_stops_the_producer_and_aborts(s3: Any) -> None:
+    deadline = time.monotonic() + 1.0
+    with pytest.raises(OutOfTime, match=r"deadline passed with 6291456 bytes"), \
+            ArtifactWriter(S3MultipartSink(s3, BUCKET, "t/late"), "t/late", part_size=5 * MiB,
+                           deadline=deadline) as writer:
+        writer.write(os.urandom(6 * MiB))  # before the deadline: taken (one part already uploading)
+        time.sleep(max(0.0, deadline - time.monotonic()) + 0.01)
+        writer.write(b"x")
+    assert writer.size_bytes == 6 * MiB
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="t/late")
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
 
 

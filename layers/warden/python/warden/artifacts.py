@@ -12,6 +12,7 @@ import hashlib
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +27,10 @@ DEFAULT_PART_SIZE = 16 * MiB  # S3's minimum is 5 MiB (all parts but the last); 
 
 class ArtifactError(WardenError):
     """Storing or reading a backup artifact failed."""
+
+
+class OutOfTime(ArtifactError):
+    """The writer's deadline passed while the producer was still writing (the upload is aborted)."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +135,14 @@ def abort_upload(s3: Any, bucket: str, key: str, upload_id: str) -> None:
 
 class ArtifactWriter:
     """Write bytes; get one object with its size and SHA-256. Use as a context manager: leaving the
-    block with an exception aborts the upload."""
+    block with an exception aborts the upload.
 
-    def __init__(self, sink: Sink, key: str, *, part_size: int = DEFAULT_PART_SIZE) -> None:
+    `deadline` (a `time.monotonic()` value): a write after it raises `OutOfTime`, so a producer that
+    would outlive its Lambda invocation stops while there is still time to abort and record why.
+    """
+
+    def __init__(self, sink: Sink, key: str, *, part_size: int = DEFAULT_PART_SIZE,
+                 deadline: float | None = None) -> None:
         if part_size < 5 * MiB and not isinstance(sink, NullSink):
             raise ValueError("S3 parts must be at least 5 MiB")
         self.sink, self.key, self.part_size = sink, key, part_size
@@ -145,11 +155,19 @@ class ArtifactWriter:
         self._size = 0
         self._part = 0
         self._closed = False
+        self._deadline = deadline
         self.info: ArtifactInfo | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes written so far."""
+        return self._size
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._closed:
             raise ArtifactError("write after close")
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise OutOfTime(f"the deadline passed with {self._size} bytes written to {self.key}")
         self._hash.update(data)  # releases the GIL for large buffers
         view = memoryview(data).cast("B")
         size = view.nbytes

@@ -21,6 +21,7 @@ from typing import Any
 from warden import audit as audit_log
 from warden.artifacts import (
     ArtifactWriter,
+    OutOfTime,
     S3MultipartSink,
     abort_upload,
     digest_object,
@@ -41,12 +42,30 @@ from warden.settings import Settings
 MANIFEST_VERSION = 1
 METHODS = {Engine.NEO4J: "neo4j-logical", Engine.POSTGRES: "pg_dump"}
 EXTENSIONS = {Engine.NEO4J: "wnj.gz", Engine.POSTGRES: "dump"}
-# A backup runs inside one Lambda invocation (15 min at most); the lease outlives it a little.
-BACKUP_LEASE_S = 16 * 60
+# A backup runs inside one Lambda invocation (15 min at most, the function's timeout); the lease
+# outlives it a little. The handler stops a backup FINISH_MARGIN_S before the invocation ends, so that
+# aborting the upload and recording FAILED still happen (docs: README "A backup's time budget").
+BACKUP_TIMEOUT_S = 15 * 60
+BACKUP_LEASE_S = BACKUP_TIMEOUT_S + 60
+FINISH_MARGIN_S = 30
 
 
 class BackupRefused(WardenError):
     """The backup record cannot be used for this (CORRUPT, FAILED, still running, expired)."""
+
+
+class BackupOutOfTime(WardenError):
+    """The backup could not finish within its invocation's time budget; it was stopped cleanly."""
+
+
+def _out_of_time(target: Target, written: int, budget_s: float) -> BackupOutOfTime:
+    advice = ("backup.method rds-snapshot backs up an RDS / Aurora database of any size; "
+              if target.engine is Engine.POSTGRES and target.rds is not None else "")
+    return BackupOutOfTime(
+        f"the backup of {target.name} did not finish within its time budget of {budget_s:.0f} s "
+        f"({written / 2**20:.1f} MiB written, about {written / 2**20 / max(budget_s, 1e-3):.1f} MiB/s): "
+        f"a backup has to finish inside one invocation of the backup function (at most "
+        f"{BACKUP_TIMEOUT_S // 60} min); {advice}see the README section \"A backup's time budget\"")
 
 
 def engine_options(settings: Settings, engine: Engine) -> dict[str, Any]:
@@ -78,19 +97,20 @@ def _require(settings: Settings, *names: str) -> None:
 def run_backup(settings: Settings, target: Target, *, actor: str, trigger: str = "manual",
                export_options: dict[str, Any] | None = None,
                secret_loader: Callable[[Target], DatabaseSecret] = load_secret,
-               held_lease: Lease | None = None) -> BackupOutcome:
+               held_lease: Lease | None = None, deadline: float | None = None) -> BackupOutcome:
     """Back up one target. A second trigger while one runs returns "already running" and changes
     nothing; a lease left by a crashed run is taken over and its leftovers cleaned up first.
 
     `held_lease`: the caller already holds the target's lease (a recovery's safety backup); the
-    backup runs under it and leaves it held.
+    backup runs under it and leaves it held. `deadline` (`time.monotonic()`): an export still
+    writing then is stopped, its upload aborted and the record FAILED with `BackupOutOfTime`.
     """
     _require(settings, "catalog_table", "state_table", "bucket")
     assert settings.catalog_table and settings.state_table and settings.bucket
     leases, catalog = Leases(settings.state_table), Catalog(settings.catalog_table)
     if held_lease is not None:
         return BackupOutcome(record=_backup_under_lease(settings, target, catalog, leases, held_lease, actor, trigger,
-                                                        export_options or {}, secret_loader))
+                                                        export_options or {}, secret_loader, deadline))
     owner = f"{actor}#{uuid.uuid4().hex[:8]}"
     try:
         lease, crashed = leases.acquire(target.name, owner, "backup", BACKUP_LEASE_S)
@@ -102,7 +122,7 @@ def run_backup(settings: Settings, target: Target, *, actor: str, trigger: str =
         if crashed is not None:
             clean_up_crashed_run(settings, catalog, crashed, actor)
         return BackupOutcome(record=_backup_under_lease(settings, target, catalog, leases, lease, actor, trigger,
-                                                        export_options or {}, secret_loader))
+                                                        export_options or {}, secret_loader, deadline))
     finally:
         leases.release(lease)
 
@@ -129,7 +149,8 @@ def clean_up_crashed_run(settings: Settings, catalog: Catalog, crashed: Lease, a
 
 def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, leases: Leases, lease: Lease,
                         actor: str, trigger: str, export_options: dict[str, Any],
-                        secret_loader: Callable[[Target], DatabaseSecret]) -> BackupRecord:
+                        secret_loader: Callable[[Target], DatabaseSecret],
+                        deadline: float | None = None) -> BackupRecord:
     assert settings.bucket
     if target.backup.method == RDS_SNAPSHOT:  # RDS makes the copy, nothing streams to S3 (warden.snapshot_backup)
         from warden.snapshot_backup import back_up_snapshot
@@ -154,9 +175,12 @@ def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, le
         leases.update(lease, backup_id=backup_id, upload_key=data_key, upload_id=sink.upload_id)
         record.upload_id = sink.upload_id
         catalog.save(record)
-        with ArtifactWriter(sink, data_key) as writer:
-            result = module.export_backup(secret, writer, **{**engine_options(settings, target.engine),
-                                                             **export_options})
+        try:
+            with ArtifactWriter(sink, data_key, deadline=deadline) as writer:
+                result = module.export_backup(secret, writer, **{**engine_options(settings, target.engine),
+                                                                 **export_options})
+        except OutOfTime:
+            raise _out_of_time(target, writer.size_bytes, (deadline or clock) - clock) from None
         info = writer.close()
         finished = datetime.now(UTC)
         manifest = {
