@@ -46,6 +46,8 @@ from constructs import Construct
 
 from infra.functions import WardenFunction
 from infra.storage import Storage
+from warden.backup import BACKUP_TIMEOUT_S, FINISH_MARGIN_S
+from warden.backup_config import RDS_SNAPSHOT
 from warden.health_config import license_of, thresholds_of
 from warden.models import Engine, StageConfig, Target
 
@@ -56,6 +58,7 @@ MIN_HEALTH_PERIOD = Duration.minutes(5)
 EVENT_PERIOD = Duration.minutes(5)  # failures, corruption, Lambda and Step Functions events
 BACKUP_AGE_PERIOD = Duration.hours(1)
 LICENSE_PERIOD = Duration.days(1)
+NEAR_TIME_LIMIT = 0.8  # backup-near-time-limit: a backup took more than this share of the backup function's timeout
 _MAX_PERIOD_S = 86_400
 _DAY_H = 24.0
 
@@ -350,6 +353,26 @@ class Alarms(Construct):
                 ),
             ),
         ]
+        if target.backup.method != RDS_SNAPSHOT:  # an export must finish inside one backup invocation
+            limit = round(BACKUP_TIMEOUT_S * NEAR_TIME_LIMIT)
+            # Missing = notBreaching: BackupDuration comes with each successful backup. A day's period
+            # keeps the alarm up until the next day's backup says whether it is still that slow.
+            alarms.append(self._alarm(
+                t,
+                "backup-near-time-limit",
+                metric=warden_metric("BackupDuration", target=t, statistic="Maximum", period=Duration.days(1)),
+                threshold=limit,
+                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                missing=cw.TreatMissingData.NOT_BREACHING,
+                description=(
+                    f"A backup of {t} took more than {limit // 60} min of the {BACKUP_TIMEOUT_S // 60} min one "
+                    f"invocation of the backup function allows. A backup still running "
+                    f"{FINISH_MARGIN_S} s before that limit is stopped and fails (BackupOutOfTime), so act "
+                    f"before the data grows further: see the README section \"A backup's time budget\""
+                    + (" (for RDS / Aurora, backup.method rds-snapshot has no such limit)."
+                       if target.engine is Engine.POSTGRES and target.rds is not None else ".")
+                ),
+            ))
         if target.retention.storage_budget_gb is not None:
             budget = target.retention.storage_budget_gb
             # Missing = notBreaching: StoredBytes comes with each backup; no backup, no growth.

@@ -51,6 +51,7 @@ from infra.schedules import TargetSchedules
 from infra.storage import Storage, protect_backup_bucket
 from warden.models import StageConfig
 from warden.protection_config import (
+from warden.backup import BACKUP_TIMEOUT_S
     ENV_REPLICA_BUCKET,
     ENV_REPLICA_KMS_KEY,
     ENV_REPLICA_REGION,
@@ -88,7 +89,7 @@ class WardenStack(Stack):
         grant_health(health, self.storage)
 
         # A backup streams the whole database through one invocation: the longest timeout Lambda allows.
-        backup = self._function("backup", timeout=Duration.minutes(15), memory_size=1024)
+        backup = self._function("backup", timeout=Duration.seconds(BACKUP_TIMEOUT_S), memory_size=1024)
         grant_target_config_read(backup, self.storage)
         grant_target_secrets_read(backup, stage.targets)
         grant_catalog_read_write(backup, self.storage)

@@ -75,6 +75,9 @@ DEV_TARGET_ALARMS = {
     "warden-dev-graph-main-backup-corrupt": target_alarm(
         "BackupCorrupt", "graph-main", "Sum", 1, GE, 300, 1, 1, "notBreaching"
     ),
+    "warden-dev-graph-main-backup-near-time-limit": target_alarm(
+        "BackupDuration", "graph-main", "Maximum", 720, GT, 86400, 1, 1, "notBreaching"
+    ),
     "warden-dev-graph-main-license-expiring": target_alarm(
         "LicenseDaysLeft", "graph-main", "Minimum", 30, LT, 86400, 1, 1, "notBreaching"
     ),
@@ -90,6 +93,9 @@ DEV_TARGET_ALARMS = {
     ),
     "warden-dev-orders-pg-backup-corrupt": target_alarm(
         "BackupCorrupt", "orders-pg", "Sum", 1, GE, 300, 1, 1, "notBreaching"
+    ),
+    "warden-dev-orders-pg-backup-near-time-limit": target_alarm(
+        "BackupDuration", "orders-pg", "Maximum", 720, GT, 86400, 1, 1, "notBreaching"
     ),
     "warden-dev-orders-pg-pg-connections-saturated": target_alarm(
         "ConnectionsUsedPct", "orders-pg", "Maximum", 90, GT, 300, 3, 2, "ignore"
@@ -198,7 +204,8 @@ def test_prod_alarm_windows_follow_each_targets_schedules(synthesized: Synthesiz
     )
     assert {n for n in prod if n.startswith("warden-prod-analytics-pg-")} == {
         f"warden-prod-analytics-pg-{what}"
-        for what in ("unhealthy", "backup-too-old", "backup-failed", "backup-corrupt", "pg-connections-saturated",
+        for what in ("unhealthy", "backup-too-old", "backup-failed", "backup-corrupt", "backup-near-time-limit",
+                     "pg-connections-saturated",
                      "pg-long-running-queries", "backup-storage-over-budget")  # prod's cdk.json sets a budget
     }
 
