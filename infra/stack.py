@@ -49,9 +49,9 @@ from infra.replica import (
 from infra.report import add_report
 from infra.schedules import TargetSchedules
 from infra.storage import Storage, protect_backup_bucket
+from warden.backup import BACKUP_TIMEOUT_S
 from warden.models import StageConfig
 from warden.protection_config import (
-from warden.backup import BACKUP_TIMEOUT_S
     ENV_REPLICA_BUCKET,
     ENV_REPLICA_KMS_KEY,
     ENV_REPLICA_REGION,
