@@ -118,3 +118,11 @@ def test_no_rds_snapshot_target_no_rds_permissions_and_no_drill_for_snapshot_tar
     plain = _build(PLAIN, tmp_path / "cdk.out", dependency_layer_dir)
     for job, role in plain["roles"].items():
         assert rds_grants(plain["template"], role) == {}, job
+
+
+def test_only_exported_backups_have_a_near_time_limit_alarm(built: dict[str, Any]) -> None:
+    # An rds-snapshot backup is not bounded by the backup function's timeout (RDS makes the copy).
+    names = {a["Properties"]["AlarmName"] for a in resources(built["template"], "AWS::CloudWatch::Alarm").values()}
+    near = {n.removeprefix("warden-rds-").removesuffix("-backup-near-time-limit") for n in names
+            if n.endswith("-backup-near-time-limit")}
+    assert near == {"catalogue", "graph"}
