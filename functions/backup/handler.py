@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from warden.backup import FINISH_MARGIN_S, run_backup
 from warden.catalog import Catalog
 from warden.config import get_target
-from warden.models import BackupRequest
+from warden.models import BackupRequest, BackupStatus
 from warden.settings import Settings
 
 logger = Logger()
@@ -50,6 +50,9 @@ def back_up(request: dict[str, Any], actor: str, deadline: float | None = None) 
         logger.info("backup already running", extra={"target": target.name})
         return {"target": target.name, "status": "already running", "detail": outcome.already_running}
     record = outcome.record
+    if record.status is BackupStatus.RUNNING:  # an RDS snapshot still being made: settled by a later run
+        logger.info("snapshot still being created", extra={"target": target.name, "backup_id": record.backup_id})
+        return record.model_dump(mode="json")
     metrics.add_metric(name="BackupSuccess", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="BackupDuration", unit=MetricUnit.Seconds, value=record.duration_s or 0)
     metrics.add_metric(name="BackupSize", unit=MetricUnit.Bytes, value=record.size_bytes or 0)

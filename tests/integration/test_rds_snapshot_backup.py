@@ -86,9 +86,11 @@ def rds_keeps_creating(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, mo
     yield made
 
 
-def test_backup_records_the_snapshot_writes_a_manifest_and_verifies(aws: LocalAws, stage: Deployment) -> None:
+def test_backup_records_the_snapshot_writes_a_manifest_and_verifies(aws: LocalAws, stage: Deployment,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     # When the backup function runs for an rds-snapshot target
     record = back_up(aws, stage)
+    assert '"BackupSuccess":[1.0]' in capsys.readouterr().out  # the EMF line of a finished backup
 
     # Then RDS has Warden's snapshot and the record says what it is
     assert record.status is BackupStatus.COMPLETED and record.method == "rds-snapshot"
@@ -152,7 +154,7 @@ def test_restore_and_recovery_refuse_a_snapshot_naming_it_and_the_rds_command(aw
 
 
 def test_a_snapshot_longer_than_one_invocation_stays_running_and_is_finished_later(
-        aws: LocalAws, stage: Deployment, rds_keeps_creating: dict[str, Any]) -> None:
+        aws: LocalAws, stage: Deployment, rds_keeps_creating: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     settings = stage.settings("backup")
     catalog = Catalog(settings.catalog_table)
     # When the backup's wait runs out while RDS is still making the snapshot
@@ -160,6 +162,7 @@ def test_a_snapshot_longer_than_one_invocation_stays_running_and_is_finished_lat
     # Then the record stays RUNNING with the snapshot id and its progress; the lease is free
     assert first.status is BackupStatus.RUNNING and first.snapshot and first.snapshot.status == "creating"
     assert first.manifest_key and first.error is None
+    assert "BackupSuccess" not in capsys.readouterr().out  # not a success (nor a failure) yet
     # and a second run starts no second snapshot while the first is being made
     again = back_up(aws, stage)
     assert again.backup_id == first.backup_id and again.status is BackupStatus.RUNNING
