@@ -40,6 +40,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="TargetsChecked", unit=MetricUnit.Count, value=len(report.targets))
     logger.info("health checked", extra={
         "status": report.status.value, "targets": len(report.targets),
+        "server_versions": {t.target: t.server_version for t in report.targets},
         "not_passing": [f"{t.target}/{c.name}:{c.status.value}" for t in report.targets
                         for c in t.checks if c.status.value != "pass"]})
     return report.model_dump(mode="json")

@@ -541,7 +541,7 @@ def test_a_server_that_never_answers_times_out_and_the_other_report_is_complete(
         assert only.duration_ms <= (2 + 1.2) * 1000
         assert by_target[name].status is HealthStatus.UNHEALTHY
     assert by_target["pg-real"].status is HealthStatus.HEALTHY, format_text(report)
-    assert len(by_target["pg-real"].checks) == 1 + len(run_engine_names(postgres_health))
+    assert len(by_target["pg-real"].checks) == 2 + len(run_engine_names(postgres_health))  # + server_version
     # ... and the whole report came back within the real target's tier limits plus a little
     assert elapsed < HealthThresholds().database_tiers_s + 3
     assert elapsed < 2 + 1.5 + 5  # in practice: the hung targets' limit, the real target being quick
@@ -564,7 +564,8 @@ def test_deployed_health_function_runs_every_tier_and_emits_metrics_with_documen
     by_target = {t["target"]: t for t in report["targets"]}
     for name, module in (("graph-local", neo4j_health), ("pg-local", postgres_health)):
         names = [c["name"] for c in by_target[name]["checks"]]
-        assert names[:1 + len(run_engine_names(module))] == ["connectivity", *run_engine_names(module)]
+        assert names[:2 + len(run_engine_names(module))] == ["connectivity", "server_version",
+                                                              *run_engine_names(module)]
         failing = {c["name"] for c in by_target[name]["checks"] if c["status"] == "fail"}
         assert failing == {"backup_freshness", "verified_backup"}, json.dumps(by_target[name], indent=1)[:4000]
 

@@ -46,6 +46,7 @@ from warden.models import (
     TargetHealth,
 )
 from warden.secrets import load_secret
+from warden.versions import VersionError, judge_support
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ METRICS: dict[str, MetricDef] = {
     "ReplicationLagSeconds": MetricDef("Seconds", "replay lag of a replica target"),
     # Both
     "DatabaseSizeBytes": MetricDef("Bytes", "database size (Neo4j: store size, only when APOC provides it)"),
+    # Server version (connectivity tier, warden.versions)
+    "ServerSupportDaysLeft": MetricDef("Count", "days until the server's version series ends support (negative: past)"),
     # Backups (catalog)
     "BackupAgeHours": MetricDef("None", "hours since the newest COMPLETED or VERIFIED backup finished"),
     "VerifiedBackupAgeHours": MetricDef("None", "hours since the newest VERIFIED backup finished"),
@@ -265,7 +268,8 @@ def backup_tier(target: Target, catalog: Any, thresholds: HealthThresholds, now:
         age = _age_hours(good, moment)
         status = _judge_age(age, thresholds.backup_age_warn_h, thresholds.backup_age_fail_h)
         return status, f"last good backup {good.backup_id} ({good.status.value}) is {age:.1f} h old", {
-            "backup_id": good.backup_id, "age_hours": age, "warn_h": thresholds.backup_age_warn_h,
+            "backup_id": good.backup_id, "age_hours": age, "size_bytes": good.size_bytes,
+            "duration_s": good.duration_s, "warn_h": thresholds.backup_age_warn_h,
             "fail_h": thresholds.backup_age_fail_h, "metrics": {"BackupAgeHours": age}}
 
     def verified(_: Any, left: float) -> Outcome:
@@ -318,7 +322,10 @@ def check_target(
 
     checks = run_tier(Tier("connectivity", thresholds.connectivity_timeout_s,
                            (CheckGroup((Check("connectivity", connectivity),)),)), pool)
+    version = checks[0].details.get("version") if checks[0].status is CheckStatus.PASS else None
     if checks[0].status is CheckStatus.PASS:
+        checks.extend(run_tier(Tier("connectivity", thresholds.connectivity_timeout_s, (CheckGroup((
+            Check("server_version", version_check(target, checks[0].details, thresholds, now)),)),)), pool))
         for tier in database_tiers(target, secrets[0], thresholds, schema):
             checks.extend(run_tier(tier, pool))
     if backups is not None:
@@ -334,7 +341,31 @@ def check_target(
         status=_worst(checks),
         checked_at=datetime.now(UTC).isoformat(timespec="seconds"),
         checks=checks,
+        server_version=str(version) if version is not None else None,
     )
+
+
+def version_check(target: Target, info: Mapping[str, object], thresholds: HealthThresholds,
+                  now: datetime | None = None) -> Callable[[Any, float], Outcome]:
+    """The `server_version` check: the version connectivity read, judged by `thresholds.support`
+    (warden.versions). Pure: no query of its own."""
+
+    def judge(_: Any, left: float) -> Outcome:
+        version, policy = str(info.get("version") or ""), thresholds.support
+        details: dict[str, object] = {"version": version, "edition": info.get("edition"),
+                                      "minimum_version": policy.minimum_version}
+        try:
+            verdict = judge_support(target.engine.value, version, policy, (now or datetime.now(UTC)).date())
+        except VersionError as err:
+            return CheckStatus.WARN, f"cannot judge the server version: {err}", details
+        details |= {"series": verdict.series, "support": verdict.support.value,
+                    "below_minimum": verdict.below_minimum, "days_left": verdict.days_left,
+                    "end_of_support": verdict.end_of_support.isoformat() if verdict.end_of_support else None}
+        if verdict.days_left is not None:
+            details["metrics"] = {"ServerSupportDaysLeft": verdict.days_left}
+        return CheckStatus(verdict.severity), verdict.message, details
+
+    return judge
 
 
 def check_targets(

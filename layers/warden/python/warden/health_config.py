@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from warden.versions import SupportPolicy
+
 Seconds = Annotated[float, Field(gt=0)]
 Hours = Annotated[float, Field(gt=0)]
 Pct = Annotated[float, Field(ge=0, le=100)]
@@ -97,6 +99,9 @@ class HealthThresholds(_Model):
     verified_age_warn_h: Hours = 50.0
     verified_age_fail_h: Hours | None = None
     missing_backup: Severity = "fail"
+
+    # Server version support (warden.versions): minimum version, end-of-support dates, warning lead.
+    support: SupportPolicy = SupportPolicy()
 
     @model_validator(mode="after")
     def _warn_before_fail(self) -> HealthThresholds:

@@ -238,6 +238,7 @@ class TargetHealth(_Model):
     status: HealthStatus
     checked_at: str
     checks: list[CheckResult]
+    server_version: str | None = None  # as the server reported it (check `server_version` judges it)
 
 
 class HealthReport(_Model):
