@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aws_cdk import ArnFormat, Duration, IgnoreMode, RemovalPolicy, Size, Stack
 from aws_cdk import aws_dynamodb as dynamodb
@@ -25,6 +26,9 @@ from infra import nag
 from infra.layers import PG_TOOLS_MOUNT, SharedLayers
 from infra.storage import Storage
 from warden.models import StageConfig, Target
+
+if TYPE_CHECKING:
+    from infra.network import Placement
 
 REPO = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = REPO / "functions"
@@ -109,6 +113,7 @@ class WardenFunction(Construct):
         description: str = "",
         reserved_concurrency: int | None = None,
         ephemeral_storage_size: Size | None = None,
+        placement: Placement | None = None,
     ) -> None:
         super().__init__(scope, id)
         code_dir = _code_dir(job)
@@ -153,7 +158,13 @@ class WardenFunction(Construct):
             log_group=self.log_group,
             reserved_concurrent_executions=reserved_concurrency,
             ephemeral_storage_size=ephemeral_storage_size,
+            # In the stage's VPC when it talks to databases (infra/network.py), else outside any VPC.
+            vpc=placement.vpc if placement else None,
+            vpc_subnets=placement.subnets if placement else None,
+            security_groups=placement.security_groups if placement else None,
         )
+        if placement is not None:  # Lambda checks the role may make network interfaces at creation
+            self.function.node.add_dependency(placement.network.grant_network_interfaces(self, self.role))
         self.log_group.grant_write(self.role)
         self._enable_tracing()
         nag.acknowledge(

@@ -35,6 +35,7 @@ from infra.instance_alarms import InstanceAlarms
 from infra.layers import SharedLayers
 from infra.log_monitoring import LogMonitors
 from infra.nag import enable_nag
+from infra.network import Network, read_lookup_context
 from infra.recovery import RecoveryStateMachine, active_parameter_arns
 from infra.remediation import add_remediation_and_maintenance
 from infra.replica import (
@@ -83,6 +84,8 @@ class WardenStack(Stack):
         self.replica_stack: ReplicaStack | None = None  # set by build_app when the stage replicates
         self.storage = Storage(self, "Storage", stage=stage)
         self.layers = SharedLayers.build(self, "Layers", dependency_layer_dir=dependency_layer_dir)
+        # The VPC the database-facing functions run in (infra/network.py); None: no VPC.
+        self.network = Network(self, "Network", stage=stage) if stage.network else None
         self.functions: dict[str, WardenFunction] = {}
 
         health = self._function("health", timeout=Duration.minutes(2))
@@ -213,6 +216,7 @@ class WardenStack(Stack):
             layers=self.layers,
             stage=self.stage,
             key=self.storage.key,
+            placement=self.network.placement(job) if self.network else None,
             **options,
         )
         self.functions[job] = fn
@@ -239,7 +243,8 @@ def build_app(
     Context is cdk.json's, then `context` over it; when the CDK CLI runs the app, its context
     (cdk.json and `-c`) wins over both.
     """
-    app = App(context={**read_cdk_json_context(), **(context or {})}, outdir=outdir)
+    # cdk.context.json: checked-in lookups (the stages' VPCs), so `python app.py` synthesizes offline.
+    app = App(context={**read_lookup_context(), **read_cdk_json_context(), **(context or {})}, outdir=outdir)
     enable_nag(app)
     stages = load_stages({key: app.node.try_get_context(key) for key in ("stages", "stage")})
     stacks = {

@@ -148,4 +148,4 @@ def test_backup_object_grants_name_each_action(synthesized: Synthesized) -> None
 def _is_account_root(statement: dict[str, Any]) -> bool:
     principal = statement.get("Principal", {})
     aws = principal.get("AWS") if isinstance(principal, dict) else None
-    return isinstance(aws, dict) and ":root" in str(aws)
+    return isinstance(aws, (dict, str)) and ":root" in str(aws)  # a token, or literal with a set account

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from warden.backup_config import BackupConfig, SnapshotRef, check_backup_method
 from warden.health_config import HealthThresholds, LicenseConfig, RequiredSchema
 from warden.monitoring_config import InstanceMonitoring, LogMonitoring, check_monitoring
+from warden.network_config import NetworkConfig, TlsConfig, network_problems
 from warden.ops_config import MaintenanceConfig, RemediationConfig
 from warden.protection_config import BackupProtection, protection_problems
 from warden.schedule_expr import check_schedule
@@ -139,6 +140,8 @@ class Target(_Model):
     instances: InstanceMonitoring | None = None
     logs: LogMonitoring | None = None
 
+    # TLS to the database: required unless explicitly turned off here (warden.network_config, README).
+    tls: TlsConfig = TlsConfig()
     @model_validator(mode="after")
     def _rds_only_for_postgres(self) -> Target:
         if self.rds is not None and self.engine is not Engine.POSTGRES:
@@ -171,6 +174,8 @@ class StageConfig(_Model):
         if dupes:
             raise ValueError(f"stage {self.name!r}: target names must be unique, repeated: {dupes}")
         return self
+    # The VPC the database-facing functions run in, and its endpoints (warden.network_config).
+    network: NetworkConfig | None = None
 
     @model_validator(mode="after")
     def _protection_fits_the_stage(self) -> StageConfig:
@@ -188,6 +193,13 @@ class PostgresSecret(_Model):
     host: str
     port: int = 5432
     username: str
+    @model_validator(mode="after")
+    def _network_fits_the_stage(self) -> StageConfig:
+        problems = network_problems(self.network, account=self.account)
+        if problems:
+            raise ValueError(f"stage {self.name!r}: " + "; ".join(problems))
+        return self
+
     password: SecretStr
     dbname: str = "postgres"
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "require"
