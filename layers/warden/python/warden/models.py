@@ -91,7 +91,7 @@ class RecoveryConfig(_Model):
         return check_schedule(value)
 
 
-_SECRET_NAME = r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]+$"
+_SECRET_NAME = r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]+$"  # noqa: S105 - a name pattern
 
 
 class RdsRef(_Model):
@@ -139,9 +139,9 @@ class Target(_Model):
     # monitoring (warden.monitoring_config, docs/monitoring.md).
     instances: InstanceMonitoring | None = None
     logs: LogMonitoring | None = None
-
     # TLS to the database: required unless explicitly turned off here (warden.network_config, README).
     tls: TlsConfig = TlsConfig()
+
     @model_validator(mode="after")
     def _rds_only_for_postgres(self) -> Target:
         if self.rds is not None and self.engine is not Engine.POSTGRES:
@@ -166,6 +166,8 @@ class StageConfig(_Model):
     targets: list[Target] = []
     # Object Lock and cross-region replication of the backup bucket (warden.protection_config).
     backup_protection: BackupProtection = BackupProtection()
+    # The VPC the database-facing functions run in, and its endpoints (warden.network_config).
+    network: NetworkConfig | None = None
 
     @model_validator(mode="after")
     def _target_names_unique(self) -> StageConfig:
@@ -174,13 +176,18 @@ class StageConfig(_Model):
         if dupes:
             raise ValueError(f"stage {self.name!r}: target names must be unique, repeated: {dupes}")
         return self
-    # The VPC the database-facing functions run in, and its endpoints (warden.network_config).
-    network: NetworkConfig | None = None
 
     @model_validator(mode="after")
     def _protection_fits_the_stage(self) -> StageConfig:
         problems = protection_problems(self.backup_protection, stage=self.name, region=self.region,
                                        policies=[(t.name, t.retention) for t in self.targets])
+        if problems:
+            raise ValueError(f"stage {self.name!r}: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _network_fits_the_stage(self) -> StageConfig:
+        problems = network_problems(self.network, account=self.account)
         if problems:
             raise ValueError(f"stage {self.name!r}: " + "; ".join(problems))
         return self
@@ -193,13 +200,6 @@ class PostgresSecret(_Model):
     host: str
     port: int = 5432
     username: str
-    @model_validator(mode="after")
-    def _network_fits_the_stage(self) -> StageConfig:
-        problems = network_problems(self.network, account=self.account)
-        if problems:
-            raise ValueError(f"stage {self.name!r}: " + "; ".join(problems))
-        return self
-
     password: SecretStr
     dbname: str = "postgres"
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "require"
