@@ -154,7 +154,8 @@ def test_restore_and_recovery_refuse_a_snapshot_naming_it_and_the_rds_command(aw
 
 
 def test_a_snapshot_longer_than_one_invocation_stays_running_and_is_finished_later(
-        aws: LocalAws, stage: Deployment, rds_keeps_creating: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+        aws: LocalAws, stage: Deployment, rds_keeps_creating: dict[str, Any],
+        capsys: pytest.CaptureFixture[str]) -> None:
     settings = stage.settings("backup")
     catalog = Catalog(settings.catalog_table)
     # When the backup's wait runs out while RDS is still making the snapshot
