@@ -48,6 +48,7 @@ from infra.replica import (
     replicate_backups,
 )
 from infra.report import add_report
+from infra.rotation import add_rotation
 from infra.schedules import TargetSchedules
 from infra.storage import Storage, protect_backup_bucket
 from warden.backup import BACKUP_TIMEOUT_S
@@ -145,6 +146,7 @@ class WardenStack(Stack):
         self.state_machines = {"recovery": self.recovery.state_machine}
         self.report = add_report(self)
         self.remediation = add_remediation_and_maintenance(self)
+        self.rotation = add_rotation(self)  # only when a target rotates its credentials
 
         self._protect_backups()
 

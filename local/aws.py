@@ -171,6 +171,9 @@ class LocalAws:
             patch.__exit__(None, None, None)
 
         self._stack.append(unpatch)
+        from local.secrets_rotation import patch_rotation
+
+        self._stack.append(patch_rotation())  # rotation stops at a failing step, as in AWS
         if self.server:
             from moto.server import ThreadedMotoServer
 

@@ -19,6 +19,7 @@ from warden.monitoring_config import InstanceMonitoring, LogMonitoring, check_mo
 from warden.network_config import NetworkConfig, TlsConfig, network_problems
 from warden.ops_config import MaintenanceConfig, RemediationConfig
 from warden.protection_config import BackupProtection, protection_problems
+from warden.rotation_config import RotationConfig, check_rotation
 from warden.schedule_expr import check_schedule
 
 TARGET_NAME = r"^[a-z][a-z0-9-]{0,47}$"
@@ -141,6 +142,13 @@ class Target(_Model):
     logs: LogMonitoring | None = None
     # TLS to the database: required unless explicitly turned off here (warden.network_config, README).
     tls: TlsConfig = TlsConfig()
+    # Secrets Manager rotation of the target's credentials (warden.rotation_config, README).
+    rotation: RotationConfig = RotationConfig()
+
+    @model_validator(mode="after")
+    def _rotation_fits_the_target(self) -> Target:
+        check_rotation(self.name, self.secret_name, self.rotation)
+        return self
 
     @model_validator(mode="after")
     def _rds_only_for_postgres(self) -> Target:

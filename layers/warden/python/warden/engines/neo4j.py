@@ -16,9 +16,15 @@ _drivers: dict[tuple[str, str, str, float], neo4j.Driver] = {}
 
 
 def driver(secret: Neo4jSecret, *, timeout: float = 5.0) -> neo4j.Driver:
-    """A cached driver for the target (drivers are pools: one per execution environment)."""
+    """A cached driver for the target (drivers are pools: one per execution environment).
+
+    Keyed by the password too: callers load the secret for each operation, so after a rotation the
+    next operation gets a driver with the new password, and the old one is closed."""
     key = (secret.uri, secret.username, secret.password.get_secret_value(), timeout)
     if key not in _drivers:
+        # A new password for the same user (a rotation): the old driver's pool can only fail now.
+        for stale in [k for k in _drivers if k[:2] == key[:2] and k[2] != key[2]]:
+            _drivers.pop(stale).close()
         _drivers[key] = neo4j.GraphDatabase.driver(
             secret.uri,
             auth=(secret.username, key[2]),

@@ -1,0 +1,112 @@
+"""Credential rotation: the rotate function (functions/rotate) and one Secrets Manager rotation
+schedule per target with `rotation.enabled`. Nothing at all when no target rotates.
+
+The targets' secrets are the operator's, not the stack's; `AWS::SecretsManager::RotationSchedule`
+takes any secret by name or ARN in `SecretId`, so the stack attaches rotation to them without owning
+them (deleting the stack removes the schedule, never the secret).
+
+The function may read, write and relabel the rotated secrets and nothing else (and read the master
+secrets of alternating targets); Secrets Manager may invoke it from this account only.
+
+Wire it from `WardenStack.__init__` before the alarms and the dashboard (so they cover it):
+`self.rotation = add_rotation(self)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_secretsmanager as secretsmanager
+
+from infra import nag
+from infra.functions import WardenFunction, grant_audit_append, grant_key_use, grant_target_config_read
+from warden.models import Target
+
+if TYPE_CHECKING:
+    from infra.stack import WardenStack
+
+ROTATE_JOB = "rotate"
+SECRETS_MANAGER = "secretsmanager.amazonaws.com"
+# What each rotation step does to a rotated secret (warden.rotation), and nothing more.
+ROTATED_SECRET_ACTIONS = [
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+]
+
+
+@dataclass(frozen=True)
+class Rotation:
+    function: WardenFunction
+    schedules: dict[str, secretsmanager.CfnRotationSchedule]  # by target name
+
+
+def rotated_targets(targets: list[Target]) -> list[Target]:
+    return [t for t in targets if t.rotation.enabled]
+
+
+def secret_arn(stack: Stack, name_or_arn: str) -> str:
+    """The IAM resource of a secret given by name (`<name>-??????`: Secrets Manager appends six
+    random characters to the ARN) or by ARN (as is)."""
+    if name_or_arn.startswith("arn:"):
+        return name_or_arn
+    return stack.format_arn(service="secretsmanager", resource="secret", resource_name=f"{name_or_arn}-??????",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME)
+
+
+def add_rotation(stack: WardenStack) -> Rotation | None:
+    """The rotate function and the rotation schedules of `stack`'s rotating targets (or None)."""
+    targets = rotated_targets(stack.stage.targets)
+    if not targets:
+        return None
+    fn = stack._function(ROTATE_JOB, timeout=Duration.minutes(1), memory_size=256,
+                         description=f"Warden {stack.stage.name} credential rotation (Secrets Manager)")
+    grant_target_config_read(fn, stack.storage)  # which target a secret is, and how it rotates
+    grant_audit_append(fn, stack.storage)
+    grant_key_use(fn, stack.storage)
+    rotated = sorted({secret_arn(stack, t.secret_name) for t in targets})
+    fn.add_to_policy(iam.PolicyStatement(actions=ROTATED_SECRET_ACTIONS, resources=rotated))
+    masters = sorted({secret_arn(stack, t.rotation.master_secret_name) for t in targets
+                      if t.rotation.master_secret_name})
+    if masters:
+        fn.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=masters))
+    fn.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetRandomPassword"], resources=["*"]))
+    nag.acknowledge(
+        fn.role,
+        "AwsSolutions-IAM5[Resource::*]",
+        "secretsmanager:GetRandomPassword acts on no resource and supports no resource-level permission; "
+        "'*' is the only resource it accepts. Every other secret action is limited to the rotated secrets.",
+    )
+    permission = fn.function.add_permission(
+        "SecretsManagerInvoke",
+        principal=iam.ServicePrincipal(SECRETS_MANAGER),
+        source_account=stack.account,
+    )
+    schedules = {}
+    for target in targets:
+        schedule = secretsmanager.CfnRotationSchedule(
+            stack,
+            f"Rotation{_pascal(target.name)}",
+            secret_id=target.secret_name,
+            rotation_lambda_arn=fn.function.function_arn,
+            rotation_rules=secretsmanager.CfnRotationSchedule.RotationRulesProperty(
+                schedule_expression=target.rotation.schedule,
+                duration=target.rotation.window,
+            ),
+            # The first rotation waits for the schedule; `aws secretsmanager rotate-secret` starts one now.
+            rotate_immediately_on_update=False,
+        )
+        schedule.node.add_dependency(fn.function)
+        if permission is not None:
+            schedule.node.add_dependency(permission)
+        schedules[target.name] = schedule
+    return Rotation(function=fn, schedules=schedules)
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+
