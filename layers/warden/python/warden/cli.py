@@ -153,9 +153,25 @@ def cmd_health(args: argparse.Namespace) -> Result:
     from warden.health import format_text
     from warden.models import HealthReport
 
+    if args.output and args.format != "prometheus":
+        raise ConfigError("--output writes the Prometheus exposition: add --format prometheus")
+    if args.output and not args.output.parent.is_dir():  # refused before the run, nothing written
+        raise ConfigError(f"--output: directory {args.output.parent} does not exist")
     handle = open_stage(args.stage)
     report = HealthReport.model_validate(invoke(handle, "health", {"target": args.target} if args.target else {}))
-    return report.model_dump(mode="json"), format_text(report), 0 if report.status.value == "healthy" else 1
+    code = 0 if report.status.value == "healthy" else 1
+    if args.format == "prometheus":  # text exposition 0.0.4 (warden.prometheus), e.g. for node_exporter
+        from warden.prometheus import render, write_atomically
+
+        text = render(report)
+        if args.output:
+            try:
+                write_atomically(args.output, text)
+            except OSError as err:
+                raise CliError(f"cannot write {args.output}: {err}") from None
+            return report.model_dump(mode="json"), "", code
+        return report.model_dump(mode="json"), text.rstrip("\n"), code
+    return report.model_dump(mode="json"), format_text(report), code
 
 
 def cmd_license(args: argparse.Namespace) -> Result:
@@ -427,7 +443,8 @@ def secret_from_uri(uri: str, *, password_env: str | None = None) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--stage", default=argparse.SUPPRESS, help="local, or a deployed stage name")
-    common.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS)
+    common.add_argument("--format", choices=("text", "json", "prometheus"), default=argparse.SUPPRESS,
+                        help="prometheus: `health` only")
     parser = argparse.ArgumentParser(prog="warden", description=__doc__.split("\n\n")[0], parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     # No parser.set_defaults for these: the --stage/--format actions are shared with every
@@ -452,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = add(groups, "health", cmd_health, "health report of one target or all")
     health.add_argument("--target")
+    health.add_argument("--output", type=Path, help="with --format prometheus: write this file atomically "
+                        "(temporary file + rename), e.g. for node_exporter's textfile collector")
 
     add(groups, "license", cmd_license, "edition, version and licence expiry").add_argument("--target")
 
@@ -511,6 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.stage = getattr(args, "stage", os.environ.get("WARDEN_CLI_STAGE", "local"))
     args.format = getattr(args, "format", "text")
+    if args.format == "prometheus" and args.func is not cmd_health:
+        print("warden: --format prometheus is for `warden health` only", file=sys.stderr)
+        return 2
     try:
         data, text, code = args.func(args)
     except (ConfigError, ValueError) as err:
