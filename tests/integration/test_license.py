@@ -117,7 +117,8 @@ def test_postgres_is_not_applicable_without_connecting(aws: LocalAws) -> None:
 def test_an_unreachable_neo4j_is_an_error_not_a_pass(aws: LocalAws) -> None:
     secret = {"engine": "neo4j", "uri": "bolt://127.0.0.1:9", "password": "whatever"}
     aws.client("secretsmanager").create_secret(Name="warden/local/graph-gone", SecretString=json.dumps(secret))
-    target = Target(name="graph-gone", engine=Engine.NEO4J, secret_name="warden/local/graph-gone")
+    target = Target(name="graph-gone", engine=Engine.NEO4J, secret_name="warden/local/graph-gone",
+                    tls={"required": False})  # bolt://, as the local servers
     report = check_licenses(STAGE, [target], timeout=2)
     assert report.status is LicenseStatus.ERROR
     assert "unavailable" in report.targets[0].message

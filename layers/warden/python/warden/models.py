@@ -210,7 +210,11 @@ class PostgresSecret(_Model):
     username: str
     password: SecretStr
     dbname: str = "postgres"
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "require"
+    # TLS by default, verified against the RDS CA bundle shipped in the layer (warden.tls); a
+    # weaker mode needs the target's explicit `tls: {"required": false}`.
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "verify-full"
+    # The CA certificate(s) a verify-* mode trusts: a file path; default the RDS global bundle.
+    sslrootcert: str | None = None
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 

@@ -10,6 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from warden.clients import aws_client
 from warden.errors import SecretError
 from warden.models import DatabaseSecret, Target
+from warden.tls import check_tls
 
 _SECRET = TypeAdapter(DatabaseSecret)
 
@@ -36,4 +37,5 @@ def load_secret(target: Target) -> DatabaseSecret:
         ) from None
     if secret.engine != target.engine.value:
         raise SecretError(f"secret {target.secret_name!r} is for {secret.engine}, target is {target.engine}")
+    check_tls(target, secret)  # verified TLS unless the target opted out (warden.tls)
     return secret

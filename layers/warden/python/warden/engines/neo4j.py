@@ -8,6 +8,7 @@ from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
 from warden.engines import ServerInfo
 from warden.errors import DatabaseError, DatabaseUnavailable
 from warden.models import Engine, Neo4jSecret
+from warden.tls import warn_neo4j
 
 USER_AGENT = "warden"
 
@@ -20,6 +21,7 @@ def driver(secret: Neo4jSecret, *, timeout: float = 5.0) -> neo4j.Driver:
 
     Keyed by the password too: callers load the secret for each operation, so after a rotation the
     next operation gets a driver with the new password, and the old one is closed."""
+    warn_neo4j(secret)  # every use of a connection without verified TLS (a target that opted out)
     key = (secret.uri, secret.username, secret.password.get_secret_value(), timeout)
     if key not in _drivers:
         # A new password for the same user (a rotation): the old driver's pool can only fail now.

@@ -7,13 +7,17 @@ import psycopg
 from warden.engines import ServerInfo
 from warden.errors import DatabaseError, DatabaseUnavailable
 from warden.models import Engine, PostgresSecret
+from warden.tls import postgres_root_cert, warn_postgres
 
 APPLICATION_NAME = "warden"
 
 
 def connect(secret: PostgresSecret, *, timeout: float = 5.0, dbname: str | None = None) -> psycopg.Connection:
     """A new autocommit connection, tagged `application_name=warden` so Warden can recognise (and
-    never terminate) its own sessions. `timeout` bounds both the connect and each statement."""
+    never terminate) its own sessions. `timeout` bounds both the connect and each statement.
+    Verified TLS by default (warden.tls): `sslrootcert` is the secret's or the RDS CA bundle."""
+    warn_postgres(secret)
+    root_cert = postgres_root_cert(secret)
     try:
         return psycopg.connect(
             host=secret.host,
@@ -22,6 +26,7 @@ def connect(secret: PostgresSecret, *, timeout: float = 5.0, dbname: str | None 
             password=secret.password.get_secret_value(),
             dbname=dbname or secret.dbname,
             sslmode=secret.sslmode,
+            sslrootcert=root_cert,  # None (left out) unless sslmode is verify-ca / verify-full
             connect_timeout=max(1, int(timeout)),
             application_name=APPLICATION_NAME,
             options=f"-c statement_timeout={int(timeout * 1000)}",

@@ -44,6 +44,7 @@ from warden.engines.base import BackupFailed, ExportResult, RestoreFailed, Resto
 from warden.engines.postgres import APPLICATION_NAME, connect
 from warden.errors import ConfigError, DatabaseError, WardenError
 from warden.models import PostgresSecret
+from warden.tls import postgres_root_cert, warn_postgres
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,10 @@ def _tool_env(secret: PostgresSecret | None, passfile: Path | None, dbname: str 
             "PGAPPNAME": APPLICATION_NAME,
             "PGCONNECT_TIMEOUT": str(int(CONNECT_TIMEOUT)),
         })
+        root_cert = postgres_root_cert(secret)  # verify-ca / verify-full: the CA to check the server with
+        if root_cert:
+            env["PGSSLROOTCERT"] = root_cert
+        warn_postgres(secret)
     if passfile is not None:
         env["PGPASSFILE"] = str(passfile)
     return env
