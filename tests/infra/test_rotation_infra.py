@@ -116,3 +116,24 @@ def test_no_rotating_target_means_no_rotate_function(tmp_path: Path, dependency_
     stack, template = _build(tmp_path, stage, dependency_layer_dir)
     assert "rotate" not in stack.functions and stack.rotation is None
     assert not resources(template, "AWS::SecretsManager::RotationSchedule")
+
+
+def test_rotate_function_runs_in_the_stage_vpc_beside_the_other_database_functions(
+        tmp_path: Path, dependency_layer_dir: Path) -> None:
+    # Given a stage with a network (the VPC checked in to cdk.context.json) and a rotating target
+    subnets = ["subnet-0a11b22c33d44e55f", "subnet-0b66c77d88e99f001"]
+    stage = StageConfig.model_validate({
+        "name": "rotnet", "account": "123456789012",
+        "network": {"vpc_id": "vpc-0f3a9c2e7b1d45a86", "subnet_ids": subnets, "endpoints": "create"},
+        "targets": [{"name": "pg", "engine": "postgres", "secret_name": "warden/rotnet/pg",
+                     "rotation": {"enabled": True}}]})
+    stack, template = _build(tmp_path, stage, dependency_layer_dir)
+    # Then the rotate function has the same VPC placement as health (same subnets, same group)
+    functions = template["Resources"]
+    rotate = functions[logical_id(stack, stack.functions["rotate"].function)]["Properties"]
+    health = functions[logical_id(stack, stack.functions["health"].function)]["Properties"]
+    assert sorted(rotate["VpcConfig"]["SubnetIds"]) == sorted(subnets)
+    assert rotate["VpcConfig"] == health["VpcConfig"]
+    # and Secrets Manager is reachable from there without a NAT (its interface endpoint)
+    endpoints = [r["Properties"] for r in resources(template, "AWS::EC2::VPCEndpoint").values()]
+    assert any("secretsmanager" in json.dumps(e["ServiceName"]) and e.get("PrivateDnsEnabled") for e in endpoints)

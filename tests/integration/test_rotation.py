@@ -25,7 +25,7 @@ from local.aws import LocalAws
 from local.deploy import Deployment, _Resolver, deploy_template, synthesize_stage
 from local.postgres import PostgresEndpoint
 from local.runtime import local_stage, neo4j_secret, postgres_secret
-from tests.conftest import LOCAL_TARGETS, STAGE, invoke
+from tests.conftest import LOCAL_TARGETS, STAGE, invoke, load_event
 from warden.audit import tail
 from warden.models import Target
 from warden.rotation_config import RotationConfig
@@ -188,8 +188,8 @@ def rotate(aws: LocalAws, stage: Deployment, target: str, token: str | None = No
 
 def step(aws: LocalAws, stage: Deployment, target: str, name: str, token: str) -> tuple[Any, str | None]:
     """One rotation step, invoked as Secrets Manager invokes it (a retry is the same call again)."""
-    return invoke(aws, stage.function_named("rotate"), {"SecretId": TARGETS[target].secret_name,
-                                                        "ClientRequestToken": token, "Step": name})
+    return invoke(aws, stage.function_named("rotate"), load_event(
+        "rotate_create_secret", SecretId=TARGETS[target].secret_name, ClientRequestToken=token, Step=name))
 
 
 def connectivity(aws: LocalAws, stage: Deployment, target: str) -> dict[str, Any]:
@@ -392,12 +392,12 @@ def test_rotate_function_refuses_a_secret_that_is_not_a_rotating_targets(
 
     # When the rotate function is asked to rotate it
     result, error = invoke(aws, stage.function_named("rotate"),
-                           {"SecretId": "someone/else", "ClientRequestToken": token, "Step": "createSecret"})
+                           load_event("rotate_create_secret", SecretId="someone/else", ClientRequestToken=token))
 
     # Then it refuses with a clear error and the secret has no new version
     assert error == "Unhandled" and result["errorType"] == "ConfigError"
     assert "not the secret of any target" in result["errorMessage"]
     assert len(secrets.list_secret_version_ids(SecretId="someone/else")["Versions"]) == 1
     # and a malformed event is refused before anything is read
-    result, error = invoke(aws, stage.function_named("rotate"), {"SecretId": "x", "Step": "dropSecret"})
+    result, error = invoke(aws, stage.function_named("rotate"), load_event("rotate_bad_input"))
     assert error == "Unhandled" and result["errorType"] == "ValidationError"
