@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat, CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -85,6 +85,9 @@ class Network(Construct):
         self.subnets = self._select_subnets()
         self.subnet_selection = ec2.SubnetSelection(subnets=self.subnets)
         self.security_group = self._build_function_group()
+        # The databases' own groups admit this one (README "Networking and TLS"): operators need its id.
+        CfnOutput(self, "DbClientsSecurityGroup", value=self.security_group.security_group_id,
+                  description="Security group of the Warden functions that connect to databases")
         self.endpoint_security_group: ec2.SecurityGroup | None = None
         self.gateway_endpoints: dict[str, ec2.GatewayVpcEndpoint] = {}
         self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {}

@@ -325,3 +325,9 @@ def test_endpoint_modes_default_to_create_per_service() -> None:
     config = StageConfig(name="x", account=ACCOUNT, network={"vpc_id": VPC, "endpoints": {"kms": "reuse"}}).network
     assert config is not None
     assert config.endpoint_mode("kms") == "reuse" and config.endpoint_mode("sts") == "create"
+
+
+def test_the_function_group_id_is_a_stack_output_for_the_databases_ingress_rules(staging: dict[str, Any]) -> None:
+    group = _group_id(staging, "warden-staging-db-clients")
+    (output,) = [o for key, o in staging["Outputs"].items() if key.startswith("NetworkDbClientsSecurityGroup")]
+    assert output["Value"] == {"Fn::GetAtt": [group, "GroupId"]}

@@ -97,6 +97,8 @@ BAD_STAGES = {
     "no credentials": ({"secret_name": None}, r"targets\[0\]\.secret_name: Field required"),
     "empty credentials": ({"secret_name": ""}, r"targets\[0\]\.secret_name: String should have at least 1"),
     "bad secret name": ({"secret_name": "warden dev"}, r"targets\[0\]\.secret_name: String should match pattern"),
+    "tls not a switch": ({"tls": {"required": "sometimes"}}, r"targets\[0\]\.tls\.required: Input should be a valid"),
+    "tls typo": ({"tls": {"enabled": False}}, r"targets\[0\]\.tls\.enabled: Extra inputs are not permitted"),
 }
 
 
