@@ -137,3 +137,10 @@ def test_rotate_function_runs_in_the_stage_vpc_beside_the_other_database_functio
     # and Secrets Manager is reachable from there without a NAT (its interface endpoint)
     endpoints = [r["Properties"] for r in resources(template, "AWS::EC2::VPCEndpoint").values()]
     assert any("secretsmanager" in json.dumps(e["ServiceName"]) and e.get("PrivateDnsEnabled") for e in endpoints)
+
+
+def test_a_failed_rotation_step_alarms_like_any_function_error(built: dict[str, Any]) -> None:
+    alarms = [r["Properties"] for r in resources(built["template"], "AWS::CloudWatch::Alarm").values()]
+    rotate_errors = [a for a in alarms if a.get("AlarmName") == "warden-rot-fn-rotate-errors"]
+    assert len(rotate_errors) == 1
+    assert rotate_errors[0]["MetricName"] == "Errors" and rotate_errors[0]["AlarmActions"]
