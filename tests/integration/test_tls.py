@@ -253,3 +253,13 @@ def test_the_local_runtime_opts_its_own_servers_out_and_leaves_external_targets_
     local, remote = (t.as_target("local") for t in config.targets)
     assert local.tls.required is False
     assert remote.tls.required is True
+
+
+def test_rotation_reads_secrets_under_the_same_rule() -> None:
+    from warden.rotation import _secret_of
+
+    strict = Target(name="strict", engine=Engine.POSTGRES, secret_name="warden/t/strict")
+    with pytest.raises(tls.TlsError, match="sets sslmode=disable"):
+        _secret_of(strict, {**PG, "sslmode": "disable"}, "pending")
+    relaxed = strict.model_copy(update={"tls": strict.tls.model_copy(update={"required": False})})
+    assert _secret_of(relaxed, {**PG, "sslmode": "disable"}, "pending").sslmode == "disable"

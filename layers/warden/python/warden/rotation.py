@@ -35,6 +35,7 @@ from warden.clients import aws_client
 from warden.errors import ConfigError, SecretError, WardenError
 from warden.models import DatabaseSecret, Engine, Neo4jSecret, PostgresSecret, Target
 from warden.rotation_config import ALTERNATING, CLONE_SUFFIX
+from warden.tls import check_tls
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,7 @@ def _secret_of(target: Target, value: dict[str, Any], what: str) -> PostgresSecr
                           f"(problem fields: {fields})") from None
     if secret.engine != target.engine.value:
         raise SecretError(f"target {target.name!r}: the {what} secret is for {secret.engine}")
+    check_tls(target, secret)  # rotation connects like every function: verified TLS unless opted out
     return secret
 
 
