@@ -284,6 +284,48 @@ def test_single_user_setsecret_refuses_when_no_known_password_logs_in_and_change
     assert "neither the current nor the previous credentials" in failed[0].details["error"]
 
 
+def test_neo4j_single_user_setsecret_refuses_when_no_known_password_logs_in_and_changes_nothing(
+        aws: LocalAws, stage: Deployment, neo4j_server: Any) -> None:
+    # Given someone changed graph-rot's password behind Secrets Manager's back
+    with neo4j.GraphDatabase.driver(neo4j_server.uri, auth=(neo4j_server.username, neo4j_server.password)) as d:
+        d.execute_query("ALTER USER $u SET PASSWORD 'out-of-band-999' CHANGE NOT REQUIRED", u=NEO_USER,
+                        database_="system")
+    before = labels(aws, "graph-rot")
+
+    # When a rotation runs
+    version = rotate(aws, stage, "graph-rot")
+
+    # Then it stopped at setSecret: AWSCURRENT where it was, the database's password untouched
+    after = labels(aws, "graph-rot")
+    assert {v: s for v, s in after.items() if v != version} == before and after[version] == ["AWSPENDING"]
+    assert current(aws, "graph-rot")["password"] == FIRST_PASSWORD
+    assert neo4j_accepts(neo4j_server, NEO_USER, "out-of-band-999")
+    failed = [e for e in tail(stage.outputs()["AuditTable"], "graph-rot") if e.outcome == "failed"]
+    assert [e.step for e in failed] == ["setSecret"]
+
+
+def test_repeating_the_steps_of_a_finished_rotation_changes_nothing(
+        aws: LocalAws, stage: Deployment, postgres: PostgresEndpoint) -> None:
+    # Given a finished rotation of pg-rot
+    token = rotate(aws, stage, "pg-rot")
+    rotated, before = current(aws, "pg-rot"), labels(aws, "pg-rot")
+
+    # When Secrets Manager delivers every step of it again
+    outcomes = []
+    for name in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        result, error = step(aws, stage, "pg-rot", name, token)
+        assert error is None, result
+        outcomes.append(result["outcome"])
+
+    # Then each one reports it was already done; the secret and the password stay as they were
+    assert outcomes == ["already-done"] * 4
+    assert labels(aws, "pg-rot") == before and current(aws, "pg-rot") == rotated
+    assert pg_refuses(postgres, PG_USER, FIRST_PASSWORD)
+    with pg_login(postgres, PG_USER, rotated["password"]) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert [e.step for e in tail(stage.outputs()["AuditTable"], "pg-rot")] == ["finish"]  # audited once
+
+
 # --- alternating users -------------------------------------------------------------------------
 
 
