@@ -314,6 +314,9 @@ def test_unhealthy_rechecks_and_reports_without_changing_anything(settings: Sett
     assert result.outcome == "nothing-to-do"
     assert result.details["status"] in {"healthy", "degraded", "unhealthy"}
     assert result.summary.startswith("pg-local is ")
+    # the audited re-check records the server's version (PostgreSQL 18 locally)
+    (entry,) = [e for e in remediation_entries(settings) if e.step == "recheck_health"]
+    assert entry.details["result"]["server_version"].startswith("18.")
 
 
 def test_handler_ignores_malformed_events_and_respects_opt_in(aws: LocalAws, environment: dict[str, str],

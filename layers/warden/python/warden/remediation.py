@@ -338,7 +338,8 @@ def _recheck_health(ctx: _Context) -> ActionResult:
     failing = [{"check": c.name, "status": str(c.status), "message": c.message}
                for c in health.checks if c.status != "pass"]
     return ActionResult(f"{ctx.target.name} is {health.status} on re-check ({len(failing)} check(s) not passing)",
-                        {"status": str(health.status), "checks": failing}, changed=False)
+                        {"status": str(health.status), "server_version": health.server_version, "checks": failing},
+                        changed=False)
 
 
 def _cancel_long_queries(ctx: _Context) -> ActionResult:
