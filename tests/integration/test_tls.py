@@ -263,3 +263,13 @@ def test_rotation_reads_secrets_under_the_same_rule() -> None:
         _secret_of(strict, {**PG, "sslmode": "disable"}, "pending")
     relaxed = strict.model_copy(update={"tls": strict.tls.model_copy(update={"required": False})})
     assert _secret_of(relaxed, {**PG, "sslmode": "disable"}, "pending").sslmode == "disable"
+
+
+def test_a_restore_target_given_by_uri_defaults_to_verified_tls_too() -> None:
+    from warden.cli import secret_from_uri
+
+    secret = secret_from_uri("postgresql://app:pw@db.internal/orders")
+    assert (secret.sslmode, secret.sslrootcert) == ("verify-full", None)
+    secret = secret_from_uri("postgresql://app:pw@db.internal/orders?sslrootcert=/etc/ca.pem")
+    assert (secret.sslmode, secret.sslrootcert) == ("verify-full", "/etc/ca.pem")
+    assert secret_from_uri("postgresql://app:pw@127.0.0.1/x?sslmode=disable").sslmode == "disable"

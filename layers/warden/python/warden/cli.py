@@ -404,7 +404,7 @@ def _need(value: str | None) -> str:
 
 
 def secret_from_uri(uri: str, *, password_env: str | None = None) -> Any:
-    """A database secret from `postgresql://user[:pw]@host:port/db?sslmode=..` or
+    """A database secret from `postgresql://user[:pw]@host:port/db[?sslmode=..&sslrootcert=..]` or
     `neo4j[+s]://user[:pw]@host:port/database`. The password comes from the URI, the variable
     named by `password_env`, or a prompt."""
     from pydantic import TypeAdapter, ValidationError
@@ -425,7 +425,10 @@ def secret_from_uri(uri: str, *, password_env: str | None = None) -> Any:
             data: dict[str, Any] = {
                 "engine": "postgres", "host": parsed.hostname, "port": parsed.port or 5432,
                 "username": unquote(parsed.username or "postgres"), "password": password,
-                "dbname": parsed.path.lstrip("/") or "postgres", "sslmode": query.get("sslmode", ["require"])[0]}
+                "dbname": parsed.path.lstrip("/") or "postgres",
+                # Verified TLS unless the URI says otherwise, as for every target (warden.tls).
+                "sslmode": query.get("sslmode", ["verify-full"])[0],
+                "sslrootcert": query.get("sslrootcert", [None])[0]}
         elif parsed.scheme.split("+")[0] in ("neo4j", "bolt"):
             data = {"engine": "neo4j", "uri": f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 7687}",
                     "username": unquote(parsed.username or "neo4j"), "password": password,
