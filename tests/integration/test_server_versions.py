@@ -27,7 +27,9 @@ NOW = datetime.now(UTC)
 def _register(aws: LocalAws, name: str, engine: Engine, secret: dict[str, Any]) -> Target:
     secret_name = f"warden/{STAGE}/{name}"
     aws.client("secretsmanager").create_secret(Name=secret_name, SecretString=json.dumps(secret))
-    return Target.model_validate({"name": name, "engine": engine.value, "secret_name": secret_name})
+    # the local servers are loopback-only without TLS: the explicit opt-out
+    return Target.model_validate({"name": name, "engine": engine.value, "secret_name": secret_name,
+                                  "tls": {"required": False}})
 
 
 def _pg_target(aws: LocalAws, name: str, pg: PostgresEndpoint) -> tuple[Target, str]:
