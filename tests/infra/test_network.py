@@ -331,3 +331,15 @@ def test_the_function_group_id_is_a_stack_output_for_the_databases_ingress_rules
     group = _group_id(staging, "warden-staging-db-clients")
     (output,) = [o for key, o in staging["Outputs"].items() if key.startswith("NetworkDbClientsSecurityGroup")]
     assert output["Value"] == {"Fn::GetAtt": [group, "GroupId"]}
+
+
+def test_app_py_stops_with_the_missing_lookup_and_writes_no_template(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import app
+
+    out = tmp_path / "cdk.out"
+    monkeypatch.setenv("CDK_OUTDIR", str(out))
+    stages = json.dumps({"qa": _stage(vpc_id="vpc-0123456789abcdef0")})
+    assert app.main(["-c", f"stages={stages}"]) == 2
+    assert "network.vpc_id='vpc-0123456789abcdef0' is not in cdk.context.json" in capsys.readouterr().err
+    assert not out.exists() or not any(out.glob("*.template.json"))
