@@ -109,3 +109,19 @@ def test_a_malformed_pending_value_is_named_by_its_fields_not_its_contents(aws: 
     with pytest.raises(SecretError, match="problem fields") as raised:
         rotate_step(target(), secret, token, "testSecret")
     assert "leaky-Password-3" not in str(raised.value) and "port" in str(raised.value)
+
+
+@pytest.mark.parametrize(("strategy", "user"), [("alternating", "postgres"), ("alternating", "app_clone_clone"),
+                                                ("single-user", "app_clone")])
+def test_set_secret_refuses_a_pending_value_naming_another_user_before_any_login(
+        aws: LocalAws, secret: str, strategy: str, user: str) -> None:
+    # Given a pending version written by hand that names a user rotation must never touch
+    enable_rotation(aws, secret)
+    token = str(uuid.uuid4())
+    aws.client("secretsmanager").put_secret_value(
+        SecretId=secret, ClientRequestToken=token, VersionStages=[PENDING],
+        SecretString=json.dumps({**VALUE, "username": user, "password": "new-Password-2"}))
+    rotation = {"strategy": strategy, "master_secret_name": "warden/unit/admin"} if strategy == "alternating" else {}
+    # When setSecret runs, Then it refuses (db.internal does not exist: no login was tried)
+    with pytest.raises(RotationError, match=f"names user '{user}'"):
+        rotate_step(target(**rotation), secret, token, "setSecret")

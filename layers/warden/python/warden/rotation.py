@@ -151,6 +151,7 @@ def set_secret(target: Target, secret_id: str, token: str, stages: dict[str, lis
     current = _secret_of(target, _value(secret_id, stage=CURRENT), "current")
     pending = _secret_of(target, _value(secret_id, stage=PENDING, version=token), "pending")
     _same_server(target, current, pending)
+    _expected_user(target, current, pending)
     if engine.can_log_in(pending):
         return StepResult(Step.SET.value, target.name, token, "already-done", pending.username)
     new = pending.password.get_secret_value()
@@ -274,6 +275,16 @@ def _same_server(target: Target, a: PostgresSecret | Neo4jSecret, b: PostgresSec
     if where(a) != where(b):
         raise RotationError(f"target {target.name!r}: the secrets name different servers; rotation "
                             "changes passwords on the target's own server only")
+
+
+def _expected_user(target: Target, current: Any, pending: Any) -> None:
+    """The pending user is the current one (single-user) or its alternate: never anyone else, so a
+    pending version written by hand cannot make the master change another user's password."""
+    allowed = ({current.username.removesuffix(CLONE_SUFFIX), current.username.removesuffix(CLONE_SUFFIX) + CLONE_SUFFIX}
+               if target.rotation.strategy == ALTERNATING else {current.username})
+    if pending.username not in allowed:
+        raise RotationError(f"target {target.name!r}: the pending version names user {pending.username!r}; "
+                            f"rotation only sets the password of {sorted(allowed)}")
 
 
 def _logged_in_secret(target: Target, secret_id: str, current: Any, engine: Any) -> Any:
