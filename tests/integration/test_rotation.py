@@ -358,6 +358,10 @@ def test_postgres_alternating_users_keep_working_through_two_rotations(
     with pg_login(postgres, clone["username"], clone["password"]) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert connectivity(aws, stage, "pg-alt")["status"] == "pass"
+    # and a backup through the deployed function (pg_dump gets the rotated credentials) completes
+    record, error = invoke(aws, stage.function_named("backup"), {"target": "pg-alt", "trigger": "manual"})
+    assert error is None, record
+    assert record["status"] == "COMPLETED" and record["counts"].get("public.orders") == 2, record
 
 
 def test_neo4j_alternating_users_keep_working_through_two_rotations(
