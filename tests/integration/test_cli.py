@@ -37,7 +37,9 @@ def local_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_template: 
     monkeypatch.setenv("WARDEN_LOCAL_HOME", str(tmp_path))
     # The handlers run in this process (in `warden local up` they run in the runtime's): keep their
     # JSON logs and metrics off the CLI's stdout.
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
+    # The functions run in this process here, so their log lines share the CLI's stdout (a real CLI
+    # talks to functions elsewhere). ERROR: the local targets' expected no-TLS warnings stay out of it.
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "ERROR")
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     with LocalAws(server=True) as aws:
         config = LocalConfig.model_validate({"stage": STAGE, "targets": [
