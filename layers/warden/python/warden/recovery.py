@@ -156,7 +156,8 @@ def staging_secret(settings: Settings, target: Target, production: DatabaseSecre
     """The database a recovery restores into before promotion."""
     config = target.recovery
     if config.staging_secret_name:
-        staged = Target(name=target.name, engine=target.engine, secret_name=config.staging_secret_name)
+        # The target itself with the staging secret: its TLS rule applies to staging too.
+        staged = target.model_copy(update={"secret_name": config.staging_secret_name})
         return load_secret(staged), {"kind": "secret", "name": config.staging_secret_name}
     if isinstance(production, PostgresSecret):
         name = config.staging_database or f"{production.dbname}_warden_staging"[:63]
