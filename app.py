@@ -65,8 +65,27 @@ def prune_stale_outputs(outdir: Path) -> None:
                 path.unlink()
 
 
+def ensure_rds_ca_bundle() -> None:
+    """Under the CDK CLI (`cdk synth` / `cdk deploy`), fetch the RDS CA bundle into the layer when it
+    is missing: PostgreSQL targets verify the server against it by default (warden.tls). Offline,
+    only a warning; `python app.py` itself (tests, `make synth`) never touches the network."""
+    from infra.certs import BundleError, fetch_bundle
+    from warden.tls import RDS_CA_BUNDLE
+
+    if RDS_CA_BUNDLE.exists():
+        return
+    try:
+        fetch_bundle()
+        print(f"fetched the RDS CA bundle into {RDS_CA_BUNDLE}; commit it with SOURCE.md", file=sys.stderr)
+    except (OSError, BundleError) as err:
+        print(f"warning: the RDS CA bundle is missing and could not be fetched ({err}); PostgreSQL targets "
+              "that verify TLS will not connect until `python -m infra.certs` succeeds", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     started = time.perf_counter()
+    if os.environ.get("CDK_OUTDIR"):
+        ensure_rds_ca_bundle()
     try:
         # The CDK CLI says where to write (CDK_OUTDIR); run directly, write where `cdk` would.
         outdir = None if os.environ.get("CDK_OUTDIR") else str(Path(__file__).resolve().parent / "cdk.out")
