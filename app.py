@@ -3,6 +3,7 @@
 
     python app.py                  synthesize every stage into cdk.out/
     python app.py -c stage=dev     one stage (as `cdk synth -c stage=dev` does)
+    python app.py --fetch-rds-ca   also fetch the RDS CA bundle into the layer when it is missing
 
 No Docker, no AWS calls; the network only to build the dependency layer the first time. Exits
 non-zero when the configuration is invalid or any cdk-nag finding is unacknowledged.
@@ -66,9 +67,10 @@ def prune_stale_outputs(outdir: Path) -> None:
 
 
 def ensure_rds_ca_bundle() -> None:
-    """Under the CDK CLI (`cdk synth` / `cdk deploy`), fetch the RDS CA bundle into the layer when it
-    is missing: PostgreSQL targets verify the server against it by default (warden.tls). Offline,
-    only a warning; `python app.py` itself (tests, `make synth`) never touches the network."""
+    """Under the CDK CLI (`cdk synth` / `cdk deploy`: cdk.json passes --fetch-rds-ca), fetch the RDS
+    CA bundle into the layer when it is missing: PostgreSQL targets verify the server against it by
+    default (warden.tls). Offline, only a warning; `python app.py` without the flag (tests,
+    `make synth`) never touches the network."""
     from infra.certs import BundleError, fetch_bundle
     from warden.tls import RDS_CA_BUNDLE
 
@@ -84,7 +86,8 @@ def ensure_rds_ca_bundle() -> None:
 
 def main(argv: list[str]) -> int:
     started = time.perf_counter()
-    if os.environ.get("CDK_OUTDIR"):
+    if "--fetch-rds-ca" in argv:  # cdk.json's app command: `cdk synth` / `cdk deploy`
+        argv = [a for a in argv if a != "--fetch-rds-ca"]
         ensure_rds_ca_bundle()
     try:
         # The CDK CLI says where to write (CDK_OUTDIR); run directly, write where `cdk` would.
