@@ -11,27 +11,29 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from warden import names
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
-    stage: str = Field(alias="WARDEN_STAGE")
-    function: str = Field(default="cli", alias="WARDEN_FUNCTION")
-    catalog_table: str | None = Field(default=None, alias="WARDEN_CATALOG_TABLE")
-    audit_table: str | None = Field(default=None, alias="WARDEN_AUDIT_TABLE")
-    state_table: str | None = Field(default=None, alias="WARDEN_STATE_TABLE")
-    bucket: str | None = Field(default=None, alias="WARDEN_BUCKET")
-    topic_arn: str | None = Field(default=None, alias="WARDEN_TOPIC_ARN")
-    kms_key_id: str | None = Field(default=None, alias="WARDEN_KMS_KEY_ID")
+    stage: str = Field(alias=names.ENV_STAGE)
+    function: str = Field(default="cli", alias=names.ENV_FUNCTION)
+    catalog_table: str | None = Field(default=None, alias=names.ENV_CATALOG_TABLE)
+    audit_table: str | None = Field(default=None, alias=names.ENV_AUDIT_TABLE)
+    state_table: str | None = Field(default=None, alias=names.ENV_STATE_TABLE)
+    bucket: str | None = Field(default=None, alias=names.ENV_BUCKET)
+    topic_arn: str | None = Field(default=None, alias=names.ENV_TOPIC_ARN)
+    kms_key_id: str | None = Field(default=None, alias=names.ENV_KMS_KEY_ID)
     # Where the TLS-capable pg_dump / pg_restore live (see docs/postgres-tools.md); PATH otherwise.
-    pg_bin_dir: str | None = Field(default=None, alias="WARDEN_PG_BIN_DIR")
+    pg_bin_dir: str | None = Field(default=None, alias=names.ENV_PG_BIN_DIR)
 
     @property
     def targets_path(self) -> str:
         """SSM Parameter Store path under which the stack writes each target's configuration."""
-        return f"/warden/{self.stage}/targets/"
+        return names.targets_path(self.stage) + "/"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        return cls.model_validate({k: v for k, v in env.items() if k.startswith("WARDEN_")})
+        return cls.model_validate({k: v for k, v in env.items() if k.startswith(names.ENV_PREFIX)})

@@ -1,0 +1,105 @@
+"""The names the stack, the functions and the CLI must agree on, in one place: the environment
+variables the stack sets on a function (read back by `warden.settings.Settings`), the outputs of a
+deployed stack (read by the CLI to find a stage), and the Parameter Store paths both sides use.
+
+Plain constants and string formatting only: anything may import this module, a cold start included.
+"""
+
+from __future__ import annotations
+
+# -- environment of a function ------------------------------------------------------------------
+
+ENV_PREFIX = "WARDEN_"  # Settings.from_env reads only the variables that start with it
+
+# Set on every function by infra.functions.WardenFunction.
+ENV_STAGE = "WARDEN_STAGE"
+ENV_FUNCTION = "WARDEN_FUNCTION"  # the job: functions/<job>/handler.py
+ENV_POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+ENV_POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+SERVICE_NAME = "warden"  # POWERTOOLS_SERVICE_NAME: the `service` dimension of every metric
+METRICS_NAMESPACE = "Warden"  # POWERTOOLS_METRICS_NAMESPACE of every function (docs/metrics.md)
+
+# Set by the grant that gives a function the resource (infra/functions.py).
+ENV_CATALOG_TABLE = "WARDEN_CATALOG_TABLE"
+ENV_AUDIT_TABLE = "WARDEN_AUDIT_TABLE"
+ENV_STATE_TABLE = "WARDEN_STATE_TABLE"
+ENV_BUCKET = "WARDEN_BUCKET"
+ENV_TOPIC_ARN = "WARDEN_TOPIC_ARN"
+ENV_KMS_KEY_ID = "WARDEN_KMS_KEY_ID"
+ENV_PG_BIN_DIR = "WARDEN_PG_BIN_DIR"  # where the TLS-capable pg_dump / pg_restore live
+ENV_BACKUP_FUNCTION = "WARDEN_BACKUP_FUNCTION"  # remediate: the function that starts a backup
+# verify and recovery, when the stage replicates its backups (warden.config.protection.ReplicaSettings).
+ENV_REPLICA_BUCKET = "WARDEN_REPLICA_BUCKET"
+ENV_REPLICA_REGION = "WARDEN_REPLICA_REGION"
+ENV_REPLICA_KMS_KEY = "WARDEN_REPLICA_KMS_KEY"
+
+# -- a deployed stage ---------------------------------------------------------------------------
+
+STACK_NAME = "Warden-{stage}"
+
+# Stack outputs (infra.stack.WardenStack): what the CLI reads to find a stage's resources.
+OUTPUT_CATALOG_TABLE = "CatalogTable"
+OUTPUT_AUDIT_TABLE = "AuditTable"
+OUTPUT_STATE_TABLE = "StateTable"
+OUTPUT_BUCKET = "Bucket"
+OUTPUT_TOPIC = "Topic"
+OUTPUT_KEY = "Key"
+OUTPUT_RECOVERY_STATE_MACHINE = "RecoveryStateMachine"
+OUTPUT_DB_CLIENTS_SECURITY_GROUP = "DbClientsSecurityGroup"  # only a stage with a network
+FUNCTION_OUTPUT_SUFFIX = "Function"  # one output per function: `<Job>Function`, e.g. `LicenseCheckFunction`
+
+# Output → the environment variable of a function that holds the same value.
+OUTPUT_ENV = {
+    OUTPUT_CATALOG_TABLE: ENV_CATALOG_TABLE,
+    OUTPUT_AUDIT_TABLE: ENV_AUDIT_TABLE,
+    OUTPUT_STATE_TABLE: ENV_STATE_TABLE,
+    OUTPUT_BUCKET: ENV_BUCKET,
+    OUTPUT_TOPIC: ENV_TOPIC_ARN,
+    OUTPUT_KEY: ENV_KMS_KEY_ID,
+}
+
+# -- Parameter Store ----------------------------------------------------------------------------
+
+TARGETS_PATH = "/warden/{stage}/targets"  # one parameter per target below it, its configuration as JSON
+TARGET_PARAMETER = TARGETS_PATH + "/{target}"
+ACTIVE_PARAMETER = "/warden/{stage}/active/{target}"  # the endpoint a swap promotion moves
+
+# -- alarms -------------------------------------------------------------------------------------
+
+ALARM_PREFIX = "warden-{stage}-"  # every alarm of a stage is named `warden-<stage>-...`
+
+
+def stack_name(stage: str) -> str:
+    """The CloudFormation stack of a stage: `Warden-<stage>`."""
+    return STACK_NAME.format(stage=stage)
+
+
+def function_output(job: str) -> str:
+    """The stack output naming the function of `job`: `license_check` → `LicenseCheckFunction`."""
+    return job.replace("_", " ").title().replace(" ", "") + FUNCTION_OUTPUT_SUFFIX
+
+
+def job_of_output(output: str) -> str:
+    """The job of a function output: `LicenseCheckFunction` → `license_check` (function_output's inverse)."""
+    stem = output.removesuffix(FUNCTION_OUTPUT_SUFFIX)
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(stem))
+
+
+def targets_path(stage: str) -> str:
+    """The Parameter Store path under which a stage's target configurations live (no trailing slash)."""
+    return TARGETS_PATH.format(stage=stage)
+
+
+def target_parameter(stage: str, target: str) -> str:
+    """The Parameter Store name of one target's configuration."""
+    return TARGET_PARAMETER.format(stage=stage, target=target)
+
+
+def active_parameter(stage: str, target: str) -> str:
+    """The Parameter Store name of a target's active endpoint (moved by a swap promotion)."""
+    return ACTIVE_PARAMETER.format(stage=stage, target=target)
+
+
+def alarm_prefix(stage: str) -> str:
+    """The prefix of every alarm name of a stage."""
+    return ALARM_PREFIX.format(stage=stage)
