@@ -47,9 +47,10 @@ from constructs import Construct
 from infra.functions import WardenFunction
 from infra.storage import Storage
 from warden.backup import BACKUP_TIMEOUT_S, FINISH_MARGIN_S
-from warden.backup_config import RDS_SNAPSHOT
-from warden.health_config import license_of, thresholds_of
-from warden.models import Engine, StageConfig, Target
+from warden.config.backup import RDS_SNAPSHOT
+from warden.config.health import license_of, thresholds_of
+from warden.config.stage import StageConfig
+from warden.config.target import Engine, Target
 
 NAMESPACE = "Warden"  # POWERTOOLS_METRICS_NAMESPACE of every Warden function
 SERVICE = "warden"  # POWERTOOLS_SERVICE_NAME: Powertools adds it to every metric as dimension `service`

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from warden.models import RetentionPolicy, StageConfig
+from warden.config.retention import RetentionPolicy
+from warden.config.stage import StageConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CDK_JSON = REPO / "cdk.json"

@@ -16,7 +16,7 @@ from constructs import Construct
 from infra.alarms import NAMESPACE, SERVICE, Alarms, AlarmSettings, health_period, warden_metric
 from infra.instance_alarms import instance_widgets
 from infra.log_monitoring import log_widgets
-from warden.models import Engine, Target
+from warden.config.target import Engine, Target
 
 WIDTH = 24  # the dashboard grid
 PER_ROW = 3  # graphs per row: a target's nine graphs make three rows (health, backups, engine)

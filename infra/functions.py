@@ -25,7 +25,8 @@ from constructs import Construct
 from infra import nag
 from infra.layers import PG_TOOLS_MOUNT, SharedLayers
 from infra.storage import Storage
-from warden.models import StageConfig, Target
+from warden.config.stage import StageConfig
+from warden.config.target import Target
 
 if TYPE_CHECKING:
     from infra.network import Placement
@@ -375,7 +376,7 @@ def grant_rds_snapshots(fn: WardenFunction, targets: Iterable[Target], job: str)
     those snapshots (backup and verify read their status, prune checks they are gone); backup
     creates and tags them, prune deletes them.
     """
-    from warden.backup_config import RDS_SNAPSHOT
+    from warden.config.backup import RDS_SNAPSHOT
     from warden.engines.rds_snapshot import snapshot_prefix
 
     if job not in ("backup", "verify", "prune"):

@@ -40,8 +40,8 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from constructs import Construct
 
 from infra.alarms import Alarms
-from warden.models import Target
-from warden.monitoring_config import InstanceMonitoring
+from warden.config.monitoring import InstanceMonitoring
+from warden.config.target import Target
 
 EC2 = "AWS/EC2"
 RDS = "AWS/RDS"

@@ -30,9 +30,9 @@ from constructs import Construct
 
 from infra.alarms import Alarms
 from infra.instance_alarms import add_target_alarm
-from warden.models import Target
-from warden.monitoring_config import LogFormat, log_format_of
-from warden.monitoring_config import LogMonitoring as LogConfig
+from warden.config.monitoring import LogFormat, log_format_of
+from warden.config.monitoring import LogMonitoring as LogConfig
+from warden.config.target import Target
 
 NAMESPACE_PREFIX = "Warden/Logs"
 

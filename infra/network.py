@@ -27,8 +27,8 @@ from constructs import Construct
 from infra import nag
 from infra.config import ConfigError
 from infra.functions import _nag_spelling
-from warden.models import StageConfig
-from warden.network_config import DB_FUNCTIONS, GATEWAY_ENDPOINTS, INTERFACE_ENDPOINTS, NetworkConfig
+from warden.config.network import DB_FUNCTIONS, GATEWAY_ENDPOINTS, INTERFACE_ENDPOINTS, NetworkConfig
+from warden.config.stage import StageConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CDK_CONTEXT_JSON = REPO / "cdk.context.json"

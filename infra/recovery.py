@@ -21,7 +21,7 @@ from constructs import Construct
 from infra import nag
 from infra.functions import WardenFunction, encrypted_log_group
 from infra.storage import Storage
-from warden.models import StageConfig
+from warden.config.stage import StageConfig
 
 TRANSIENT_ERRORS = ["DatabaseUnavailable", "Lambda.ServiceException", "Lambda.AWSLambdaException",
                     "Lambda.SdkClientException", "Lambda.TooManyRequestsException"]

@@ -18,13 +18,8 @@ from constructs import Construct
 
 from infra import nag
 from infra.storage import ACCESS_LOG_EXPIRATION, Storage
-from warden.models import StageConfig
-from warden.protection_config import (
-    ReplicationConfig,
-    replica_bucket_name,
-    replica_key_alias,
-    replication_role_name,
-)
+from warden.config.protection import ReplicationConfig, replica_bucket_name, replica_key_alias, replication_role_name
+from warden.config.stage import StageConfig
 
 REPLICATION_RULE_ID = "replicate-backups"
 # Every action on the replica's objects a principal could use to change or remove a replica.

@@ -23,7 +23,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 
 from infra import nag
 from infra.functions import WardenFunction, grant_audit_append, grant_key_use, grant_target_config_read
-from warden.models import Target
+from warden.config.target import Target
 
 if TYPE_CHECKING:
     from infra.stack import WardenStack

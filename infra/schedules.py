@@ -15,7 +15,7 @@ from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct
 
 from infra.functions import WardenFunction
-from warden.models import StageConfig
+from warden.config.stage import StageConfig
 
 # Jobs that run per target on a schedule (the Schedules model's fields).
 SCHEDULED_JOBS = ("backup", "verify", "prune", "health", "license_check", "maintenance")

@@ -20,7 +20,7 @@ from infra.functions import WardenFunction, encrypted_log_group, grant_health
 from infra.layers import SharedLayers
 from infra.nag import enable_nag
 from infra.storage import Storage, allow_cloudwatch_logs
-from warden.models import StageConfig
+from warden.config.stage import StageConfig
 
 SMOKE_STAGE = StageConfig(name="smoke")
 

@@ -52,13 +52,8 @@ from infra.rotation import add_rotation
 from infra.schedules import TargetSchedules
 from infra.storage import Storage, protect_backup_bucket
 from warden.backup import BACKUP_TIMEOUT_S
-from warden.models import StageConfig
-from warden.protection_config import (
-    ENV_REPLICA_BUCKET,
-    ENV_REPLICA_KMS_KEY,
-    ENV_REPLICA_REGION,
-    replica_bucket_name,
-)
+from warden.config.protection import ENV_REPLICA_BUCKET, ENV_REPLICA_KMS_KEY, ENV_REPLICA_REGION, replica_bucket_name
+from warden.config.stage import StageConfig
 
 
 class WardenStack(Stack):

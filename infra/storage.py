@@ -21,7 +21,8 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from warden.models import StageConfig, Target
+from warden.config.stage import StageConfig
+from warden.config.target import Target
 
 TABLES = ("catalog", "audit", "state")
 NONCURRENT_VERSION_EXPIRATION = Duration.days(30)

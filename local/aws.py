@@ -199,7 +199,7 @@ class LocalAws:
             mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]
             mock.start()
             self._stack.append(mock.stop)
-        from warden.clients import reset_clients
+        from warden.stores.clients import reset_clients
 
         reset_clients()
         return self

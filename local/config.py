@@ -11,8 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from warden.config.target import Target
 from warden.errors import ConfigError
-from warden.models import Target
 
 SAMPLE = Path(__file__).with_name("targets.sample.yaml")
 LocalService = Literal["neo4j", "postgres18", "postgres15"]

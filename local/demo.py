@@ -22,9 +22,9 @@ from typing import Any
 
 from local.config import load_local_config
 from local.runtime import LocalRuntime
-from warden.cli import execution_name
 from warden.health import format_text
 from warden.models import HealthReport
+from warden_cli.main import execution_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,7 +194,7 @@ class Demo:
         return spec.engine.value == "postgres" or bool(spec.recovery.staging_secret_name)
 
     def drill(self, target: str) -> None:
-        from warden.recovery import StateStore
+        from warden.stores.recovery_state import StateStore
 
         self.step(f"Restore drill of {target} (the Recovery state machine, promotion none)")
         sfn = self.aws.client("stepfunctions")
@@ -231,8 +231,9 @@ class Demo:
 
     def manual_recovery(self, target: str) -> None:
         """A swap recovery that waits for an operator: approved here the way `warden recovery approve` does."""
-        from warden.recovery import StateStore, answer_approval
+        from warden.recovery import answer_approval
         from warden.settings import Settings
+        from warden.stores.recovery_state import StateStore
 
         self.step(f"Recovery of {target} with manual approval (swap), answered like `warden recovery approve`")
         outputs = self.deployment.outputs()
@@ -305,7 +306,7 @@ class Demo:
             print(f"   weekly report: file://{self.report_path}")
 
     def audit(self, target: str) -> None:
-        from warden.audit import tail
+        from warden.stores.audit import tail
 
         self.step(f"Audit trail of {target} (append-only)")
         for entry in reversed(tail(self.deployment.outputs()["AuditTable"], target, 12)):

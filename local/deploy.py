@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from local.aws import ACCOUNT, REGION, LocalAws, create_function, render_definition
-from warden.models import StageConfig
+from warden.config.stage import StageConfig
 from warden.settings import Settings
 
 # Created in this order, so a reference always points at something that exists.

@@ -16,7 +16,8 @@ from local.aws import LocalAws
 from local.config import LocalConfig, load_local_config
 from local.deploy import Deployment, deploy_template, synthesize_stage
 from local.postgres import DEBIAN_PG15_BIN, LocalPostgres, PostgresEndpoint, debian_pg15_available
-from warden.models import StageConfig, Target
+from warden.config.stage import StageConfig
+from warden.config.target import Target
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from local.config import LocalConfig
 from local.deploy import Deployment, deploy_template, synthesize_stage
 from local.postgres import DEBIAN_PG15_BIN, LocalPostgres, PostgresEndpoint, debian_pg15_available
 from local.runtime import local_stage, neo4j_secret, postgres_secret, register_targets
-from warden.models import Engine, RecoveryConfig, Target
+from warden.config.target import Engine, RecoveryConfig, Target
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"

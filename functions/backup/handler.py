@@ -22,10 +22,11 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from warden.backup import FINISH_MARGIN_S, run_backup
-from warden.catalog import Catalog
-from warden.config import get_target
-from warden.models import BackupRequest, BackupStatus
+from warden.events import BackupRequest
+from warden.models import BackupStatus
 from warden.settings import Settings
+from warden.stores.catalog import Catalog
+from warden.stores.targets import get_target
 
 logger = Logger()
 tracer = Tracer()

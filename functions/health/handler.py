@@ -14,12 +14,12 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from warden.catalog import Catalog
-from warden.config import select_targets
 from warden.emf import publish
+from warden.events import HealthRequest
 from warden.health import check_targets, metric_points
-from warden.models import HealthRequest
 from warden.settings import Settings
+from warden.stores.catalog import Catalog
+from warden.stores.targets import select_targets
 
 logger = Logger()
 tracer = Tracer()

@@ -13,10 +13,11 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from warden.config import select_targets
 from warden.emf import publish
-from warden.license import LicenseRequest, check_licenses, license_metric_points
+from warden.events import LicenseRequest
+from warden.license import check_licenses, license_metric_points
 from warden.settings import Settings
+from warden.stores.targets import select_targets
 
 logger = Logger()
 tracer = Tracer()

@@ -11,9 +11,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from warden.config import get_target
-from warden.maintenance import MaintenanceRequest, run_maintenance
+from warden.events import MaintenanceRequest
+from warden.maintenance import run_maintenance
 from warden.settings import Settings
+from warden.stores.targets import get_target
 
 logger = Logger()
 tracer = Tracer()

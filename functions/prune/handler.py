@@ -10,10 +10,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from warden.config import get_target
-from warden.models import PruneRequest
+from warden.events import PruneRequest
 from warden.prune import run_prune
 from warden.settings import Settings
+from warden.stores.targets import get_target
 
 logger = Logger()
 tracer = Tracer()

@@ -15,8 +15,8 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from warden import recovery
+from warden.config.protection import ReplicaSettings
 from warden.errors import ConfigError
-from warden.protection_config import ReplicaSettings
 from warden.settings import Settings
 
 logger = Logger()

@@ -11,7 +11,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from warden.report import ReportRequest, run_report
+from warden.events import ReportRequest
+from warden.report import run_report
 from warden.settings import Settings
 
 logger = Logger()

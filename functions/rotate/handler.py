@@ -14,10 +14,11 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from warden.audit import audit
-from warden.config import load_targets
-from warden.rotation import RotationEvent, Step, rotate_step, target_of_secret
+from warden.events import RotationEvent
+from warden.rotation import Step, rotate_step, target_of_secret
 from warden.settings import Settings
+from warden.stores.audit import audit
+from warden.stores.targets import load_targets
 
 logger = Logger()
 tracer = Tracer()

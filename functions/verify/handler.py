@@ -12,12 +12,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from warden.backup import verify_backup
-from warden.catalog import Catalog
-from warden.config import get_target
-from warden.models import BackupStatus, VerifyRequest
-from warden.protection_config import ReplicaSettings
+from warden.config.protection import ReplicaSettings
+from warden.events import VerifyRequest
+from warden.models import BackupStatus
 from warden.replication import refresh_replicas
 from warden.settings import Settings
+from warden.stores.catalog import Catalog
+from warden.stores.targets import get_target
 
 logger = Logger()
 tracer = Tracer()

@@ -17,7 +17,8 @@ from infra.layers import build_dependency_layer
 from infra.smoke import SmokeStack
 from infra.stack import build_app
 from infra.storage import Storage
-from warden.models import StageConfig, Target
+from warden.config.stage import StageConfig
+from warden.config.target import Target
 
 PROBE_STAGE = StageConfig(
     name="probe",

@@ -27,8 +27,9 @@ from infra.alarms import (
 )
 from infra.config import read_cdk_json_context
 from infra.storage import Storage
-from warden.health_config import HealthThresholds, LicenseConfig
-from warden.models import Schedules, StageConfig, Target
+from warden.config.health import HealthThresholds, LicenseConfig
+from warden.config.stage import StageConfig
+from warden.config.target import Schedules, Target
 
 pytestmark = pytest.mark.infra
 

@@ -20,8 +20,9 @@ from infra.dashboard import Dashboard
 from infra.instance_alarms import InstanceAlarms, path_slug
 from infra.log_monitoring import PATTERNS, LogMonitors
 from infra.storage import Storage
-from warden.models import StageConfig, Target
-from warden.monitoring_config import InstanceMonitoring
+from warden.config.monitoring import InstanceMonitoring
+from warden.config.stage import StageConfig
+from warden.config.target import Target
 from warden.remediation import ACTIONS
 
 pytestmark = pytest.mark.infra

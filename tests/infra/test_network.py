@@ -18,8 +18,8 @@ from infra.config import ConfigError, parse_stages
 from infra.nag import unacknowledged_findings
 from infra.network import Network, read_lookup_context
 from infra.stack import build_app
-from warden.models import StageConfig
-from warden.network_config import DB_FUNCTIONS, GATEWAY_ENDPOINTS, INTERFACE_ENDPOINTS
+from warden.config.network import DB_FUNCTIONS, GATEWAY_ENDPOINTS, INTERFACE_ENDPOINTS
+from warden.config.stage import StageConfig
 
 pytestmark = pytest.mark.infra
 

@@ -12,7 +12,8 @@ import pytest
 from infra_helpers import logical_id, resources
 
 from infra.stack import build_app
-from warden.models import StageConfig, Target
+from warden.config.stage import StageConfig
+from warden.config.target import Target
 
 STAGE = StageConfig(name="rds", targets=[
     Target(name="orders", engine="postgres", secret_name="warden/rds/orders",

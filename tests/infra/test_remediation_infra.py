@@ -16,8 +16,9 @@ from infra.config import read_cdk_json_context
 from infra.nag import enable_nag
 from infra.remediation import ENV_BACKUP_FUNCTION, add_remediation_and_maintenance
 from infra.stack import WardenStack
-from warden.maintenance import MaintenanceRequest
-from warden.models import StageConfig, Target
+from warden.config.stage import StageConfig
+from warden.config.target import Target
+from warden.events import MaintenanceRequest
 
 pytestmark = pytest.mark.infra
 STAGE = StageConfig(name="rem", targets=[

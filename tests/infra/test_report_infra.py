@@ -12,7 +12,8 @@ from infra_helpers import logical_id, resources
 
 from infra.report import REPORT_SCHEDULE, add_report
 from infra.stack import build_app
-from warden.models import StageConfig, Target
+from warden.config.stage import StageConfig
+from warden.config.target import Target
 
 STAGE = StageConfig(name="rpt", targets=[Target(name="pg", engine="postgres", secret_name="warden/rpt/pg")])
 

@@ -14,7 +14,8 @@ from infra_helpers import logical_id, resources
 
 from infra.rotation import ROTATED_SECRET_ACTIONS
 from infra.stack import build_app
-from warden.models import StageConfig, Target
+from warden.config.stage import StageConfig
+from warden.config.target import Target
 
 ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:warden/rot/graph-AbCdEf"
 STAGE = StageConfig(name="rot", targets=[

@@ -9,7 +9,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from infra_helpers import Synthesized, as_list, logical_id, resources
 
-from warden.models import Target
+from warden.config.target import Target
 
 pytestmark = pytest.mark.infra
 

@@ -14,14 +14,16 @@ from local.deploy import Deployment
 from local.postgres import PostgresEndpoint, create_database
 from local.runtime import postgres_secret
 from tests.conftest import STAGE, invoke, load_event
-from warden.artifacts import S3MultipartSink
-from warden.audit import tail
 from warden.backup import restore_backup
-from warden.catalog import Catalog
+from warden.config.credentials import PostgresSecret
+from warden.config.target import Engine, Target
 from warden.engines.base import RestoreRefused
-from warden.locks import Leases
-from warden.models import BackupRecord, BackupStatus, Engine, PostgresSecret, Target
+from warden.models import BackupRecord, BackupStatus
 from warden.settings import Settings
+from warden.stores.artifacts import S3MultipartSink
+from warden.stores.audit import tail
+from warden.stores.catalog import Catalog
+from warden.stores.leases import Leases
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +140,7 @@ def test_a_crashed_runs_lease_expires_and_its_leftovers_are_cleaned(aws: LocalAw
     # Given a run that crashed: RUNNING record, an open multipart upload, a lease that expired
     from datetime import UTC, datetime
 
-    from warden.catalog import new_backup_id
+    from warden.stores.catalog import new_backup_id
 
     catalog, leases = Catalog(settings.catalog_table), Leases(settings.state_table)
     crashed_id = new_backup_id()

@@ -19,11 +19,12 @@ from local.deploy import Deployment
 from local.postgres import PostgresEndpoint, create_database
 from local.runtime import postgres_secret
 from tests.conftest import STAGE, invoke, load_event
-from warden.audit import tail
 from warden.backup import FINISH_MARGIN_S, BackupOutOfTime, run_backup
-from warden.catalog import Catalog
-from warden.models import BackupRecord, BackupStatus, Target
+from warden.config.target import Target
+from warden.models import BackupRecord, BackupStatus
 from warden.settings import Settings
+from warden.stores.audit import tail
+from warden.stores.catalog import Catalog
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from local.deploy import deploy_template
 from local.postgres import PostgresEndpoint, create_database
 from local.runtime import neo4j_secret, postgres_secret, register_targets
 from tests.conftest import STAGE
-from warden import cli
+from warden_cli import main as cli
 
 pytestmark = pytest.mark.integration
 

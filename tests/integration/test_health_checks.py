@@ -26,21 +26,15 @@ from local.aws import LocalAws, create_function
 from local.deploy import Deployment
 from local.postgres import PostgresEndpoint
 from tests.conftest import STAGE, invoke, load_event
-from warden.catalog import Catalog, new_backup_id
-from warden.engines import neo4j_health, postgres_health
-from warden.health import backup_tier, check_target, check_targets, format_text, metric_points, run_tier
-from warden.health_config import HealthThresholds, RequiredSchema
-from warden.models import (
-    BackupRecord,
-    BackupStatus,
-    CheckResult,
-    CheckStatus,
-    Engine,
-    HealthStatus,
-    Neo4jSecret,
-    PostgresSecret,
-    Target,
-)
+from warden.checks import run_tier
+from warden.config.credentials import Neo4jSecret, PostgresSecret
+from warden.config.health import HealthThresholds, RequiredSchema
+from warden.config.target import Engine, Target
+from warden.engines.neo4j import health as neo4j_health
+from warden.engines.postgres import health as postgres_health
+from warden.health import backup_tier, check_target, check_targets, format_text, metric_points
+from warden.models import BackupRecord, BackupStatus, CheckResult, CheckStatus, HealthStatus
+from warden.stores.catalog import Catalog, new_backup_id
 
 pytestmark = pytest.mark.integration
 

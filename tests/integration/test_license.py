@@ -12,7 +12,8 @@ import pytest
 
 from local.aws import LocalAws, create_function
 from tests.conftest import STAGE, invoke, load_event
-from warden.health_config import LicenseConfig
+from warden.config.health import LicenseConfig
+from warden.config.target import Engine, Target
 from warden.license import (
     Agreement,
     LicenseReport,
@@ -24,7 +25,6 @@ from warden.license import (
     format_license_text,
     license_metric_points,
 )
-from warden.models import Engine, Target
 
 TODAY = date(2026, 6, 1)
 

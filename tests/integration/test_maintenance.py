@@ -15,10 +15,11 @@ from local.aws import LocalAws, create_function
 from local.deploy import Deployment
 from local.postgres import PostgresEndpoint
 from tests.conftest import invoke, load_event
-from warden import audit as audit_log
-from warden.locks import Leases
-from warden.maintenance import MaintenanceConfig, run_maintenance
+from warden.config.operations import MaintenanceConfig
+from warden.maintenance import run_maintenance
 from warden.settings import Settings
+from warden.stores import audit as audit_log
+from warden.stores.leases import Leases
 
 pytestmark = pytest.mark.integration
 

@@ -21,12 +21,12 @@ from neo4j.spatial import CartesianPoint, WGS84Point
 from neo4j.time import Date, DateTime, Duration, Time
 
 from local.neo4j import LocalNeo4j, Neo4jEndpoint
-from warden.engines import neo4j_backup as nb
-from warden.engines import neo4j_format as fmt
+from warden.config.credentials import Neo4jSecret
+from warden.engines import neo4j as nb
 from warden.engines.base import RestoreRefused
 from warden.engines.neo4j import close_drivers
+from warden.engines.neo4j import format as fmt
 from warden.errors import DatabaseUnavailable
-from warden.models import Neo4jSecret
 
 pytestmark = pytest.mark.integration
 

@@ -26,12 +26,14 @@ from tests.conftest import STAGE, invoke
 from tests.integration.test_recovery import start, wait
 from warden import prune as prune_module
 from warden import replication
-from warden.catalog import Catalog, new_backup_id, object_prefix
-from warden.models import BackupRecord, BackupStatus, Engine, RetentionPolicy, Target
-from warden.protection_config import ENV_REPLICA_BUCKET, ENV_REPLICA_KMS_KEY, ENV_REPLICA_REGION
+from warden.config.protection import ENV_REPLICA_BUCKET, ENV_REPLICA_KMS_KEY, ENV_REPLICA_REGION
+from warden.config.retention import RetentionPolicy
+from warden.config.target import Engine, Target
+from warden.models import BackupRecord, BackupStatus
 from warden.prune import run_prune
-from warden.recovery import StateStore
 from warden.settings import Settings
+from warden.stores.catalog import Catalog, new_backup_id, object_prefix
+from warden.stores.recovery_state import StateStore
 
 pytestmark = pytest.mark.integration
 REPLICA_REGION = "eu-central-1"

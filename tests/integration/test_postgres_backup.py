@@ -19,10 +19,10 @@ from psycopg import sql
 
 from local._proc import hand_over, service_user
 from local.postgres import DEBIAN_PG15_BIN, LocalPostgres, PostgresEndpoint, create_database, debian_pg15_available
-from warden.engines import postgres_backup as pgb
+from warden.config.credentials import PostgresSecret
+from warden.engines import postgres as pgb
 from warden.engines.base import BackupFailed, RestoreRefused
 from warden.errors import DatabaseUnavailable
-from warden.models import PostgresSecret
 
 pytestmark = pytest.mark.integration
 

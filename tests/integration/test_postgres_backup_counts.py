@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from local.postgres import PostgresEndpoint, create_database
-from warden.engines import postgres_backup as pgb
-from warden.models import PostgresSecret
+from warden.config.credentials import PostgresSecret
+from warden.engines import postgres as pgb
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from local.postgres import PostgresEndpoint
 from tests.integration.test_cli import cli_db, local_home, run  # noqa: F401  (the CLI test's local stage)
-from warden import cli
 from warden.models import HealthReport
 from warden.prometheus import CHECK_VALUE, STATUS_VALUE, VALUE_METRICS
+from warden_cli import main as cli
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,13 @@ from local.aws import LocalAws
 from local.deploy import Deployment
 from tests.conftest import invoke, load_event
 from warden import prune as prune_module
-from warden.catalog import Catalog, new_backup_id, object_prefix
-from warden.models import BackupRecord, BackupStatus, Engine, RetentionPolicy, Target
+from warden.config.retention import RetentionPolicy
+from warden.config.target import Engine, Target
+from warden.models import BackupRecord, BackupStatus
 from warden.prune import run_prune
 from warden.retention import decide
 from warden.settings import Settings
+from warden.stores.catalog import Catalog, new_backup_id, object_prefix
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)

@@ -16,13 +16,15 @@ from moto.rds import models as moto_rds
 from local.aws import LocalAws
 from local.deploy import Deployment, deploy_template
 from tests.conftest import STAGE, invoke
-from warden.audit import tail
 from warden.backup import clean_up_crashed_run, restore_backup
-from warden.catalog import Catalog, object_prefix
+from warden.config.credentials import PostgresSecret
+from warden.config.target import RdsRef, Target
 from warden.engines.base import RestoreRefused
-from warden.locks import Lease
-from warden.models import BackupRecord, BackupStatus, PostgresSecret, RdsRef, Target
+from warden.models import BackupRecord, BackupStatus
 from warden.recovery import RecoveryRefused, preflight
+from warden.stores.audit import tail
+from warden.stores.catalog import Catalog, object_prefix
+from warden.stores.leases import Lease
 
 pytestmark = pytest.mark.integration
 
@@ -214,7 +216,7 @@ def test_prune_deletes_the_snapshot_then_expires_the_record(aws: LocalAws, stage
 def test_cli_backup_create_list_verify_show_the_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          local_template: dict[str, Any],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from warden import cli
+    from warden_cli import main as cli
 
     monkeypatch.setenv("WARDEN_LOCAL_HOME", str(tmp_path))
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")

@@ -16,12 +16,13 @@ from local.deploy import Deployment
 from local.postgres import PostgresEndpoint, create_database
 from local.runtime import postgres_secret
 from tests.conftest import STAGE, invoke
-from warden.catalog import Catalog
-from warden.cli import execution_name
-from warden.locks import Leases
 from warden.models import BackupStatus
-from warden.recovery import StateStore, answer_approval
+from warden.recovery import answer_approval
 from warden.settings import Settings
+from warden.stores.catalog import Catalog
+from warden.stores.leases import Leases
+from warden.stores.recovery_state import StateStore
+from warden_cli.main import execution_name
 
 pytestmark = pytest.mark.integration
 PROD = "rec_prod"

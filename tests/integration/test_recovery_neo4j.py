@@ -15,10 +15,10 @@ from local.deploy import Deployment
 from local.runtime import neo4j_secret
 from tests.conftest import STAGE, invoke
 from tests.integration.test_recovery import start, wait
-from warden.catalog import Catalog
 from warden.models import BackupStatus
-from warden.recovery import StateStore
 from warden.settings import Settings
+from warden.stores.catalog import Catalog
+from warden.stores.recovery_state import StateStore
 
 pytestmark = pytest.mark.integration
 

@@ -19,12 +19,13 @@ from local.aws import LocalAws, create_function
 from local.deploy import Deployment
 from local.postgres import PostgresEndpoint
 from tests.conftest import invoke, load_event
-from warden import audit as audit_log
-from warden.catalog import Catalog
-from warden.locks import Leases
+from warden.config.operations import ActionConfig, RemediationConfig
 from warden.models import BackupStatus
-from warden.remediation import ActionConfig, RemediationConfig, remediate
+from warden.remediation import remediate
 from warden.settings import Settings
+from warden.stores import audit as audit_log
+from warden.stores.catalog import Catalog
+from warden.stores.leases import Leases
 
 pytestmark = pytest.mark.integration
 ON = ActionConfig(enabled=True)

@@ -19,12 +19,12 @@ import pytest
 from local.aws import LocalAws, create_function
 from local.deploy import Deployment, _Resolver, deploy_template
 from tests.conftest import STAGE, invoke, load_event
-from warden import audit as audit_log
-from warden.audit import AuditEntry
-from warden.catalog import Catalog
-from warden.models import BackupRecord, BackupStatus, Engine
+from warden.config.target import Engine
+from warden.models import AuditEntry, BackupRecord, BackupStatus
 from warden.report import render_report, report_week, run_report
 from warden.settings import Settings
+from warden.stores import audit as audit_log
+from warden.stores.catalog import Catalog
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)  # Monday: the report covers 2026-W47 (16-22 November)

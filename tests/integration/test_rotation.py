@@ -26,9 +26,9 @@ from local.deploy import Deployment, _Resolver, deploy_template, synthesize_stag
 from local.postgres import PostgresEndpoint
 from local.runtime import local_stage, neo4j_secret, postgres_secret
 from tests.conftest import LOCAL_TARGETS, STAGE, invoke, load_event
-from warden.audit import tail
-from warden.models import Target
-from warden.rotation_config import RotationConfig
+from warden.config.rotation import RotationConfig
+from warden.config.target import Target
+from warden.stores.audit import tail
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,10 @@ import pytest
 from local.aws import LocalAws
 from local.postgres import PostgresEndpoint
 from tests.conftest import STAGE
+from warden.config.health import HealthThresholds
+from warden.config.target import Engine, Target
 from warden.health import check_target
-from warden.health_config import HealthThresholds
-from warden.models import CheckStatus, Engine, HealthStatus, Target
+from warden.models import CheckStatus, HealthStatus
 from warden.versions import BUILTIN_END_OF_SUPPORT, SupportPolicy, parse_version, support_series
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ def smoke_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from infra.config import read_cdk_json_context
     from infra.nag import enable_nag
     from infra.smoke import SmokeStack
-    from warden.models import StageConfig
+    from warden.config.stage import StageConfig
 
     app = App(context=read_cdk_json_context(), outdir=str(tmp_path_factory.mktemp("smoke.out")))
     enable_nag(app)

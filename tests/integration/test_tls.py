@@ -22,13 +22,14 @@ from local.aws import LocalAws
 from local.config import LocalConfig
 from local.postgres import DEBIAN_PG15_BIN, LocalPostgres, PostgresEndpoint, debian_pg15_available
 from warden import tls
+from warden.config.credentials import Neo4jSecret, PostgresSecret
+from warden.config.target import Engine, Target
 from warden.engines import neo4j as neo4j_engine
 from warden.engines import postgres as pg
-from warden.engines import postgres_backup as pgb
+from warden.engines import postgres as pgb
 from warden.engines.base import BackupFailed
 from warden.errors import DatabaseUnavailable
-from warden.models import Engine, Neo4jSecret, PostgresSecret, Target
-from warden.secrets import load_secret
+from warden.stores.secrets import load_secret
 
 pytestmark = pytest.mark.integration
 
@@ -266,7 +267,7 @@ def test_rotation_reads_secrets_under_the_same_rule() -> None:
 
 
 def test_a_restore_target_given_by_uri_defaults_to_verified_tls_too() -> None:
-    from warden.cli import secret_from_uri
+    from warden_cli.main import secret_from_uri
 
     secret = secret_from_uri("postgresql://app:pw@db.internal/orders")
     assert (secret.sslmode, secret.sslrootcert) == ("verify-full", None)

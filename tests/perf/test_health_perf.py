@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from local.aws import LocalAws
+from warden.config.health import HealthThresholds, RequiredSchema
+from warden.config.target import Target
 from warden.health import check_target, format_text
-from warden.health_config import HealthThresholds, RequiredSchema
-from warden.models import CheckStatus, HealthReport, HealthStatus, Target
+from warden.models import CheckStatus, HealthReport, HealthStatus
 
 pytestmark = pytest.mark.integration
 

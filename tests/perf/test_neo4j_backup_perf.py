@@ -28,11 +28,11 @@ import neo4j
 import pytest
 
 from local.neo4j import LocalNeo4j, Neo4jEndpoint
-from warden.artifacts import ArtifactWriter, NullSink
-from warden.engines import neo4j_backup as nb
-from warden.engines import neo4j_format as fmt
+from warden.config.credentials import Neo4jSecret
+from warden.engines import neo4j as nb
 from warden.engines.neo4j import close_drivers
-from warden.models import Neo4jSecret
+from warden.engines.neo4j import format as fmt
+from warden.stores.artifacts import ArtifactWriter, NullSink
 
 PASSWORD = "perf-test-password"
 FULL_JIT = ["-XX:TieredStopAtLevel=4"]

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from warden.models import BackupRecord, RetentionPolicy
+from warden.config.retention import RetentionPolicy
+from warden.models import BackupRecord
 from warden.retention import decide, summarize
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)

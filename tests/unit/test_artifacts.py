@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from local.aws import LocalAws
-from warden.artifacts import (
+from warden.stores.artifacts import (
     ArtifactError,
     ArtifactWriter,
     MiB,

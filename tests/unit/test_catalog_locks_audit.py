@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from local.aws import LocalAws
-from warden import audit
-from warden.catalog import BackupNotFound, Catalog, StaleRecord, new_backup_id, object_prefix
-from warden.locks import LeaseHeld, Leases
-from warden.models import BackupRecord, BackupStatus, Engine
+from warden.config.target import Engine
+from warden.models import BackupRecord, BackupStatus
+from warden.stores import audit
+from warden.stores.catalog import BackupNotFound, Catalog, StaleRecord, new_backup_id, object_prefix
+from warden.stores.leases import LeaseHeld, Leases
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from warden.license import LicenseRequest
-from warden.models import BackupRequest, HealthRequest, PruneRequest, RecoveryInput, VerifyRequest
+from warden.events import BackupRequest, HealthRequest, LicenseRequest, PruneRequest, RecoveryInput, VerifyRequest
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 MODELS: dict[str, type[BaseModel]] = {"backup": BackupRequest, "verify": VerifyRequest, "prune": PruneRequest,

@@ -10,17 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from warden.health import (
-    METRICS,
-    Check,
-    CheckGroup,
-    CheckTimedOut,
-    Tier,
-    format_text,
-    metric_points,
-    run_tier,
-)
-from warden.health_config import (
+from warden.checks import Check, CheckGroup, CheckTimedOut, Tier, run_tier
+from warden.config.health import (
     ConnectedRule,
     HealthThresholds,
     LicenseConfig,
@@ -29,7 +20,9 @@ from warden.health_config import (
     schema_of,
     thresholds_of,
 )
-from warden.models import CheckResult, CheckStatus, Engine, HealthReport, HealthStatus, Target, TargetHealth
+from warden.config.target import Engine, Target
+from warden.health import METRICS, format_text, metric_points
+from warden.models import CheckResult, CheckStatus, HealthReport, HealthStatus, TargetHealth
 
 TARGET = Target(name="graph-main", engine=Engine.NEO4J, secret_name="s")
 
@@ -211,7 +204,7 @@ def _index(name: str, state: str, percent: float, failure: str = "") -> dict[str
 
 
 def test_populating_index_warns_with_its_progress_and_failed_index_fails() -> None:
-    from warden.engines.neo4j_health import judge_index_states
+    from warden.engines.neo4j.health import judge_index_states
 
     online = _index("a", "ONLINE", 100.0)
     status, message, details = judge_index_states({"a": online, "b": _index("b", "POPULATING", 42.5)})

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from local.config import load_local_config
+from warden.config.stage import StageConfig
+from warden.config.target import Engine, Schedules, Target
 from warden.errors import ConfigError, SecretError
-from warden.models import Engine, Schedules, StageConfig, Target
 
 
 def test_sample_local_config_gives_targets_of_both_engines() -> None:
@@ -73,7 +74,7 @@ def test_schedule_must_be_an_eventbridge_expression(expression: str, problem: st
 
 def test_bad_secret_shape_error_names_fields_but_never_the_password() -> None:
     from local.aws import LocalAws
-    from warden.secrets import load_secret
+    from warden.stores.secrets import load_secret
 
     with LocalAws() as aws:
         # Given a PostgreSQL secret without a host but with a password
@@ -90,7 +91,7 @@ def test_bad_secret_shape_error_names_fields_but_never_the_password() -> None:
 
 def test_missing_secret_is_a_secret_error() -> None:
     from local.aws import LocalAws
-    from warden.secrets import load_secret
+    from warden.stores.secrets import load_secret
 
     with LocalAws(), pytest.raises(SecretError, match="ResourceNotFoundException"):
         load_secret(Target(name="pg", engine=Engine.POSTGRES, secret_name="warden/absent"))

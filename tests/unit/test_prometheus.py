@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from warden.config.target import Engine
 from warden.health import METRICS
-from warden.models import CheckResult, CheckStatus, Engine, HealthReport, HealthStatus, TargetHealth
+from warden.models import CheckResult, CheckStatus, HealthReport, HealthStatus, TargetHealth
 from warden.prometheus import (
     FAMILIES,
     NOT_VALUE_METRICS,

@@ -187,7 +187,7 @@ def test_a_busy_instance_is_a_transient_error(rds: Any) -> None:
 def test_rds_snapshot_method_needs_a_postgres_target_on_rds() -> None:
     from pydantic import ValidationError
 
-    from warden.models import Target
+    from warden.config.target import Target
 
     ok = Target(name="pg", engine="postgres", secret_name="s", rds={"cluster_id": "aurora-1"},
                 backup={"method": "rds-snapshot"})
@@ -212,7 +212,7 @@ def test_snapshot_prefix_is_what_every_snapshot_id_of_the_target_starts_with() -
 
 
 def test_restore_refusal_names_the_snapshot_and_the_rds_command() -> None:
-    from warden.backup_config import SnapshotRef
+    from warden.config.backup import SnapshotRef
     from warden.models import BackupRecord
     from warden.snapshot_backup import restore_refusal
 
@@ -249,7 +249,7 @@ class _DeletingRds:
 def test_prune_keeps_the_record_while_rds_is_still_deleting_the_snapshot(rds: Any,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from warden import snapshot_backup
-    from warden.backup_config import SnapshotRef
+    from warden.config.backup import SnapshotRef
     from warden.models import BackupRecord
 
     make_instance(rds)

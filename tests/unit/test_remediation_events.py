@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from warden.maintenance import MaintenanceRequest
-from warden.remediation import ACTIONS, ActionConfig, RemediationConfig, parse_alarm, remediate, remediation_of
+from warden.config.operations import ActionConfig, RemediationConfig
+from warden.events import MaintenanceRequest
+from warden.remediation import ACTIONS, parse_alarm, remediate, remediation_of
 from warden.settings import Settings
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from warden.audit import AuditEntry
-from warden.models import BackupRecord, BackupStatus, Engine
+from warden.config.target import Engine
+from warden.events import ReportRequest
+from warden.models import AuditEntry, BackupRecord, BackupStatus
 from warden.report import (
     AlarmEvent,
     HealthWeek,
-    ReportRequest,
     StageWeek,
     TargetWeek,
     render_html,

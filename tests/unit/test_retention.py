@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from warden.models import BackupRecord, BackupStatus, RetentionPolicy
+from warden.config.retention import RetentionPolicy
+from warden.models import BackupRecord, BackupStatus
 from warden.retention import Decision, decide, summarize
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)  # a Wednesday, ISO week 2026-W48

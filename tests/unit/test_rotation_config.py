@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from warden.models import Target
-from warden.rotation import EXCLUDE_CHARACTERS, RotationEvent, Step, other_user
-from warden.rotation_config import RotationConfig
+from warden.config.rotation import RotationConfig
+from warden.config.target import Target
+from warden.events import RotationEvent
+from warden.rotation import EXCLUDE_CHARACTERS, Step, other_user
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from local.aws import ACCOUNT, REGION, LocalAws
+from warden.config.target import Target
 from warden.errors import ConfigError, SecretError
-from warden.models import Target
 from warden.rotation import PENDING, RotationError, rotate_step, target_of_secret
 
 NAME = "warden/unit/pg"

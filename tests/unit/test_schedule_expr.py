@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from warden.models import Schedules
-from warden.schedule_expr import ScheduleError, check_schedule
+from warden.config.schedule import ScheduleError, check_schedule
+from warden.config.target import Schedules
 
 VALID = [
     "rate(1 minute)", "rate(5 minutes)", "rate(1 hour)", "rate(12 hours)", "rate(1 day)", "rate(30 days)",

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 from pydantic import ValidationError
 
-from warden.health_config import HealthThresholds
+from warden.config.health import HealthThresholds
 from warden.versions import (
     BUILTIN_END_OF_SUPPORT,
     Support,

@@ -8,18 +8,24 @@ audited, and the error propagates (so the invocation fails and the alarm fires).
 
 from __future__ import annotations
 
-import importlib
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from warden import audit as audit_log
-from warden.artifacts import (
+from warden.config.backup import RDS_SNAPSHOT
+from warden.config.credentials import DatabaseSecret
+from warden.config.target import Engine, Target
+from warden.engines import engine_for
+from warden.engines.base import RestoreRefused, RestoreResult
+from warden.errors import ConfigError, WardenError
+from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
+from warden.settings import Settings
+from warden.stores import audit as audit_log
+from warden.stores.artifacts import (
     ArtifactWriter,
     OutOfTime,
     S3MultipartSink,
@@ -29,15 +35,10 @@ from warden.artifacts import (
     iter_object,
     put_json,
 )
-from warden.backup_config import RDS_SNAPSHOT
-from warden.catalog import Catalog, new_backup_id, object_prefix
-from warden.clients import aws_client
-from warden.engines.base import RestoreRefused, RestoreResult
-from warden.errors import ConfigError, WardenError
-from warden.locks import Lease, LeaseHeld, Leases
-from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus, DatabaseSecret, Engine, Target
-from warden.secrets import load_secret
-from warden.settings import Settings
+from warden.stores.catalog import Catalog, new_backup_id, object_prefix
+from warden.stores.clients import aws_client
+from warden.stores.leases import Lease, LeaseHeld, Leases
+from warden.stores.secrets import load_secret
 
 MANIFEST_VERSION = 1
 METHODS = {Engine.NEO4J: "neo4j-logical", Engine.POSTGRES: "pg_dump"}
@@ -73,11 +74,6 @@ def engine_options(settings: Settings, engine: Engine) -> dict[str, Any]:
     if engine is Engine.POSTGRES and settings.pg_bin_dir:
         return {"configured_bin_dir": Path(settings.pg_bin_dir)}
     return {}
-
-
-def engine_backup_module(engine: Engine) -> ModuleType:
-    """`warden.engines.neo4j_backup` or `warden.engines.postgres_backup`, imported on first use."""
-    return importlib.import_module(f"warden.engines.{Engine(engine).value}_backup")
 
 
 @dataclass(frozen=True)
@@ -166,7 +162,7 @@ def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, le
                     actor=actor, backup_id=backup_id, trigger=trigger)
     s3 = aws_client("s3")
     try:
-        module = engine_backup_module(target.engine)
+        engine = engine_for(target.engine)
         secret = secret_loader(target)
         prefix = object_prefix(target.name, backup_id)
         data_key = f"{prefix}data.{EXTENSIONS[target.engine]}"
@@ -177,7 +173,7 @@ def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, le
         catalog.save(record)
         try:
             with ArtifactWriter(sink, data_key, deadline=deadline) as writer:
-                result = module.export_backup(secret, writer, **{**engine_options(settings, target.engine),
+                result = engine.export_backup(secret, writer, **{**engine_options(settings, target.engine),
                                                                  **export_options})
         except OutOfTime:
             raise _out_of_time(target, writer.size_bytes, (deadline or clock) - clock) from None
@@ -293,7 +289,7 @@ def restore_backup(settings: Settings, target: Target, backup_id: str, into: Dat
     audit_log.audit(settings.audit_table, target=target.name, operation="restore", step="start", outcome="ok",
                     actor=actor, backup_id=backup_id, replace=replace)
     try:
-        result = engine_backup_module(target.engine).restore_backup(
+        result = engine_for(target.engine).restore_backup(
             into, iter_object(s3, settings.bucket, checked.data_key), manifest, replace=replace,
             **{**engine_options(settings, target.engine), **(restore_options or {})})
     except BaseException as err:

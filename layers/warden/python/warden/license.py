@@ -18,16 +18,16 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from warden.engines import adapter_for
+from warden.checks import MetricPoint, spawn_daemon
+from warden.config.base import Model
+from warden.config.credentials import Neo4jSecret
+from warden.config.health import LicenseConfig, license_of
+from warden.config.target import Engine, Target
+from warden.engines import engine_for
 from warden.errors import DatabaseError, DatabaseUnavailable, WardenError
-from warden.health import MetricPoint, spawn_daemon
-from warden.health_config import LicenseConfig, license_of
-from warden.models import TARGET_NAME, Engine, Neo4jSecret, ScheduledRequest, Target
-from warden.secrets import load_secret
+from warden.stores.secrets import load_secret
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,10 @@ _RANK = {LicenseStatus.OK: 0, LicenseStatus.NOT_APPLICABLE: 0, LicenseStatus.UNK
          LicenseStatus.WARNING: 1, LicenseStatus.ERROR: 2, LicenseStatus.EXPIRED: 2}
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LicenseRequest(ScheduledRequest):
-    """Input of the license_check function: one target, or every target of the stage when omitted."""
 
-    target: Annotated[str, Field(pattern=TARGET_NAME)] | None = None
-
-
-class TargetLicense(_Model):
+class TargetLicense(Model):
     target: str
     engine: Engine
     status: LicenseStatus
@@ -70,7 +63,7 @@ class TargetLicense(_Model):
     checked_at: str
 
 
-class LicenseReport(_Model):
+class LicenseReport(Model):
     stage: str
     status: LicenseStatus  # the worst of the targets'
     targets: list[TargetLicense]
@@ -162,7 +155,7 @@ def check_license(target: Target, *, config: LicenseConfig | None = None, today:
                              message="PostgreSQL needs no licence", edition="postgresql", checked_at=now)
     try:
         secret = load_secret(target)
-        info = adapter_for(target.engine).server_info(secret, timeout=timeout)
+        info = engine_for(target.engine).server_info(secret, timeout=timeout)
         agreement = read_agreement(secret, timeout=timeout) if info.edition.lower() == "enterprise" else None
     except WardenError as err:
         return TargetLicense(target=target.name, engine=target.engine, status=LicenseStatus.ERROR,

@@ -19,37 +19,32 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from warden import audit as audit_log
-from warden.clients import aws_client
+from warden.config.operations import MaintenanceConfig, maintenance_of
+from warden.config.target import Engine, Target
 from warden.errors import ConfigError, WardenError
-from warden.locks import LeaseHeld, Leases
-from warden.models import TARGET_NAME, Engine, ScheduledRequest, Target
-from warden.ops_config import MaintenanceConfig, maintenance_of
-from warden.secrets import load_secret
+from warden.events import Task
 from warden.settings import Settings
+from warden.stores import audit as audit_log
+from warden.stores.clients import aws_client
+from warden.stores.leases import LeaseHeld, Leases
+from warden.stores.secrets import load_secret
 
 MAINTENANCE_LEASE_S = 16 * 60
 DUE_SLACK = 0.9  # a 6-hourly schedule finds the last run "5 h 59 min" ago: still due
 Seconds = Annotated[float, Field(gt=0)]
 Hours = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
-Task = Literal["vacuum", "analyze", "reindex", "neo4j_indexes", "resample"]
 TASKS: dict[Engine, tuple[Task, ...]] = {
     Engine.POSTGRES: ("vacuum", "analyze", "reindex"),
     Engine.NEO4J: ("neo4j_indexes", "resample"),
 }
 
 
-class MaintenanceRequest(ScheduledRequest):
-    """Input of the maintenance function: the due tasks of one target, or exactly `tasks`."""
-
-    target: Annotated[str, Field(pattern=TARGET_NAME)]
-    tasks: list[Task] | None = None
 
 
 @dataclass
@@ -231,7 +226,7 @@ def _reindex(conn: Any, config: MaintenanceConfig, notices: list[str]) -> tuple[
     from psycopg import sql
 
     # The health check's estimate (pg_stats widths vs pages), so report and maintenance agree.
-    from warden.engines.postgres_health import _BLOAT
+    from warden.engines.postgres.health import _BLOAT
 
     candidates = [r for r in _rows(conn, _BLOAT)
                   if r["bytes"] >= config.reindex_min_bytes and r["bloat_ratio"] >= config.reindex_min_bloat_ratio]

@@ -24,15 +24,16 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from warden import audit as audit_log
-from warden.catalog import Catalog, object_prefix
-from warden.clients import aws_client
+from warden.config.target import Target
 from warden.errors import ConfigError, WardenError
-from warden.locks import LeaseHeld, Leases
-from warden.models import BackupRecord, BackupStatus, Target
+from warden.models import BackupRecord, BackupStatus
 from warden.retention import Decision, decide
 from warden.settings import Settings
 from warden.snapshot_backup import delete_snapshots
+from warden.stores import audit as audit_log
+from warden.stores.catalog import Catalog, object_prefix
+from warden.stores.clients import aws_client
+from warden.stores.leases import LeaseHeld, Leases
 
 BATCH = 1000  # DeleteObjects takes at most 1000 keys a call
 PRUNE_LEASE_S = 15 * 60

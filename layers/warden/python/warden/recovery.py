@@ -15,33 +15,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
-from warden import audit as audit_log
 from warden.backup import restore_backup, run_backup, verify_backup
-from warden.backup_config import RDS_SNAPSHOT
-from warden.catalog import BackupNotFound, Catalog
-from warden.clients import aws_client
-from warden.config import get_target
+from warden.config.backup import RDS_SNAPSHOT
+from warden.config.credentials import DatabaseSecret, PostgresSecret
+from warden.config.protection import ReplicaSettings
+from warden.config.target import Engine, Target
+from warden.engines import engine_for
 from warden.engines.base import RestoreRefused
+from warden.engines.postgres.promote import _maintenance_db, _rename_swap, _swap_back, _terminate
 from warden.errors import ConfigError, WardenError
-from warden.locks import Lease, LeaseHeld, Leases
-from warden.models import (
-    GOOD_BACKUP,
-    BackupStatus,
-    DatabaseSecret,
-    Engine,
-    PostgresSecret,
-    RecoveryInput,
-    RecoveryStatus,
-    Target,
-)
-from warden.protection_config import ReplicaSettings
+from warden.events import RecoveryInput
+from warden.models import GOOD_BACKUP, BackupStatus, RecoveryState, RecoveryStatus
 from warden.replication import source_settings
-from warden.secrets import load_secret
 from warden.settings import Settings
 from warden.snapshot_backup import restore_refusal
+from warden.stores import audit as audit_log
+from warden.stores.catalog import BackupNotFound, Catalog
+from warden.stores.clients import aws_client
+from warden.stores.leases import Lease, LeaseHeld, Leases
+from warden.stores.recovery_state import StateStore
+from warden.stores.secrets import load_secret
+from warden.stores.targets import get_target
 
 ACTIVE_PARAMETER = "/warden/{stage}/active/{target}"
 
@@ -54,28 +50,6 @@ class ValidationFailed(WardenError):
     """The restored copy does not match its manifest or is not healthy: it is not promoted."""
 
 
-class RecoveryState(BaseModel):
-    """The target's recovery record, as `warden recovery status` shows it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target: str
-    status: RecoveryStatus = RecoveryStatus.NOT_RECOVERING
-    execution: str | None = None
-    backup_id: str | None = None
-    promotion: str | None = None
-    approval: str | None = None
-    started_at: datetime | None = None
-    updated_at: datetime | None = None
-    finished_at: datetime | None = None
-    progress: list[str] = []
-    validation_errors: list[str] = []
-    error: str | None = None
-    safety_backup_id: str | None = None
-    previous_database: str | None = None
-    previous_active: str | None = None
-    task_token: str | None = None
-    rto_s: float | None = None
 
 
 @dataclass
@@ -101,34 +75,6 @@ class Plan:
 
 # -- the state record ---------------------------------------------------------------------------
 
-class StateStore:
-    def __init__(self, table: str) -> None:
-        self.table = table
-
-    def get(self, target: str) -> RecoveryState:
-        item = aws_client("dynamodb").get_item(
-            TableName=self.table, Key={"pk": {"S": f"recovery#{target}"}, "sk": {"S": "current"}},
-            ConsistentRead=True).get("Item")
-        if item is None:
-            return RecoveryState(target=target)
-        return RecoveryState.model_validate_json(item["state"]["S"])
-
-    def put(self, state: RecoveryState) -> RecoveryState:
-        state.updated_at = datetime.now(UTC)
-        aws_client("dynamodb").put_item(TableName=self.table, Item={
-            "pk": {"S": f"recovery#{state.target}"}, "sk": {"S": "current"},
-            "state": {"S": state.model_dump_json()}})
-        return state
-
-    def update(self, target: str, execution: str, **changes: Any) -> RecoveryState:
-        state = self.get(target)
-        if state.execution != execution:
-            raise WardenError(f"the recovery record of {target} belongs to {state.execution}, not {execution}")
-        progress = changes.pop("step_done", None)
-        state = state.model_copy(update=changes)
-        if progress:
-            state.progress = [*state.progress, progress]
-        return self.put(state)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -174,12 +120,6 @@ def _staging_for(settings: Settings, plan: Plan) -> tuple[Target, DatabaseSecret
     production = load_secret(target)
     staging, _ = staging_secret(settings, target, production)
     return target, production, staging
-
-
-def _engine(target: Target) -> Any:
-    from warden.backup import engine_backup_module, engine_options
-
-    return engine_backup_module(target.engine), engine_options
 
 
 # -- steps --------------------------------------------------------------------------------------
@@ -292,12 +232,7 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str,
 
 def _check_staging_reachable(target: Target, staging: DatabaseSecret) -> None:
     """Staging must answer (PostgreSQL: its server; the database itself is created by the restore)."""
-    from warden.engines import adapter_for
-
-    if isinstance(staging, PostgresSecret):
-        with adapter_for(target.engine).connect(staging, dbname="postgres"):
-            return
-    adapter_for(target.engine).server_info(staging)
+    engine_for(target.engine).check_reachable(staging)
 
 
 def restore(settings: Settings, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
@@ -315,8 +250,8 @@ def restore(settings: Settings, plan: Plan, replica: ReplicaSettings | None = No
 
 def validate(settings: Settings, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
     """Compare staging with the backup's manifest (counts, schema) and check it answers."""
-    from warden.artifacts import get_json
-    from warden.engines import adapter_for
+    from warden.engines import engine_for
+    from warden.stores.artifacts import get_json
 
     table = _need(settings.state_table, "a state table")
     StateStore(table).update(plan.target, plan.execution, status=RecoveryStatus.VALIDATION)
@@ -324,11 +259,11 @@ def validate(settings: Settings, plan: Plan, replica: ReplicaSettings | None = N
     record = Catalog(_need(settings.catalog_table, "a catalog table")).get(plan.target, plan.backup_id)
     bucket = _read_settings(settings, plan.source, replica).bucket
     manifest = get_json(aws_client("s3"), _need(bucket, "a bucket"), record.manifest_key or "")
-    module, _ = _engine(target)
+    engine = engine_for(target.engine)
     errors: list[str] = []
     try:
-        adapter_for(target.engine).server_info(staging)
-        counts = module.count_objects(staging)
+        engine.server_info(staging)
+        counts = engine.count_objects(staging)
     except WardenError as err:
         errors.append(f"staging does not answer: {err}")
         counts = {}
@@ -415,44 +350,12 @@ def promote(settings: Settings, plan: Plan, replica: ReplicaSettings | None = No
     return {"promoted": True}
 
 
-def _rename_swap(production: PostgresSecret, staging_db: str) -> str:
-    """PostgreSQL on one server: production → `<db>_wp_<time>`, staging → production. Returns the
-    name the previous production database now has (rollback swaps back)."""
-    from psycopg import sql
-
-    from warden.engines.postgres import connect
-
-    previous = f"{production.dbname[:40]}_wp_{datetime.now(UTC):%Y%m%d%H%M%S}"
-    with connect(production, dbname=_maintenance_db(production), timeout=60) as conn:
-        _terminate(conn, [production.dbname, staging_db])
-        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-            sql.Identifier(production.dbname), sql.Identifier(previous)))
-        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-            sql.Identifier(staging_db), sql.Identifier(production.dbname)))
-    return previous
 
 
-def _swap_back(production: PostgresSecret, previous: str, staging_db: str) -> None:
-    from psycopg import sql
-
-    from warden.engines.postgres import connect
-
-    with connect(production, dbname=_maintenance_db(production), timeout=60) as conn:
-        _terminate(conn, [production.dbname, previous])
-        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-            sql.Identifier(production.dbname), sql.Identifier(staging_db)))
-        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-            sql.Identifier(previous), sql.Identifier(production.dbname)))
 
 
-def _maintenance_db(production: PostgresSecret) -> str:
-    """A database to connect to while renaming or dropping others (never one of those)."""
-    return "template1" if production.dbname == "postgres" else "postgres"
 
 
-def _terminate(conn: Any, databases: list[str]) -> None:
-    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                 "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()", (databases,))
 
 
 def _move_active_pointer(settings: Settings, plan: Plan) -> str:

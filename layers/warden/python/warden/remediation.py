@@ -27,15 +27,16 @@ from typing import Annotated, Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from warden import audit as audit_log
-from warden.clients import aws_client
-from warden.config import get_target
+from warden.config.base import TARGET_NAME
+from warden.config.operations import ActionConfig, RemediationConfig
+from warden.config.target import Engine, Target
 from warden.errors import ConfigError, TargetNotFound, WardenError
-from warden.locks import Lease, LeaseHeld, Leases
-from warden.models import TARGET_NAME, Engine, Target
-from warden.ops_config import ActionConfig, RemediationConfig
-from warden.secrets import load_secret
 from warden.settings import Settings
+from warden.stores import audit as audit_log
+from warden.stores.clients import aws_client
+from warden.stores.leases import Lease, LeaseHeld, Leases
+from warden.stores.secrets import load_secret
+from warden.stores.targets import get_target
 
 logger = logging.getLogger(__name__)
 
@@ -330,8 +331,8 @@ def _prune(ctx: _Context) -> ActionResult:
 
 
 def _recheck_health(ctx: _Context) -> ActionResult:
-    from warden.catalog import Catalog
     from warden.health import check_target
+    from warden.stores.catalog import Catalog
 
     catalog = Catalog(ctx.settings.catalog_table) if ctx.settings.catalog_table else None
     health = check_target(ctx.target, catalog=catalog)

@@ -23,12 +23,12 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from warden.catalog import Catalog, StaleRecord
-from warden.clients import aws_client
+from warden.config.protection import ReplicaSettings
 from warden.errors import ConfigError, WardenError
 from warden.models import GOOD_BACKUP, BackupRecord
-from warden.protection_config import ReplicaSettings
 from warden.settings import Settings
+from warden.stores.catalog import Catalog, StaleRecord
+from warden.stores.clients import aws_client
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
 # How many not-yet-COMPLETED replicas one verify run looks at again (newest first).

@@ -26,15 +26,13 @@ from typing import Any, Literal
 
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import field_validator
 
-from warden.audit import AuditEntry
-from warden.catalog import Catalog
-from warden.clients import aws_client
-from warden.config import load_targets
 from warden.errors import ConfigError, WardenError
-from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus, ScheduledRequest
+from warden.models import GOOD_BACKUP, AuditEntry, BackupRecord, BackupStatus
 from warden.settings import Settings
+from warden.stores.catalog import Catalog
+from warden.stores.clients import aws_client
+from warden.stores.targets import load_targets
 
 _DESER = TypeDeserializer()
 _SK_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -48,19 +46,6 @@ class ReportError(WardenError):
     """The report could not be stored or announced."""
 
 
-class ReportRequest(ScheduledRequest):
-    """Input of the report function: the schedule's `scheduled_time` picks the week (the last
-    complete ISO week before it); without it, the last complete week before now."""
-
-    @field_validator("scheduled_time")
-    @classmethod
-    def _is_iso_time(cls, value: str | None) -> str | None:
-        if value is not None:
-            datetime.fromisoformat(value)  # ValueError -> ValidationError
-        return value
-
-    def when(self, default: datetime) -> datetime:
-        return _parse_time(self.scheduled_time) if self.scheduled_time else default
 
 
 # -- the week's data ---------------------------------------------------------------------------

@@ -61,7 +61,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple, TypedDict
 
-from warden.models import BackupRecord, BackupStatus, RetentionPolicy
+from warden.config.retention import RetentionPolicy
+from warden.models import BackupRecord, BackupStatus
 
 _FAILED = frozenset({BackupStatus.FAILED, BackupStatus.CORRUPT})
 

@@ -25,16 +25,18 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from warden.clients import aws_client
+from warden.config.credentials import DatabaseSecret, Neo4jSecret, PostgresSecret
+from warden.config.rotation import ALTERNATING, CLONE_SUFFIX
+from warden.config.target import Engine, Target
+from warden.engines import engine_for
 from warden.errors import ConfigError, SecretError, WardenError
-from warden.models import DatabaseSecret, Engine, Neo4jSecret, PostgresSecret, Target
-from warden.rotation_config import ALTERNATING, CLONE_SUFFIX
+from warden.events import Step
+from warden.stores.clients import aws_client
 from warden.tls import check_tls
 
 log = logging.getLogger(__name__)
@@ -46,21 +48,8 @@ EXCLUDE_CHARACTERS = " \"#%&'+/:;<=>?@[\\]^`{|}~"
 _SECRET = TypeAdapter(DatabaseSecret)
 
 
-class Step(StrEnum):
-    CREATE = "createSecret"
-    SET = "setSecret"
-    TEST = "testSecret"
-    FINISH = "finishSecret"
 
 
-class RotationEvent(BaseModel):
-    """What Secrets Manager sends a rotation function: `{"SecretId", "ClientRequestToken", "Step"}`."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-    secret_id: Annotated[str, Field(alias="SecretId", min_length=1, max_length=2048)]
-    token: Annotated[str, Field(alias="ClientRequestToken", min_length=32, max_length=64)]
-    step: Annotated[Step, Field(alias="Step")]
 
 
 class RotationError(WardenError):
@@ -147,7 +136,7 @@ def create_secret(target: Target, secret_id: str, token: str, stages: dict[str, 
 
 def set_secret(target: Target, secret_id: str, token: str, stages: dict[str, list[str]]) -> StepResult:
     """Make the database accept the pending credentials (nothing to do when it already does)."""
-    engine = _engine(target)
+    engine = engine_for(target.engine)
     current = _secret_of(target, _value(secret_id, stage=CURRENT), "current")
     pending = _secret_of(target, _value(secret_id, stage=PENDING, version=token), "pending")
     _same_server(target, current, pending)
@@ -174,7 +163,7 @@ def set_secret(target: Target, secret_id: str, token: str, stages: dict[str, lis
 def test_secret(target: Target, secret_id: str, token: str, stages: dict[str, list[str]]) -> StepResult:
     """Log in with the pending credentials and run a query; fail the rotation when that fails."""
     pending = _secret_of(target, _value(secret_id, stage=PENDING, version=token), "pending")
-    if not _engine(target).can_log_in(pending):
+    if not engine_for(target.engine).can_log_in(pending):
         raise RotationError(f"target {target.name!r}: the database refuses the pending credentials of "
                             f"{pending.username!r} (version {token}); AWSCURRENT is unchanged")
     return StepResult(Step.TEST.value, target.name, token, "done", pending.username)
@@ -220,12 +209,6 @@ def new_password(length: int) -> str:
 
 class _NoValue(Exception):
     pass
-
-
-def _engine(target: Target) -> Any:
-    import importlib
-
-    return importlib.import_module(f"warden.engines.{target.engine.value}_credentials")
 
 
 def _describe(secret_id: str) -> dict[str, Any]:

@@ -30,17 +30,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from warden import audit as audit_log
-from warden.artifacts import get_json, put_json
-from warden.backup_config import RDS_SNAPSHOT, SnapshotRef
-from warden.catalog import Catalog, new_backup_id, object_prefix
-from warden.clients import aws_client
+from warden.config.backup import RDS_SNAPSHOT, SnapshotRef
+from warden.config.target import Target
 from warden.engines import rds_snapshot
 from warden.engines.rds_snapshot import CONSISTENCY, SnapshotSource, SnapshotTimeout
 from warden.errors import WardenError
-from warden.locks import Lease, Leases
-from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus, Target
+from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
 from warden.settings import Settings
+from warden.stores import audit as audit_log
+from warden.stores.artifacts import get_json, put_json
+from warden.stores.catalog import Catalog, new_backup_id, object_prefix
+from warden.stores.clients import aws_client
+from warden.stores.leases import Lease, Leases
 
 log = logging.getLogger(__name__)
 

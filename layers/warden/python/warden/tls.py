@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from warden.errors import ConfigError
 
 if TYPE_CHECKING:
-    from warden.models import DatabaseSecret, Neo4jSecret, PostgresSecret, Target
+    from warden.config.credentials import DatabaseSecret, Neo4jSecret, PostgresSecret
+    from warden.config.target import Target
 
 log = logging.getLogger(__name__)
 

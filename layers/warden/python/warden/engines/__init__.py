@@ -1,25 +1,22 @@
-"""Engine adapters: one module per engine, the same small interface for each, imported lazily so a
-PostgreSQL-only function never loads the Neo4j driver (and the other way round)."""
+"""Database engines: one subpackage per engine (`postgres/`, `neo4j/`), split by capability, each
+offering the typed `warden.engines.base.DatabaseEngine`; `rds_snapshot` is a backup method of
+PostgreSQL targets on RDS / Aurora. `engine_for` is the one place that picks an implementation; it
+imports the engine on first use, so a PostgreSQL-only function never loads the Neo4j driver.
+"""
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-from warden.models import Engine
+from warden.config.target import Engine
 
-
-@dataclass(frozen=True)
-class ServerInfo:
-    """What a connectivity check learns about a server."""
-
-    engine: Engine
-    version: str
-    edition: str
-    address: str
+if TYPE_CHECKING:
+    from warden.engines.base import DatabaseEngine
 
 
-def adapter_for(engine: Engine) -> ModuleType:
-    """The engine's module (`warden.engines.neo4j` or `warden.engines.postgres`)."""
-    return importlib.import_module(f"warden.engines.{Engine(engine).value}")
+def engine_for(engine: Engine | str) -> DatabaseEngine:
+    """The implementation of `engine` (ValueError for an engine Warden does not know)."""
+    module = importlib.import_module(f"warden.engines.{Engine(engine).value}")
+    found: DatabaseEngine = module.ENGINE
+    return found

@@ -1,25 +1,20 @@
-"""What every engine's backup module offers, so the backup, verify and recovery code never
-branches on engine.
-
-An engine backup module (`warden.engines.neo4j_backup`, `warden.engines.postgres_backup`) exposes:
-
-    export_backup(secret, out: Writable) -> ExportResult
-        Stream a full backup of the target into `out` (which hashes and uploads it); memory flat.
-    restore_backup(secret, chunks: Iterable[bytes], manifest: dict, *, replace: bool = False) -> RestoreResult
-        Load a backup (the stored bytes, streamed) into the database `secret` points at. Refuses
-        (RestoreRefused, nothing touched) a database that is not empty unless `replace`, and a
-        format version it cannot read.
-    count_objects(secret) -> dict[str, int]
-        The same counts the manifest records, measured now (validation after a restore).
-    is_empty(secret) -> bool
+"""What every engine offers, as types, so the backup, verify, health, rotation and recovery code
+never branches on engine: `DatabaseEngine` (connect, backup, restore, health, credentials), the
+results it returns and the errors it raises. `warden.engines.engine_for` picks the implementation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from warden.config.target import Engine
 from warden.errors import WardenError
+
+if TYPE_CHECKING:
+    from warden.checks import Tier
+    from warden.config.health import HealthThresholds, RequiredSchema
 
 
 class Writable(Protocol):
@@ -56,3 +51,56 @@ class RestoreResult:
     counts: dict[str, int]
     duration_s: float
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a connectivity check learns about a server."""
+
+    engine: Engine
+    version: str
+    edition: str
+    address: str
+
+
+class DatabaseEngine(Protocol):
+    """One engine's capabilities. `secret` is the engine's own secret model (PostgresSecret,
+    Neo4jSecret); `options` are engine-specific (e.g. where PostgreSQL's client tools are)."""
+
+    engine: Engine
+    method: str  # the backup method of its logical export: "pg_dump", "neo4j-logical"
+
+    def server_info(self, secret: Any, *, timeout: float = 5.0) -> ServerInfo:
+        """Connect, and tell the server's version and edition (DatabaseUnavailable when it does not answer)."""
+        ...
+
+    def check_reachable(self, secret: Any, *, timeout: float = 5.0) -> None:
+        """The server answers (PostgreSQL: the database itself need not exist yet, a restore creates it)."""
+        ...
+
+    def export_backup(self, secret: Any, out: Writable, **options: Any) -> ExportResult:
+        """Stream a full backup into `out` (which hashes and uploads it); memory flat."""
+        ...
+
+    def restore_backup(self, secret: Any, chunks: Iterable[bytes], manifest: Mapping[str, Any], *,
+                       replace: bool = False, **options: Any) -> RestoreResult:
+        """Load a backup into the database `secret` points at. Refuses (RestoreRefused, nothing
+        touched) a database that is not empty unless `replace`, and a format it cannot read."""
+        ...
+
+    def count_objects(self, secret: Any) -> dict[str, int]:
+        """The counts the manifest records, measured now (validation after a restore)."""
+        ...
+
+    def is_empty(self, secret: Any) -> bool: ...
+
+    def health_tiers(self, secret: Any, *, thresholds: HealthThresholds, schema: RequiredSchema) -> list[Tier]:
+        """The engine's schema, integrity and metrics tiers of health checks."""
+        ...
+
+    def can_log_in(self, secret: Any, *, timeout: float = 5.0) -> bool: ...
+
+    def change_own_password(self, current: Any, new_password: str, *, timeout: float = 10.0) -> None: ...
+
+    def set_user_password(self, admin: Any, username: str, new_password: str, *, member_of: str | None,
+                          dbname: str | None = None, timeout: float = 10.0) -> bool: ...

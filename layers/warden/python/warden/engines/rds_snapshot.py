@@ -17,9 +17,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from warden.clients import aws_client
 from warden.engines.base import BackupFailed, ExportResult
 from warden.errors import ConfigError, DatabaseUnavailable
+from warden.stores.clients import aws_client
 
 log = logging.getLogger(__name__)
 

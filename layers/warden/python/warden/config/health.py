@@ -12,8 +12,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from warden.config.base import Model
 from warden.versions import SupportPolicy
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -25,9 +26,6 @@ Severity = Literal["warn", "fail"]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 def _ordered(model: BaseModel, *pairs: tuple[str, str]) -> None:
     for warn, fail in pairs:
@@ -36,7 +34,7 @@ def _ordered(model: BaseModel, *pairs: tuple[str, str]) -> None:
             raise ValueError(f"{warn} ({low}) must not be above {fail} ({high})")
 
 
-class HealthThresholds(_Model):
+class HealthThresholds(Model):
     """When a check passes, warns or fails, and how long each tier of checks may take.
 
     A check that warns makes its target `degraded`; one that fails makes it `unhealthy`.
@@ -122,7 +120,7 @@ class HealthThresholds(_Model):
         return self.connectivity_timeout_s + self.schema_timeout_s + self.integrity_timeout_s + self.metrics_timeout_s
 
 
-class ConnectedRule(_Model):
+class ConnectedRule(Model):
     """Nodes with `label` must have at least one relationship (of `type`, when given)."""
 
     label: Name
@@ -134,7 +132,7 @@ class ConnectedRule(_Model):
         return {"label": value} if isinstance(value, str) else value
 
 
-class EndpointRule(_Model):
+class EndpointRule(Model):
     """Relationships of `type` must start at a `from_label` node and end at a `to_label` node."""
 
     type: Name
@@ -148,7 +146,7 @@ class EndpointRule(_Model):
         return self
 
 
-class RequiredSchema(_Model):
+class RequiredSchema(Model):
     """What must exist in a target. The Neo4j fields apply to Neo4j targets, the PostgreSQL ones to
     PostgreSQL targets; an empty schema requires nothing."""
 
@@ -164,7 +162,7 @@ class RequiredSchema(_Model):
     extensions: list[Name] = []
 
 
-class LicenseConfig(_Model):
+class LicenseConfig(Model):
     """A Neo4j Enterprise licence: Neo4j does not expose a commercial licence's expiry, so it is
     configuration. Ignored for Community and PostgreSQL targets."""
 

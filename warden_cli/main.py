@@ -12,10 +12,10 @@ import argparse
 import getpass
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -31,18 +31,18 @@ class CliError(WardenError):
 
 # -- stage -------------------------------------------------------------------------------------
 
-def _state_file() -> Path:
+def state_file() -> Path:
     home = Path(os.environ.get("WARDEN_LOCAL_HOME", Path.home() / ".warden" / "local"))
     return home / "state.json"
 
 
 def open_stage(name: str) -> Any:
     """A StageHandle; for `local`, points this process's AWS clients at the local moto server."""
-    from warden.clients import reset_clients
-    from warden.stage import deployed_stage, local_stage
+    from warden.stores.clients import reset_clients
+    from warden_cli.stage import deployed_stage, local_stage
 
     if name == "local":
-        handle, _ = local_stage(_state_file())
+        handle, _ = local_stage(state_file())
         os.environ["AWS_ENDPOINT_URL"] = handle.endpoint_url
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -57,7 +57,7 @@ def actor() -> str:
 
 
 def invoke(handle: Any, job: str, event: dict[str, Any], *, wait: bool = True) -> Any:
-    from warden.clients import aws_client
+    from warden.stores.clients import aws_client
 
     response = aws_client("lambda").invoke(
         FunctionName=handle.function(job), Payload=json.dumps(event).encode(),
@@ -73,80 +73,16 @@ def invoke(handle: Any, job: str, event: dict[str, Any], *, wait: bool = True) -
 
 # -- commands ----------------------------------------------------------------------------------
 
-def cmd_local_up(args: argparse.Namespace) -> Result:
-    state = _state_file()
-    if state.exists():
-        data = json.loads(state.read_text())
-        if _alive(data["pid"]):
-            return data, f"local runtime already running (pid {data['pid']}, {data['endpoint_url']})", 0
-        state.unlink()
-    state.parent.mkdir(parents=True, exist_ok=True)
-    log = state.parent / "serve.log"
-    command = [sys.executable, "-m", "local.serve", "--home", str(state.parent)]
-    if args.config:
-        command += ["--config", str(args.config)]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    deadline = time.monotonic() + args.timeout
-    while not state.exists():
-        if proc.poll() is not None:
-            raise CliError(f"the local runtime failed to start; see {log}:\n{log.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise CliError(f"the local runtime was not ready after {args.timeout:.0f} s; see {log}")
-        time.sleep(0.5)
-    data = json.loads(state.read_text())
-    return data, _format_local(data, "local runtime up"), 0
 
 
-def cmd_local_down(args: argparse.Namespace) -> Result:
-    state = _state_file()
-    if not state.exists():
-        return {"status": "not running"}, "local runtime not running", 0
-    pid = json.loads(state.read_text())["pid"]
-    if _alive(pid):
-        os.kill(pid, 15)
-        deadline = time.monotonic() + 60
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    state.unlink(missing_ok=True)
-    return {"status": "stopped", "pid": pid}, f"local runtime stopped (pid {pid})", 0
 
 
-def cmd_local_status(args: argparse.Namespace) -> Result:
-    state = _state_file()
-    if not state.exists():
-        return {"status": "not running"}, "local runtime not running", 1
-    data = json.loads(state.read_text())
-    if not _alive(data["pid"]):
-        return {**data, "status": "dead"}, f"local runtime pid {data['pid']} is gone (stale {state})", 1
-    return {**data, "status": "running"}, _format_local(data, "local runtime running"), 0
 
 
-def _format_local(data: dict[str, Any], headline: str) -> str:
-    lines = [f"{headline} (pid {data['pid']}), stage {data['stage']!r}", f"  AWS (moto)  {data['endpoint_url']}"]
-    for name, service in data["services"].items():
-        lines.append(f"  {name:<11} {service['version']:<10} {service['uri']}")
-    for name, reason in data.get("skipped", {}).items():
-        lines.append(f"  {name:<11} skipped: {reason}")
-    lines.append(f"  targets     {', '.join(data['targets'])}")
-    return "\n".join(lines)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
-def cmd_demo(args: argparse.Namespace) -> Result:
-    from local import demo  # developer-side: the local runtime is not part of the Lambda layer
-
-    code = demo.main(["--config", str(args.config)] if args.config else [])
-    return {"exit_code": code}, "", code
 
 
 def cmd_health(args: argparse.Namespace) -> Result:
@@ -214,7 +150,7 @@ def cmd_backup_create(args: argparse.Namespace) -> Result:
 
 
 def cmd_backup_list(args: argparse.Namespace) -> Result:
-    from warden.catalog import Catalog
+    from warden.stores.catalog import Catalog
 
     handle = open_stage(args.stage)
     records = [r.model_dump(mode="json") for r in Catalog(_need(handle.settings.catalog_table)).list(args.target)]
@@ -239,7 +175,7 @@ def cmd_backup_verify(args: argparse.Namespace) -> Result:
 
 def cmd_backup_restore(args: argparse.Namespace) -> Result:
     from warden.backup import restore_backup
-    from warden.config import get_target
+    from warden.stores.targets import get_target
 
     handle = open_stage(args.stage)
     target = get_target(handle.settings, args.target)
@@ -252,8 +188,8 @@ def cmd_backup_restore(args: argparse.Namespace) -> Result:
 
 
 def _set_hold(args: argparse.Namespace, hold: bool) -> Result:
-    from warden import audit
-    from warden.catalog import Catalog
+    from warden.stores import audit
+    from warden.stores.catalog import Catalog
 
     handle = open_stage(args.stage)
     catalog = Catalog(_need(handle.settings.catalog_table))
@@ -282,7 +218,7 @@ def cmd_prune(args: argparse.Namespace) -> Result:
 
 
 def cmd_audit_tail(args: argparse.Namespace) -> Result:
-    from warden.audit import tail
+    from warden.stores.audit import tail
 
     handle = open_stage(args.stage)
     entries = tail(_need(handle.settings.audit_table), args.target, args.limit)
@@ -292,7 +228,7 @@ def cmd_audit_tail(args: argparse.Namespace) -> Result:
 
 
 def cmd_recovery_start(args: argparse.Namespace) -> Result:
-    from warden.clients import aws_client
+    from warden.stores.clients import aws_client
 
     handle = open_stage(args.stage)
     arn = handle.outputs.get("RecoveryStateMachine")
@@ -318,7 +254,7 @@ def execution_name(target: str) -> str:
 
 def _follow(handle: Any, sfn: Any, execution: str, target: str) -> Result:
     """Live status until the execution ends (or waits for an approval)."""
-    from warden.recovery import StateStore
+    from warden.stores.recovery_state import StateStore
 
     store = StateStore(_need(handle.settings.state_table))
     last = None
@@ -345,7 +281,7 @@ def _follow(handle: Any, sfn: Any, execution: str, target: str) -> Result:
 
 
 def cmd_recovery_status(args: argparse.Namespace) -> Result:
-    from warden.recovery import StateStore
+    from warden.stores.recovery_state import StateStore
 
     handle = open_stage(args.stage)
     state = StateStore(_need(handle.settings.state_table)).get(args.target)
@@ -372,8 +308,9 @@ def cmd_recovery_answer(args: argparse.Namespace, approve: bool) -> Result:
 
 
 def cmd_recovery_cancel(args: argparse.Namespace) -> Result:
-    from warden.clients import aws_client
-    from warden.recovery import StateStore, cancel
+    from warden.recovery import cancel
+    from warden.stores.clients import aws_client
+    from warden.stores.recovery_state import StateStore
 
     handle = open_stage(args.stage)
     state = StateStore(_need(handle.settings.state_table)).get(args.target)
@@ -409,7 +346,7 @@ def secret_from_uri(uri: str, *, password_env: str | None = None) -> Any:
     named by `password_env`, or a prompt."""
     from pydantic import TypeAdapter, ValidationError
 
-    from warden.models import DatabaseSecret
+    from warden.config.credentials import DatabaseSecret
 
     parsed = urlparse(uri)
     password = unquote(parsed.password) if parsed.password else None
@@ -459,16 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    local = groups.add_parser("local", help="the local runtime").add_subparsers(dest="cmd", required=True)
-    up = add(local, "up", cmd_local_up, "start real Neo4j + PostgreSQL + moto in the background")
-    up.add_argument("--config", type=Path, help="local target file (default: local/targets.sample.yaml)")
-    up.add_argument("--timeout", type=float, default=300)
-    add(local, "down", cmd_local_down, "stop the local runtime")
-    add(local, "status", cmd_local_status, "is it running, and where")
-
-    demo = groups.add_parser("demo", help="Warden end to end on a fresh local runtime (what `make demo` runs)")
-    demo.set_defaults(func=cmd_demo)
-    demo.add_argument("--config", type=Path)
+    for plugin in entry_points(group="warden.commands"):  # e.g. the local runtime's `local` and `demo`
+        plugin.load()(groups, add)
 
     health = add(groups, "health", cmd_health, "health report of one target or all")
     health.add_argument("--target")

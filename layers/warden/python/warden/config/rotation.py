@@ -12,13 +12,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from warden.schedule_expr import check_schedule
+from warden.config.base import SECRET_NAME
+from warden.config.schedule import check_schedule
 
 SINGLE_USER: Literal["single-user"] = "single-user"
 ALTERNATING: Literal["alternating"] = "alternating"
 CLONE_SUFFIX = "_clone"
 
-_SECRET_NAME = r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]+$"  # noqa: S105
 # Secrets Manager's rotation schedules: rate() in days (1-1000) or hours (4-23), or a cron() expression.
 _RATE = re.compile(r"^rate\((\d+) (hour|hours|day|days)\)$")
 _WINDOW = re.compile(r"^([1-9]|1\d|2[0-4])h$")
@@ -46,7 +46,7 @@ class RotationConfig(BaseModel):
     # None: Secrets Manager's default (the whole interval for rate schedules).
     window: str | None = None
     # The secret of a database admin, used by the alternating strategy to create / change the users.
-    master_secret_name: Annotated[str, Field(min_length=1, max_length=512, pattern=_SECRET_NAME)] | None = None
+    master_secret_name: Annotated[str, Field(min_length=1, max_length=512, pattern=SECRET_NAME)] | None = None
     password_length: Annotated[int, Field(ge=16, le=128)] = 32
 
     @field_validator("schedule")

@@ -10,25 +10,14 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict
 
-from warden.clients import aws_client
 from warden.errors import WardenError
+from warden.models import AuditEntry
+from warden.stores.clients import aws_client
 
 _SER, _DESER = TypeSerializer(), TypeDeserializer()
 
 
-class AuditEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    target: str
-    at: datetime
-    operation: str  # "backup", "verify", "restore", "prune", ...
-    step: str  # "start", "finish", "fail", "delete", ...
-    outcome: str  # "ok", "failed", "refused", "skipped", ...
-    actor: str  # "function:<name>", "execution:<arn>", "cli:<user>"
-    backup_id: str | None = None
-    details: dict[str, Any] = {}
 
 
 class AuditError(WardenError):

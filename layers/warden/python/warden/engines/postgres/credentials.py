@@ -10,9 +10,9 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from warden.engines.postgres import connect
+from warden.config.credentials import PostgresSecret
+from warden.engines.postgres.connection import connect
 from warden.errors import DatabaseError, DatabaseUnavailable
-from warden.models import PostgresSecret
 
 # SQLSTATE 28P01 invalid_password, 28000 invalid_authorization_specification (no pg_hba entry, no such role).
 _AUTH_STATES = {"28P01", "28000"}

@@ -8,10 +8,10 @@ import json
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from warden.clients import aws_client
+from warden.config.target import Target
 from warden.errors import ConfigError, TargetNotFound
-from warden.models import Target
 from warden.settings import Settings
+from warden.stores.clients import aws_client
 
 
 def load_targets(settings: Settings) -> dict[str, Target]:

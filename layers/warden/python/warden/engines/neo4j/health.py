@@ -22,11 +22,12 @@ from typing import Any
 import neo4j
 from neo4j.exceptions import DriverError, Neo4jError, ServiceUnavailable, SessionExpired
 
-from warden.engines.neo4j import driver
+from warden.checks import Check, CheckGroup, CheckTimedOut, Outcome, Tier
+from warden.config.credentials import Neo4jSecret
+from warden.config.health import HealthThresholds, RequiredSchema
+from warden.engines.neo4j.connection import driver
 from warden.errors import DatabaseError, DatabaseUnavailable
-from warden.health import Check, CheckGroup, CheckTimedOut, Outcome, Tier
-from warden.health_config import HealthThresholds, RequiredSchema
-from warden.models import CheckStatus, Neo4jSecret
+from warden.models import CheckStatus
 
 TX_METADATA = {"app": "warden-health"}
 WARDEN_AGENT = "warden"

@@ -7,9 +7,10 @@ import json
 from botocore.exceptions import ClientError
 from pydantic import TypeAdapter, ValidationError
 
-from warden.clients import aws_client
+from warden.config.credentials import DatabaseSecret
+from warden.config.target import Target
 from warden.errors import SecretError
-from warden.models import DatabaseSecret, Target
+from warden.stores.clients import aws_client
 from warden.tls import check_tls
 
 _SECRET = TypeAdapter(DatabaseSecret)

@@ -13,9 +13,9 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from warden.clients import aws_client
 from warden.errors import WardenError
 from warden.models import BackupRecord, BackupStatus
+from warden.stores.clients import aws_client
 
 _SER, _DESER = TypeSerializer(), TypeDeserializer()
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from warden.clients import aws_client
 from warden.errors import ConfigError
 from warden.settings import Settings
+from warden.stores.clients import aws_client
 
 # Stack output name → the setting it fills (see infra.stack.WardenStack._outputs).
 OUTPUTS = {

@@ -9,8 +9,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from warden.clients import aws_client
 from warden.errors import WardenError
+from warden.stores.clients import aws_client
 
 
 class LeaseHeld(WardenError):

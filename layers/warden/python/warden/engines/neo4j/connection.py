@@ -5,9 +5,10 @@ from __future__ import annotations
 import neo4j
 from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
 
-from warden.engines import ServerInfo
+from warden.config.credentials import Neo4jSecret
+from warden.config.target import Engine
+from warden.engines.base import ServerInfo
 from warden.errors import DatabaseError, DatabaseUnavailable
-from warden.models import Engine, Neo4jSecret
 from warden.tls import warn_neo4j
 
 USER_AGENT = "warden"

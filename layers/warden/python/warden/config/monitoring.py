@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from warden.config.base import Model
 
 Percent = Annotated[float, Field(gt=0, le=100)]
 Positive = Annotated[float, Field(gt=0)]
@@ -27,11 +29,8 @@ LOG_GROUP_NAME = r"^[.\-_/#A-Za-z0-9]{1,512}$"
 LogFormat = Literal["postgres", "neo4j"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class Evaluation(_Model):
+class Evaluation(Model):
     """How long a condition must last: `datapoints` breaching periods of `period_minutes` out of the
     last `periods` (M of N). The defaults ride out one spike: 3 of 3 five-minute periods."""
 
@@ -51,7 +50,7 @@ class Evaluation(_Model):
         return self
 
 
-class InstanceMonitoring(_Model):
+class InstanceMonitoring(Model):
     """Instance alarms of a target (`Target.instances`). Percentages are of the whole resource.
 
     EC2 (self-hosted targets, `ec2_instance_ids`): CPUUtilization (AWS/EC2) above `cpu_percent`;
@@ -107,7 +106,7 @@ class InstanceMonitoring(_Model):
         return values
 
 
-class LogMonitoring(_Model):
+class LogMonitoring(Model):
     """Log monitoring of a target (`Target.logs`): metric filters on `log_group` counting error
     lines, slow queries and authentication failures, and an alarm on each count.
 

@@ -20,11 +20,12 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from warden.engines.postgres import APPLICATION_NAME, connect
+from warden.checks import Check, CheckGroup, CheckTimedOut, Outcome, Tier
+from warden.config.credentials import PostgresSecret
+from warden.config.health import HealthThresholds, RequiredSchema
+from warden.engines.postgres.connection import APPLICATION_NAME, connect
 from warden.errors import DatabaseError, DatabaseUnavailable
-from warden.health import Check, CheckGroup, CheckTimedOut, Outcome, Tier
-from warden.health_config import HealthThresholds, RequiredSchema
-from warden.models import CheckStatus, PostgresSecret
+from warden.models import CheckStatus
 
 QUERY_TEXT = 200  # characters of a foreign query quoted in a report
 

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 import neo4j
 from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
 
-from warden.engines.neo4j import USER_AGENT
+from warden.config.credentials import Neo4jSecret
+from warden.engines.neo4j.connection import USER_AGENT
 from warden.errors import DatabaseError, DatabaseUnavailable
-from warden.models import Neo4jSecret
 
 SYSTEM = "system"
 

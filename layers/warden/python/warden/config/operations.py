@@ -7,16 +7,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from warden.config.base import Model
+
 Seconds = Annotated[float, Field(gt=0)]
 Hours = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class ActionConfig(_Model):
+class ActionConfig(Model):
     """One remediation action of one target: off unless enabled; a dry run changes nothing."""
 
     enabled: bool = False
@@ -24,7 +23,7 @@ class ActionConfig(_Model):
     max_per_hour: Annotated[int, Field(ge=0)] = 2
 
 
-class RemediationConfig(_Model):
+class RemediationConfig(Model):
     """Per-target remediation (`Target.remediation`). Every action is opt-in."""
 
     start_backup: ActionConfig = ActionConfig()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import psycopg
 
-from warden.engines import ServerInfo
+from warden.config.credentials import PostgresSecret
+from warden.config.target import Engine
+from warden.engines.base import ServerInfo
 from warden.errors import DatabaseError, DatabaseUnavailable
-from warden.models import Engine, PostgresSecret
 from warden.tls import postgres_root_cert, warn_postgres
 
 APPLICATION_NAME = "warden"
@@ -55,3 +56,6 @@ def server_info(secret: PostgresSecret, *, timeout: float = 5.0) -> ServerInfo:
 
 def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+CONNECT_TIMEOUT = 10.0

@@ -21,10 +21,12 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from warden.config.base import Model
 
 if TYPE_CHECKING:
-    from warden.models import RetentionPolicy
+    from warden.config.retention import RetentionPolicy
 
 # S3 accepts a default retention of up to 100 years.
 MAX_LOCK_DAYS = 36500
@@ -33,11 +35,8 @@ _REGION = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$"
 _PERIOD_DAYS = (("keep_daily", 1), ("keep_weekly", 7), ("keep_monthly", 28), ("keep_yearly", 365))
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class ObjectLockConfig(_Model):
+class ObjectLockConfig(Model):
     """S3 Object Lock on the backup bucket: every object version written is retained `days` days.
 
     `governance`: principals with s3:BypassGovernanceRetention can still delete early (the bucket
@@ -53,7 +52,7 @@ class ObjectLockConfig(_Model):
         return self.mode.upper()
 
 
-class ReplicationConfig(_Model):
+class ReplicationConfig(Model):
     """Replicate the backup bucket to `region`, into a bucket encrypted with a key of its own there.
 
     Version deletions (prune) are never replicated, and delete markers are not either, so the
@@ -65,7 +64,7 @@ class ReplicationConfig(_Model):
     expire_after_days: Annotated[int, Field(ge=1, le=MAX_LOCK_DAYS)] = 400
 
 
-class BackupProtection(_Model):
+class BackupProtection(Model):
     """Optional protections of a stage's backups against a compromised account (both off by default)."""
 
     object_lock: ObjectLockConfig | None = None
@@ -125,7 +124,7 @@ def replication_role_name(stage: str, primary_region: str) -> str:
     return re.sub(r"[^A-Za-z0-9+=,.@_-]", "", f"warden-{stage}-replication-{primary_region}")[:64]
 
 
-class ReplicaSettings(_Model):
+class ReplicaSettings(Model):
     """Where a function finds the replica (set by the stack on verify and recovery when replication
     is on): the bucket, its region and the alias ARN of its key. Read once at the cold start."""
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from warden.config.base import Model
 
 # The functions that open database connections; the others stay out of the VPC (they call AWS APIs
 # only: verify reads S3 and RDS snapshot status, prune deletes from S3 / RDS, report reads the
@@ -40,11 +42,8 @@ POSTGRES_PORT = 5432
 EndpointMode = Literal["create", "reuse"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class NetworkConfig(_Model):
+class NetworkConfig(Model):
     """Where a stage's database-facing functions run.
 
     `vpc_id`: an existing VPC (looked up from cdk.context.json). `subnet_ids`: the private subnets
@@ -127,7 +126,7 @@ def network_problems(network: NetworkConfig | None, *, account: str | None) -> l
     return []
 
 
-class TlsConfig(_Model):
+class TlsConfig(Model):
     """TLS to a target's database. `required` (default): PostgreSQL `sslmode` verify-full (or
     verify-ca) and Neo4j `neo4j+s://` / `bolt+s://` only. `required: false` is the explicit opt-out:
     whatever the secret says is used, and each connection without verified TLS logs a warning."""

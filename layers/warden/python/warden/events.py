@@ -1,0 +1,115 @@
+"""What each function's event may say: one request model per function, matching events/*.json. Bad input fails validation here, before anything is touched."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from warden.config.base import TARGET_NAME, Model
+
+
+class ScheduledRequest(Model):
+    """Fields every schedule sends (infra/schedules.py), accepted by every scheduled function."""
+
+    trigger: Literal["schedule", "manual", "cli", "remediation", "recovery", "backup"] = "manual"
+    scheduled_time: str | None = None
+    requested_by: Annotated[str, Field(max_length=200)] | None = None  # e.g. "cli:alice", audited
+
+
+class HealthRequest(ScheduledRequest):
+    """Input of the health function: one target, or every target of the stage when omitted."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)] | None = None
+
+
+class BackupRequest(ScheduledRequest):
+    """Input of the backup function. The schedule sends `scheduled_time`
+    (`<aws.scheduler.scheduled-time>`): a retried delivery of the same scheduled event carries the
+    same value, so it never produces a second backup."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)]
+
+
+class VerifyRequest(ScheduledRequest):
+    """Input of the verify function: one backup, or (no `backup_id`) the newest unverified ones."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)]
+    backup_id: Annotated[str, Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")] | None = None
+
+
+class RecoveryInput(Model):
+    """What an operator (console, CLI) or the drill schedule gives the Recovery state machine."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)]
+    backup_id: Annotated[str, Field(pattern=r"^(latest|\d{8}T\d{6}Z-[0-9a-f]{8})$")] = "latest"
+    promotion: Literal["swap", "in-place", "none"] = "none"
+    approval: Literal["auto", "manual"] = "auto"
+    requested_by: Annotated[str, Field(max_length=200)] | None = None
+    # Where the backup is read from: the stage's bucket, or its replica in the second region.
+    source: Literal["primary", "replica"] = "primary"
+
+
+class PruneRequest(ScheduledRequest):
+    """Input of the prune function. Scheduled runs apply; anything else is a dry run unless `apply`."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)]
+    apply: bool | None = None
+
+    @property
+    def applies(self) -> bool:
+        return self.apply if self.apply is not None else self.trigger == "schedule"
+
+
+class LicenseRequest(ScheduledRequest):
+    """Input of the license_check function: one target, or every target of the stage when omitted."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)] | None = None
+
+
+class MaintenanceRequest(ScheduledRequest):
+    """Input of the maintenance function: the due tasks of one target, or exactly `tasks`."""
+
+    target: Annotated[str, Field(pattern=TARGET_NAME)]
+    tasks: list[Task] | None = None
+
+
+class ReportRequest(ScheduledRequest):
+    """Input of the report function: the schedule's `scheduled_time` picks the week (the last
+    complete ISO week before it); without it, the last complete week before now."""
+
+    @field_validator("scheduled_time")
+    @classmethod
+    def _is_iso_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            datetime.fromisoformat(value)  # ValueError -> ValidationError
+        return value
+
+    def when(self, default: datetime) -> datetime:
+        return _utc(datetime.fromisoformat(self.scheduled_time)) if self.scheduled_time else default
+
+
+class RotationEvent(BaseModel):
+    """What Secrets Manager sends a rotation function: `{"SecretId", "ClientRequestToken", "Step"}`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    secret_id: Annotated[str, Field(alias="SecretId", min_length=1, max_length=2048)]
+    token: Annotated[str, Field(alias="ClientRequestToken", min_length=32, max_length=64)]
+    step: Annotated[Step, Field(alias="Step")]
+
+
+class Step(StrEnum):
+    CREATE = "createSecret"
+    SET = "setSecret"
+    TEST = "testSecret"
+    FINISH = "finishSecret"
+
+
+Task = Literal["vacuum", "analyze", "reindex", "neo4j_indexes", "resample"]
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

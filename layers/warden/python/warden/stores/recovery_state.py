@@ -1,0 +1,40 @@
+"""The recovery state record of each target (DynamoDB, the state table): who is recovering it, the step it is at, and the steps done. Visible to the CLI at every step; one execution owns a record at a time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from warden.errors import WardenError
+from warden.models import RecoveryState
+from warden.stores.clients import aws_client
+
+
+class StateStore:
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def get(self, target: str) -> RecoveryState:
+        item = aws_client("dynamodb").get_item(
+            TableName=self.table, Key={"pk": {"S": f"recovery#{target}"}, "sk": {"S": "current"}},
+            ConsistentRead=True).get("Item")
+        if item is None:
+            return RecoveryState(target=target)
+        return RecoveryState.model_validate_json(item["state"]["S"])
+
+    def put(self, state: RecoveryState) -> RecoveryState:
+        state.updated_at = datetime.now(UTC)
+        aws_client("dynamodb").put_item(TableName=self.table, Item={
+            "pk": {"S": f"recovery#{state.target}"}, "sk": {"S": "current"},
+            "state": {"S": state.model_dump_json()}})
+        return state
+
+    def update(self, target: str, execution: str, **changes: Any) -> RecoveryState:
+        state = self.get(target)
+        if state.execution != execution:
+            raise WardenError(f"the recovery record of {target} belongs to {state.execution}, not {execution}")
+        progress = changes.pop("step_done", None)
+        state = state.model_copy(update=changes)
+        if progress:
+            state.progress = [*state.progress, progress]
+        return self.put(state)
