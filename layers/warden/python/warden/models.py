@@ -1,8 +1,6 @@
-"""Validated shapes shared by the CDK app, the handlers and the CLI.
-
-Events and configuration are validated at the edge with these models; past the edge, code trusts
-them. Every model forbids unknown fields so that a typo in configuration is an error, not a silent
-default.
+"""The records Warden keeps and reports: a backup (BackupRecord and its status), a health report,
+an audit entry, a recovery's state. What a stage or target may say is `warden.config`; what a
+function's event may say is `warden.events`.
 """
 
 from __future__ import annotations

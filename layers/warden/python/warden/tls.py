@@ -5,7 +5,7 @@
   shipped in the layer (`warden/certs/rds-global-bundle.pem`, see warden/certs/SOURCE.md).
 - Neo4j: the URI must be `neo4j+s://` or `bolt+s://` (verified against the system's CAs).
 
-`check_tls` is applied where a target meets its secret (warden.secrets.load_secret): a target that
+`check_tls` is applied where a target meets its secret (warden.stores.secrets.load_secret): a target that
 requires TLS and a secret that asks for less is refused before any connection. With the opt-out,
 the secret's choice is used, and the adapters log a warning (`warn_*`) on every connection made
 without verified TLS, so the choice stays visible in the logs.

@@ -8,8 +8,6 @@ every metric, threshold and pattern.
 - RDS / Aurora targets are named by `Target.rds`; `instances` only tunes their thresholds.
 - `logs` names the CloudWatch Logs group the database's log reaches; errors, slow queries and
   authentication failures are counted from it with metric filters.
-
-Kept apart from warden.models (which holds these on Target) so that models imports it without a cycle.
 """
 
 from __future__ import annotations

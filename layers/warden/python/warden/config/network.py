@@ -9,8 +9,6 @@ TLS: on by default for every target. A PostgreSQL secret without `sslmode` means
 against the RDS CA bundle shipped in the layer (warden/certs/); a Neo4j secret's URI must be
 `neo4j+s://` or `bolt+s://`. `tls: {"required": false}` on a target is the only way to connect
 otherwise, and every such connection logs a warning (warden.tls).
-
-Kept apart from the modules that act on it, so `warden.models` can hold it without an import cycle.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Per-target configuration of remediation and maintenance (kept apart from the modules that act
-on it, so `warden.models.Target` can hold it without an import cycle)."""
+"""Per-target configuration of remediation (`Target.remediation`: which alarm actions run, their
+limits) and maintenance (`Target.maintenance`: VACUUM / ANALYZE / REINDEX, Neo4j index checks)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Backup protection of a stage (`StageConfig.backup_protection`): S3 Object Lock on the backup
-bucket and replication of it to a second region. Kept apart from the modules that act on it (the
-stack, prune, verify, recovery), so `warden.models.StageConfig` can hold it without an import cycle.
+bucket and replication of it to a second region. The stack, prune, verify and recovery act on it.
 
 What "a lock no shorter than the policy's minimum" means here
     A retention policy promises, for each target, that the newest good backup of each of the last

@@ -1,5 +1,4 @@
-"""Per-target credential rotation settings (`Target.rotation`), kept apart from warden.rotation (which
-acts on them) so that `warden.models.Target` can hold them without importing database drivers.
+"""Per-target credential rotation settings (`Target.rotation`); warden.rotation acts on them.
 
 Rotation is off unless enabled. Secrets Manager runs it on `schedule` (its own rotation schedule, in
 UTC) by invoking the stage's rotate function; see README "Credential rotation".

@@ -21,9 +21,9 @@ class StageConfig(Model):
     log_retention_days: int = 30
     notification_emails: list[str] = []
     targets: list[Target] = []
-    # Object Lock and cross-region replication of the backup bucket (warden.protection_config).
+    # Object Lock and cross-region replication of the backup bucket (warden.config.protection).
     backup_protection: BackupProtection = BackupProtection()
-    # The VPC the database-facing functions run in, and its endpoints (warden.network_config).
+    # The VPC the database-facing functions run in, and its endpoints (warden.config.network).
     network: NetworkConfig | None = None
 
     @model_validator(mode="after")

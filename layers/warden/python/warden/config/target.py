@@ -98,15 +98,15 @@ class Target(Model):
     maintenance: MaintenanceConfig = MaintenanceConfig()
     # Where an RDS / Aurora PostgreSQL target runs (rds-snapshot backups, RDS instance alarms).
     rds: RdsRef | None = None
-    # How it is backed up: the engine's logical method by default, or rds-snapshot (warden.backup_config).
+    # How it is backed up: the engine's logical method by default, or rds-snapshot (warden.config.backup).
     backup: BackupConfig = BackupConfig()
     # Instance alarms (EC2 instances of a self-hosted target; thresholds of an RDS one) and log
-    # monitoring (warden.monitoring_config, docs/monitoring.md).
+    # monitoring (warden.config.monitoring, docs/monitoring.md).
     instances: InstanceMonitoring | None = None
     logs: LogMonitoring | None = None
-    # TLS to the database: required unless explicitly turned off here (warden.network_config, README).
+    # TLS to the database: required unless explicitly turned off here (warden.config.network, README).
     tls: TlsConfig = TlsConfig()
-    # Secrets Manager rotation of the target's credentials (warden.rotation_config, README).
+    # Secrets Manager rotation of the target's credentials (warden.config.rotation, README).
     rotation: RotationConfig = RotationConfig()
 
     @model_validator(mode="after")

@@ -141,7 +141,7 @@ def describe_snapshot(snap_id: str, kind: str, *, rds: Any | None = None) -> dic
 
 
 def snapshot_of(source: SnapshotSource, snapshot: dict[str, Any]) -> dict[str, Any]:
-    """The fields Warden records about a snapshot (see `warden.backup_config.SnapshotRef`)."""
+    """The fields Warden records about a snapshot (see `warden.config.backup.SnapshotRef`)."""
     created: Any = snapshot.get("SnapshotCreateTime")
     progress = snapshot.get("PercentProgress")
     return {

@@ -1,5 +1,5 @@
 """Neo4j logical backup over Bolt (works on Community: no neo4j-admin online backup needed) and a
-fast restore. The archive format is `warden.engines.neo4j_format` (docs/neo4j-backup-format.md).
+fast restore. The archive format is `warden.engines.neo4j.format` (docs/neo4j-backup-format.md).
 
 Export: one read transaction holds the whole copy. The server groups nodes (and relationships) by
 internal-id ranges into records of about `batch_size` entities with the same labels and property
