@@ -21,7 +21,7 @@ from warden.config.credentials import DatabaseSecret
 from warden.config.target import Engine, Target
 from warden.engines import engine_for
 from warden.engines.base import RestoreRefused, RestoreResult
-from warden.errors import ConfigError, WardenError
+from warden.errors import BackupRefused, ConfigError, WardenError
 from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
 from warden.settings import Settings
 from warden.stores import audit as audit_log
@@ -49,10 +49,6 @@ EXTENSIONS = {Engine.NEO4J: "wnj.gz", Engine.POSTGRES: "dump"}
 BACKUP_TIMEOUT_S = 15 * 60
 BACKUP_LEASE_S = BACKUP_TIMEOUT_S + 60
 FINISH_MARGIN_S = 30
-
-
-class BackupRefused(WardenError):
-    """The backup record cannot be used for this (CORRUPT, FAILED, still running, expired)."""
 
 
 class BackupOutOfTime(WardenError):

@@ -25,3 +25,12 @@ class DatabaseUnavailable(WardenError):
 
 class DatabaseError(WardenError):
     """The database answered with an error."""
+
+
+class BadRequest(ConfigError):
+    """A function's event is not what the function accepts: it names the field and what was expected.
+    Raised before anything is touched; the invocation fails (the error alarm sees it)."""
+
+
+class BackupRefused(WardenError):
+    """The backup record cannot be used for this (CORRUPT, FAILED, still running, expired)."""

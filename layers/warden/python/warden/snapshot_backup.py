@@ -34,7 +34,7 @@ from warden.config.backup import RDS_SNAPSHOT, SnapshotRef
 from warden.config.target import Target
 from warden.engines import rds_snapshot
 from warden.engines.rds_snapshot import CONSISTENCY, SnapshotSource, SnapshotTimeout
-from warden.errors import WardenError
+from warden.errors import BackupRefused, WardenError
 from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
 from warden.settings import Settings
 from warden.stores import audit as audit_log
@@ -166,8 +166,6 @@ def verify_snapshot(settings: Settings, catalog: Catalog, record: BackupRecord, 
     """VERIFIED when the snapshot exists, is available and encrypted, and the manifest names it;
     CORRUPT with the reasons otherwise. A RUNNING record is settled first (and returned RUNNING if
     RDS is still making the snapshot)."""
-    from warden.backup import BackupRefused
-
     if record.status is BackupStatus.RUNNING:
         if record.snapshot is None:
             raise BackupRefused(f"backup {record.backup_id} of {record.target} is RUNNING and has no snapshot "
