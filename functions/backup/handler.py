@@ -9,33 +9,25 @@ aborted and its record FAILED with the reason (BackupOutOfTime), instead of bein
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
-
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from warden.backup import FINISH_MARGIN_S, run_backup
-from warden.events import BackupRequest
+from warden.events import BackupRequest, parse
 from warden.models import BackupStatus
+from warden.observability import MetricUnit, actor, lambda_handler, logger, metrics
 from warden.settings import Settings
+from warden.stores import Stores
 from warden.stores.catalog import Catalog
 from warden.stores.targets import get_target
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 SETTINGS = Settings.from_env()
-_persistence = DynamoDBPersistenceLayer(table_name=SETTINGS.state_table or "unset", key_attr="pk",
-                                        sort_key_attr="sk")
-_idempotency = IdempotencyConfig(event_key_jmespath="[target, scheduled_time]",
-                                 expires_after_seconds=2 * 86400, raise_on_no_idempotency_key=True)
 
 
 def back_up(request: dict[str, Any], actor: str, deadline: float | None = None) -> dict[str, Any]:
@@ -43,7 +35,8 @@ def back_up(request: dict[str, Any], actor: str, deadline: float | None = None) 
     target = get_target(SETTINGS, parsed.target)
     metrics.add_dimension(name="Target", value=target.name)
     try:
-        outcome = run_backup(SETTINGS, target, actor=actor, trigger=parsed.trigger, deadline=deadline)
+        outcome = run_backup(Stores.from_settings(SETTINGS), target, actor=actor, trigger=parsed.trigger,
+                             deadline=deadline)
     except Exception:
         metrics.add_metric(name="BackupFailure", unit=MetricUnit.Count, value=1)
         raise
@@ -65,20 +58,41 @@ def back_up(request: dict[str, Any], actor: str, deadline: float | None = None) 
     return record.model_dump(mode="json")
 
 
-# Scheduled runs carry `scheduled_time`: a retried delivery returns the first run's result.
-back_up_once = idempotent_function(data_keyword_argument="request", persistence_store=_persistence,
-                                   config=_idempotency)(back_up)
+@functools.cache
+def _idempotent_back_up() -> tuple[IdempotencyConfig, Callable[..., dict[str, Any]], type[Exception]]:
+    """`back_up` made idempotent on the scheduled event (`target` + `scheduled_time`) in the state
+    table; built on the first scheduled run, since powertools' idempotency imports boto3."""
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+    persistence = DynamoDBPersistenceLayer(table_name=SETTINGS.state_table or "unset", key_attr="pk",
+                                           sort_key_attr="sk")
+    config = IdempotencyConfig(event_key_jmespath="[target, scheduled_time]", expires_after_seconds=2 * 86400,
+                               raise_on_no_idempotency_key=True)
+    once = idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=config)(back_up)
+    return config, once, IdempotencyAlreadyInProgressError
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@lambda_handler()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = BackupRequest.model_validate(event or {})  # bad input fails here, before anything is touched
-    actor = f"function:{context.function_name}" + (f" for {request.requested_by}" if request.requested_by else "")
+    request = parse(BackupRequest, event)  # bad input fails here, before anything is touched
+    by = actor(context, request.requested_by)
     # The export must stop while there is time left to abort the upload and record why.
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - FINISH_MARGIN_S
     if request.scheduled_time is None:
-        return back_up(request=request.model_dump(mode="json"), actor=actor, deadline=deadline)
-    _idempotency.register_lambda_context(context)
-    return back_up_once(request=request.model_dump(mode="json"), actor=actor, deadline=deadline)
+        return back_up(request=request.model_dump(mode="json"), actor=by, deadline=deadline)
+    # Scheduled runs carry `scheduled_time`: a retried delivery returns the first run's result, and
+    # one that arrives while the first still runs answers like a second trigger does.
+    config, back_up_once, in_progress = _idempotent_back_up()
+    config.register_lambda_context(context)
+    try:
+        return back_up_once(request=request.model_dump(mode="json"), actor=by, deadline=deadline)
+    except in_progress:
+        logger.info("backup already running", extra={"target": request.target,
+                                                     "scheduled_time": request.scheduled_time})
+        return {"target": request.target, "status": "already running",
+                "detail": f"the delivery of the run scheduled at {request.scheduled_time} is still in progress"}

@@ -8,30 +8,25 @@ knows the catalog table.
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from warden.emf import publish
-from warden.events import HealthRequest
+from warden.events import HealthRequest, parse
 from warden.health import check_targets, metric_points
+from warden.observability import MetricUnit, lambda_handler, logger, metrics
 from warden.settings import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 from warden.stores.catalog import Catalog
 from warden.stores.targets import select_targets
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 SETTINGS = Settings.from_env()
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@lambda_handler()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = HealthRequest.model_validate(event or {})
+    request = parse(HealthRequest, event)
     config = SETTINGS
     targets = select_targets(config, request.target)
     catalog = Catalog(config.catalog_table) if config.catalog_table else None

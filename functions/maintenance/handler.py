@@ -5,31 +5,27 @@ MaintenanceErrors."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from warden.events import MaintenanceRequest
+from warden.events import MaintenanceRequest, parse
 from warden.maintenance import run_maintenance
+from warden.observability import MetricUnit, actor, lambda_handler, logger, metrics
 from warden.settings import Settings
+from warden.stores import Stores
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 from warden.stores.targets import get_target
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 SETTINGS = Settings.from_env()
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@lambda_handler()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = MaintenanceRequest.model_validate(event or {})  # bad input fails here, before anything is touched
+    request = parse(MaintenanceRequest, event)  # bad input fails here, before anything is touched
     target = get_target(SETTINGS, request.target)
-    actor = f"function:{context.function_name}" + (f" for {request.requested_by}" if request.requested_by else "")
-    report = run_maintenance(SETTINGS, target, actor=actor, tasks=request.tasks)
+    report = run_maintenance(Stores.from_settings(SETTINGS), target, actor=actor(context, request.requested_by),
+                             tasks=request.tasks)
     metrics.add_dimension(name="Target", value=target.name)
     metrics.add_metric(name="MaintenanceDuration", unit=MetricUnit.Seconds, value=report.duration_s)
     metrics.add_metric(name="MaintenanceErrors", unit=MetricUnit.Count, value=sum(len(t.errors) for t in report.tasks))

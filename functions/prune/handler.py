@@ -4,31 +4,27 @@ BackupsKept, BackupsDeleted, BytesFreed, PruneFailures."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from warden.events import PruneRequest
+from warden.events import PruneRequest, parse
+from warden.observability import MetricUnit, actor, lambda_handler, logger, metrics
 from warden.prune import run_prune
 from warden.settings import Settings
+from warden.stores import Stores
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 from warden.stores.targets import get_target
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 SETTINGS = Settings.from_env()
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@lambda_handler()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = PruneRequest.model_validate(event or {})
+    request = parse(PruneRequest, event)
     target = get_target(SETTINGS, request.target)
-    actor = f"function:{context.function_name}" + (f" for {request.requested_by}" if request.requested_by else "")
-    report = run_prune(SETTINGS, target, apply=request.applies, actor=actor)
+    report = run_prune(Stores.from_settings(SETTINGS), target, apply=request.applies,
+                       actor=actor(context, request.requested_by))
     if report.applied:
         metrics.add_dimension(name="Target", value=target.name)
         metrics.add_metric(name="BackupsKept", unit=MetricUnit.Count, value=report.kept)

@@ -9,44 +9,42 @@ step; {"step": <name>, "plan": <Plan>, ...} for the others (`task_token` for req
 from __future__ import annotations
 
 import os
-from typing import Any
-
-from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from warden import recovery
 from warden.config.protection import ReplicaSettings
-from warden.errors import ConfigError
+from warden.events import RecoveryStep, parse
+from warden.observability import lambda_handler, logger
 from warden.settings import Settings
+from warden.stores import Stores
 
-logger = Logger()
-tracer = Tracer()
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 SETTINGS = Settings.from_env()
 REPLICA = ReplicaSettings.from_env(os.environ)  # None unless the stage replicates its backups
-STEPS = ("preflight", "restore", "validate", "request_approval", "promote", "finish", "rollback")
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@lambda_handler(with_metrics=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    step = (event or {}).get("step")
-    if step not in STEPS:
-        raise ConfigError(f"unknown recovery step {step!r}; expected one of {', '.join(STEPS)}")
+    request = parse(RecoveryStep, event)
+    step = request.step
     logger.append_keys(step=step)
     if step == "preflight":
-        plan = recovery.preflight(SETTINGS, event.get("input") or {}, str(event.get("execution", "")), REPLICA)
+        plan = recovery.preflight(Stores.from_settings(SETTINGS), request.input or {}, request.execution, REPLICA)
         return plan.as_dict()
-    plan = recovery.Plan.from_event(event["plan"])
+    assert request.plan is not None  # RecoveryStep requires it past preflight
+    plan = recovery.Plan.from_event(request.plan)
     logger.append_keys(target=plan.target, backup_id=plan.backup_id)
     if step == "restore":
-        return recovery.restore(SETTINGS, plan, REPLICA)
+        return recovery.restore(Stores.from_settings(SETTINGS), plan, REPLICA)
     if step == "validate":
-        return recovery.validate(SETTINGS, plan, REPLICA)
+        return recovery.validate(Stores.from_settings(SETTINGS), plan, REPLICA)
     if step == "request_approval":
-        recovery.request_approval(SETTINGS, plan, str(event["task_token"]))
+        recovery.request_approval(Stores.from_settings(SETTINGS), plan, str(request.task_token))
         return {"requested": True}
     if step == "promote":
-        return recovery.promote(SETTINGS, plan, REPLICA)
+        return recovery.promote(Stores.from_settings(SETTINGS), plan, REPLICA)
     if step == "finish":
-        return recovery.finish(SETTINGS, plan)
-    return recovery.rollback(SETTINGS, plan, event.get("error"))
+        return recovery.finish(Stores.from_settings(SETTINGS), plan)
+    return recovery.rollback(Stores.from_settings(SETTINGS), plan, request.error)

@@ -8,19 +8,18 @@ lives in warden.remediation. Metric per target and action: RemediationActions (b
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
+from warden.observability import MetricUnit, actor, lambda_handler, logger, metrics
 from warden.remediation import remediate
 from warden.settings import Settings
+from warden.stores import Stores
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 SETTINGS = Settings.from_env()
 
 
@@ -34,11 +33,9 @@ class RemediateEnvironment(BaseModel):
 ENVIRONMENT = RemediateEnvironment.model_validate(os.environ)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@lambda_handler()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    result = remediate(SETTINGS, event, actor=f"function:{context.function_name}",
+    result = remediate(Stores.from_settings(SETTINGS), event, actor=actor(context),
                        backup_function=ENVIRONMENT.backup_function)
     if result.target and result.action:
         metrics.add_dimension(name="Target", value=result.target)

@@ -5,29 +5,25 @@ the same report. Metric: ReportsPublished."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from warden.events import ReportRequest
+from warden.events import ReportRequest, parse
+from warden.observability import MetricUnit, actor, lambda_handler, logger, metrics
 from warden.report import run_report
 from warden.settings import Settings
+from warden.stores import Stores
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 SETTINGS = Settings.from_env()
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@lambda_handler()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = ReportRequest.model_validate(event or {})
-    actor = f"function:{context.function_name}" + (f" for {request.requested_by}" if request.requested_by else "")
-    result = run_report(SETTINGS, request.when(datetime.now(UTC)), actor)
+    request = parse(ReportRequest, event)
+    result = run_report(Stores.from_settings(SETTINGS), request.when(datetime.now(UTC)),
+                        actor(context, request.requested_by))
     metrics.add_metric(name="ReportsPublished", unit=MetricUnit.Count, value=1)
     logger.info("report published", extra={"key": result["key"]})
     return result

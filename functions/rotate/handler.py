@@ -8,31 +8,26 @@ the rotation with AWSCURRENT unchanged; the failure is audited. Passwords are ne
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from warden.events import RotationEvent
+from warden.events import RotationEvent, parse
+from warden.observability import MetricUnit, actor, lambda_handler, logger, metrics
 from warden.rotation import Step, rotate_step, target_of_secret
 from warden.settings import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 from warden.stores.audit import audit
 from warden.stores.targets import load_targets
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 SETTINGS = Settings.from_env()
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@lambda_handler()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = RotationEvent.model_validate(event or {})
+    request = parse(RotationEvent, event)
     target = target_of_secret(list(load_targets(SETTINGS).values()), request.secret_id)
-    actor = f"function:{getattr(context, 'function_name', 'rotate')}"
+    by = actor(context)
     try:
         result = rotate_step(target, request.secret_id, request.token, request.step.value)
     except Exception as err:
@@ -41,11 +36,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                                                       "error": type(err).__name__})
         metrics.add_metric(name="RotationStepFailed", unit=MetricUnit.Count, value=1)
         audit(SETTINGS.audit_table, target=target.name, operation="rotate", step=request.step.value,
-              outcome="failed", actor=actor, version=request.token, error=str(err)[:500])
+              outcome="failed", actor=by, version=request.token, error=str(err)[:500])
         raise
     if request.step.value == Step.FINISH.value and result.outcome == "done":
         metrics.add_metric(name="CredentialsRotated", unit=MetricUnit.Count, value=1)
         audit(SETTINGS.audit_table, target=target.name, operation="rotate", step="finish", outcome="ok",
-              actor=actor, version=request.token, username=result.username,
+              actor=by, version=request.token, username=result.username,
               strategy=target.rotation.strategy)
     return result.as_dict()

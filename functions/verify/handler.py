@@ -5,33 +5,29 @@ COMPLETED (not yet verified) backup of the target. Metric per target: BackupVeri
 from __future__ import annotations
 
 import os
-from typing import Any
-
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from warden.backup import verify_backup
 from warden.config.protection import ReplicaSettings
-from warden.events import VerifyRequest
+from warden.events import VerifyRequest, parse
 from warden.models import BackupStatus
+from warden.observability import MetricUnit, actor, lambda_handler, logger, metrics
 from warden.replication import refresh_replicas
 from warden.settings import Settings
+from warden.stores import Stores
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 from warden.stores.catalog import Catalog
 from warden.stores.targets import get_target
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 SETTINGS = Settings.from_env()
 REPLICA = ReplicaSettings.from_env(os.environ)  # None unless the stage replicates its backups
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@lambda_handler()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = VerifyRequest.model_validate(event or {})
+    request = parse(VerifyRequest, event)
     target = get_target(SETTINGS, request.target)
     metrics.add_dimension(name="Target", value=target.name)
     backup_id = request.backup_id
@@ -41,13 +37,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if newest is None:
             metrics.add_metric(name="BackupVerifyNothingToDo", unit=MetricUnit.Count, value=1)
             if REPLICA is not None:  # replicas still PENDING are looked at again all the same
-                refresh_replicas(SETTINGS, REPLICA, target.name)
+                refresh_replicas(Stores.from_settings(SETTINGS), REPLICA, target.name)
             return {"target": target.name, "status": "nothing to verify"}
         backup_id = newest.backup_id
-    actor = f"function:{context.function_name}" + (f" for {request.requested_by}" if request.requested_by else "")
-    record = verify_backup(SETTINGS, target.name, backup_id, actor=actor)
+    record = verify_backup(Stores.from_settings(SETTINGS), target.name, backup_id,
+                           actor=actor(context, request.requested_by))
     if REPLICA is not None:  # which backups have a replica in the second region (the catalog says)
-        for checked in refresh_replicas(SETTINGS, REPLICA, target.name):
+        for checked in refresh_replicas(Stores.from_settings(SETTINGS), REPLICA, target.name):
             if checked.backup_id == record.backup_id:
                 record = checked
                 metrics.add_metric(name=f"Replica{(checked.replica or '').title()}", unit=MetricUnit.Count,

@@ -182,5 +182,5 @@ def test_a_failing_dump_leaves_a_failed_record_and_no_object(aws: LocalAws, depl
 def test_bad_backup_input_fails_before_touching_anything(aws: LocalAws, deployed: Deployment,
                                                         settings: Settings) -> None:
     result, error = backup(aws, deployed, load_event("backup_bad_input"))
-    assert error == "Unhandled" and result["errorType"] == "ValidationError"
+    assert error == "Unhandled" and result["errorType"] == "BadRequest"
     assert list(Catalog(settings.catalog_table).list("pg-local")) == []

@@ -139,7 +139,7 @@ def test_license_check_function_through_lambda(aws: LocalAws, local_targets: dic
     assert {t["target"]: t["status"] for t in report["targets"]} == {
         "graph-local": "not_applicable", "pg-local": "not_applicable"}
     assert one_error is None and [t["target"] for t in one["targets"]] == ["graph-local"]
-    assert bad_error == "Unhandled" and bad["errorType"] == "ValidationError"
+    assert bad_error == "Unhandled" and bad["errorType"] == "BadRequest"
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert not any("LicenseDaysLeft" in e for e in emitted)  # no days left known for Community
     assert any("LicensesChecked" in e for e in emitted)

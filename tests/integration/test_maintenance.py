@@ -180,4 +180,4 @@ def test_handler_runs_the_tasks_asked_for_and_rejects_bad_input(aws: LocalAws, e
     assert error is None, payload
     assert [t["task"] for t in payload["tasks"]] == ["vacuum", "analyze"] and payload["outcome"] == "ok"
     payload, error = invoke(aws, function, load_event("maintenance_bad_input"))
-    assert error is not None and "ValidationError" in str(payload)
+    assert error is not None and payload["errorType"] == "BadRequest"

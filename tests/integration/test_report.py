@@ -186,4 +186,4 @@ def test_scheduled_invocation_of_the_function_publishes_the_weeks_report(aws: Lo
     assert payload["key"] == KEY and "pg-local [ATTENTION]" in payload["summary"]
     assert aws.client("s3").head_object(Bucket=settings.bucket, Key=KEY)["ServerSideEncryption"] == "aws:kms"
     payload, error = invoke(aws, function, load_event("report_bad_input"))
-    assert error == "Unhandled" and payload["errorType"] == "ValidationError"
+    assert error == "Unhandled" and payload["errorType"] == "BadRequest"

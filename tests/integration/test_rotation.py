@@ -446,4 +446,4 @@ def test_rotate_function_refuses_a_secret_that_is_not_a_rotating_targets(
     assert len(secrets.list_secret_version_ids(SecretId="someone/else")["Versions"]) == 1
     # and a malformed event is refused before anything is read
     result, error = invoke(aws, stage.function_named("rotate"), load_event("rotate_bad_input"))
-    assert error == "Unhandled" and result["errorType"] == "ValidationError"
+    assert error == "Unhandled" and result["errorType"] == "BadRequest"

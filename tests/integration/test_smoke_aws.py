@@ -62,7 +62,7 @@ def test_health_function_fails_like_lambda_on_an_unknown_target(aws: LocalAws, d
 def test_health_function_rejects_malformed_input(aws: LocalAws, deployed: Deployment) -> None:
     payload, error = invoke(aws, deployed.function_named("health"), load_event("health_bad_input"))
     assert error == "Unhandled"
-    assert payload["errorType"] == "ValidationError"
+    assert payload["errorType"] == "BadRequest"
 
 
 def test_health_reports_a_target_whose_password_is_wrong_as_unhealthy(aws: LocalAws, deployed: Deployment,
@@ -97,6 +97,6 @@ def test_every_schedule_input_is_accepted_by_its_function(aws: LocalAws, deploye
         if function == deployed.function_named("backup"):
             continue  # a real backup: covered in test_backup_flow with this same input
         payload, error = invoke(aws, function, event)
-        assert not (error and payload.get("errorType") == "ValidationError"), (function, payload)
+        assert not (error and payload.get("errorType") == "BadRequest"), (function, payload)
         checked.add(function)
     assert len(checked) >= 4

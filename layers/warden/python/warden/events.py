@@ -1,14 +1,44 @@
-"""What each function's event may say: one request model per function, matching events/*.json. Bad input fails validation here, before anything is touched."""
+"""What each function's event may say: one request model per function, matching events/*.json.
+Bad input fails here (`parse` raises `BadRequest`), before anything is touched."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from warden.config.base import TARGET_NAME, Model
+from warden.errors import BadRequest
+
+Request = TypeVar("Request", bound=BaseModel)
+
+
+def parse(model: type[Request], event: Any) -> Request:
+    """The `model` a function's `event` says, or `BadRequest` naming each wrong field and what it
+    expected. Every handler parses its event here, before anything is touched; no event is `{}`."""
+    if event is None:
+        event = {}
+    if not isinstance(event, dict):
+        raise BadRequest(f"bad {model.__name__}: expected a JSON object, got {_json_kind(event)}")
+    try:
+        return model.model_validate(event)
+    except ValidationError as err:
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'event'}: {_expected(e)}" for e in err.errors()]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise BadRequest(f"bad {model.__name__}: {'; '.join(problems[:3])}{more}") from None
+
+
+def _expected(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "not a field of this request"
+    return str(error["msg"]).removeprefix("Value error, ")[:160]
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {str: "a string", list: "an array", bool: "a boolean", int: "a number", float: "a number"}
+    return next((kind for python, kind in kinds.items() if isinstance(value, python)), type(value).__name__)
 
 
 class ScheduledRequest(Model):
@@ -50,6 +80,29 @@ class RecoveryInput(Model):
     requested_by: Annotated[str, Field(max_length=200)] | None = None
     # Where the backup is read from: the stage's bucket, or its replica in the second region.
     source: Literal["primary", "replica"] = "primary"
+
+
+RecoveryStepName = Literal["preflight", "restore", "validate", "request_approval", "promote", "finish", "rollback"]
+
+
+class RecoveryStep(Model):
+    """What the Recovery state machine sends the recovery function (infra/recovery.py): `preflight`
+    with the execution's `input`; every later step with the `plan` Preflight made."""
+
+    step: RecoveryStepName
+    input: Any = None  # the operator's RecoveryInput, validated by Preflight (RecoveryRefused)
+    execution: str = ""
+    plan: dict[str, Any] | None = None
+    task_token: Annotated[str, Field(min_length=1)] | None = None  # request_approval
+    error: Any = None  # rollback: what failed
+
+    @model_validator(mode="after")
+    def _has_what_the_step_needs(self) -> RecoveryStep:
+        if self.step != "preflight" and self.plan is None:
+            raise ValueError(f"step {self.step!r} needs the plan Preflight made")
+        if self.step == "request_approval" and self.task_token is None:
+            raise ValueError("step 'request_approval' needs a task_token")
+        return self
 
 
 class PruneRequest(ScheduledRequest):
