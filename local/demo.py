@@ -233,6 +233,7 @@ class Demo:
         """A swap recovery that waits for an operator: approved here the way `warden recovery approve` does."""
         from warden.recovery import answer_approval
         from warden.settings import Settings
+        from warden.stores import Stores
         from warden.stores.recovery_state import StateStore
 
         self.step(f"Recovery of {target} with manual approval (swap), answered like `warden recovery approve`")
@@ -251,7 +252,7 @@ class Demo:
                 return self.fail(f"recovery did not reach approval: {sfn.describe_execution(executionArn=execution)}")
             time.sleep(0.5)
         print("   validated copy waiting for approval (an SNS message asks the operators) — approving")
-        answer_approval(settings, target, approve=True, actor="cli:demo")
+        answer_approval(Stores.from_settings(settings), target, approve=True, actor="cli:demo")
         while (status := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
             time.sleep(0.5)
         state = store.get(target)
@@ -268,6 +269,7 @@ class Demo:
 
         from warden.report import render_report, run_report
         from warden.settings import Settings
+        from warden.stores import Stores
 
         self.step("Weekly report (this week, as next Monday's run will render it)")
         outputs = self.deployment.outputs()
@@ -279,8 +281,8 @@ class Demo:
         today = datetime.now(UTC)
         next_monday = (today + timedelta(days=7 - today.weekday())).replace(hour=7, minute=0, second=0, microsecond=0)
         try:
-            stored = run_report(settings, next_monday, "demo", charts="local")
-            html, _ = render_report(settings, next_monday, charts="local", actor="demo")
+            stored = run_report(Stores.from_settings(settings), next_monday, "demo", charts="local")
+            html, _ = render_report(Stores.from_settings(settings), next_monday, charts="local", actor="demo")
         except Exception as err:
             return self.fail(f"report: {type(err).__name__}: {err}")
         path = self.runtime.work_dir / "weekly-report.html"

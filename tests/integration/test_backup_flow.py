@@ -20,6 +20,7 @@ from warden.config.target import Engine, Target
 from warden.engines.base import RestoreRefused
 from warden.models import BackupRecord, BackupStatus
 from warden.settings import Settings
+from warden.stores import Stores
 from warden.stores.artifacts import S3MultipartSink
 from warden.stores.audit import tail
 from warden.stores.catalog import Catalog
@@ -88,7 +89,7 @@ def test_backup_restores_into_an_empty_database(aws: LocalAws, deployed: Deploym
     assert error is None, result
     create_database(postgres, "flow_restored", replace=True)
     into = PostgresSecret.model_validate(postgres_secret(postgres, "flow_restored"))
-    restored = restore_backup(settings, pg_target, result["backup_id"], into, actor="cli:test")
+    restored = restore_backup(Stores.from_settings(settings), pg_target, result["backup_id"], into, actor="cli:test")
     assert restored.counts["public.items"] == 5000
     with psycopg.connect(postgres.uri("flow_restored")) as conn:
         assert conn.execute("SELECT sum(price) FROM items").fetchone()[0] == sum(g * 1.5 for g in range(1, 5001))
@@ -108,7 +109,7 @@ def test_one_flipped_byte_makes_the_backup_corrupt_and_unrestorable(aws: LocalAw
     create_database(postgres, "flow_never", replace=True)
     into = PostgresSecret.model_validate(postgres_secret(postgres, "flow_never"))
     with pytest.raises(RestoreRefused, match="CORRUPT"):
-        restore_backup(settings, pg_target, result["backup_id"], into, actor="cli:test")
+        restore_backup(Stores.from_settings(settings), pg_target, result["backup_id"], into, actor="cli:test")
     with psycopg.connect(postgres.uri("flow_never")) as conn:
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
 

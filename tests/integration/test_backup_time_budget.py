@@ -23,6 +23,7 @@ from warden.backup import FINISH_MARGIN_S, BackupOutOfTime, run_backup
 from warden.config.target import Target
 from warden.models import BackupRecord, BackupStatus
 from warden.settings import Settings
+from warden.stores import Stores
 from warden.stores.audit import tail
 from warden.stores.catalog import Catalog
 
@@ -86,7 +87,7 @@ def test_postgres_backup_past_its_deadline_stops_cleanly(aws: LocalAws, settings
                                                           budget_db: str) -> None:
     # When a backup starts with its time already spent
     with pytest.raises(BackupOutOfTime, match="did not finish within its time budget"):
-        run_backup(settings, pg_target, actor="test", deadline=time.monotonic())
+        run_backup(Stores.from_settings(settings), pg_target, actor="test", deadline=time.monotonic())
     # Then it is FAILED with the reason, audited, and nothing is stored or left uploading
     assert_failed_out_of_time(settings, pg_target.name)
     assert_nothing_stored(aws, settings, pg_target.name)
@@ -97,7 +98,7 @@ def test_postgres_backup_past_its_deadline_stops_cleanly(aws: LocalAws, settings
         time.sleep(0.1)
     assert pg_dump_sessions(budget_db) == []
     # and the lease is free: the next backup runs to the end
-    outcome = run_backup(settings, pg_target, actor="test")
+    outcome = run_backup(Stores.from_settings(settings), pg_target, actor="test")
     assert outcome.record is not None and outcome.record.status is BackupStatus.COMPLETED
     assert outcome.record.counts["public.items"] == 20000
 
@@ -109,10 +110,10 @@ def test_neo4j_backup_past_its_deadline_stops_cleanly(aws: LocalAws, settings: S
         session.run("UNWIND range(1, 3000) AS i CREATE (:Budget {i: i, s: 'x' + toString(i)})").consume()
     target = local_targets["graph-local"]
     with pytest.raises(BackupOutOfTime, match="did not finish within its time budget"):
-        run_backup(settings, target, actor="test", deadline=time.monotonic())
+        run_backup(Stores.from_settings(settings), target, actor="test", deadline=time.monotonic())
     assert_failed_out_of_time(settings, target.name)
     assert_nothing_stored(aws, settings, target.name)
-    outcome = run_backup(settings, target, actor="test")
+    outcome = run_backup(Stores.from_settings(settings), target, actor="test")
     assert outcome.record is not None and outcome.record.counts["nodes"] == 3000
 
 

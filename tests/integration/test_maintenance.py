@@ -18,6 +18,7 @@ from tests.conftest import invoke, load_event
 from warden.config.operations import MaintenanceConfig
 from warden.maintenance import run_maintenance
 from warden.settings import Settings
+from warden.stores import Stores
 from warden.stores import audit as audit_log
 from warden.stores.leases import Leases
 
@@ -80,7 +81,7 @@ def test_vacuum_shrinks_the_dead_tuples_of_a_bloated_table_and_is_audited(
     bloated_table(db, "maint_bloat")
 
     # When
-    report = run_maintenance(settings, local_targets["pg-local"], actor="test", tasks=["vacuum"])
+    report = run_maintenance(Stores.from_settings(settings), local_targets["pg-local"], actor="test", tasks=["vacuum"])
 
     # Then
     assert report.outcome == "ok", report
@@ -105,7 +106,8 @@ def test_a_table_the_application_has_locked_is_skipped_not_waited_for(
         config = MaintenanceConfig(vacuum_min_dead_tuples=0, statement_timeout_s=120)
 
         # When
-        report = run_maintenance(settings, local_targets["pg-local"], actor="test", tasks=["vacuum", "analyze"],
+        report = run_maintenance(Stores.from_settings(settings), local_targets["pg-local"], actor="test",
+                                 tasks=["vacuum", "analyze"],
                                  config=config)
 
         # Then both tasks finished without it (no lock wait, no error), and the lock is still the application's
@@ -130,7 +132,8 @@ def test_a_bloated_index_is_rebuilt_concurrently_and_smaller(db: psycopg.Connect
     config = MaintenanceConfig(reindex_min_bytes=0, reindex_min_bloat_ratio=0.5, reindex_max_per_run=50)
 
     # When
-    report = run_maintenance(settings, local_targets["pg-local"], actor="test", tasks=["reindex"], config=config)
+    report = run_maintenance(Stores.from_settings(settings), local_targets["pg-local"], actor="test", tasks=["reindex"],
+                             config=config)
 
     # Then
     [reindex] = report.tasks
@@ -144,16 +147,16 @@ def test_a_bloated_index_is_rebuilt_concurrently_and_smaller(db: psycopg.Connect
 def test_a_scheduled_run_does_what_is_due_and_nothing_again_until_its_interval(
         settings: Settings, local_targets: dict[str, Any]) -> None:
     target = local_targets["pg-local"]
-    first = run_maintenance(settings, target, actor="test")
+    first = run_maintenance(Stores.from_settings(settings), target, actor="test")
     assert [t.task for t in first.tasks] == ["vacuum", "analyze", "reindex"]
-    second = run_maintenance(settings, target, actor="test")
+    second = run_maintenance(Stores.from_settings(settings), target, actor="test")
     assert second.tasks == [] and second.outcome == "ok"
 
 
 def test_never_beside_a_backup(settings: Settings, local_targets: dict[str, Any]) -> None:
     assert settings.state_table
     Leases(settings.state_table).acquire("pg-local", "function:backup#1", "backup", 600)
-    report = run_maintenance(settings, local_targets["pg-local"], actor="test", tasks=["vacuum"])
+    report = run_maintenance(Stores.from_settings(settings), local_targets["pg-local"], actor="test", tasks=["vacuum"])
     assert report.outcome == "skipped" and "backup" in (report.skipped or "") and report.tasks == []
     assert settings.audit_table
     assert audit_log.tail(settings.audit_table, "pg-local")[0].outcome == "skipped"
@@ -164,7 +167,7 @@ def test_neo4j_reports_index_states_and_resamples_statistics(neo4j_driver: Any, 
     neo4j_driver.execute_query("CREATE INDEX maint_person_name IF NOT EXISTS FOR (p:MaintPerson) ON (p.name)")
     neo4j_driver.execute_query("CALL db.awaitIndexes(60)")
     try:
-        report = run_maintenance(settings, local_targets["graph-local"], actor="test")
+        report = run_maintenance(Stores.from_settings(settings), local_targets["graph-local"], actor="test")
         states, resample = report.tasks
         assert (states.task, resample.task) == ("neo4j_indexes", "resample")
         assert states.details["indexes"] >= 1 and states.details["not_online_indexes"] == []

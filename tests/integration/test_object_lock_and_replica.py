@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,6 @@ from local.postgres import PostgresEndpoint, create_database
 from local.runtime import postgres_secret
 from tests.conftest import STAGE, invoke
 from tests.integration.test_recovery import start, wait
-from warden import prune as prune_module
 from warden import replication
 from warden.config.protection import ENV_REPLICA_BUCKET, ENV_REPLICA_KMS_KEY, ENV_REPLICA_REGION
 from warden.config.retention import RetentionPolicy
@@ -32,6 +32,8 @@ from warden.config.target import Engine, Target
 from warden.models import BackupRecord, BackupStatus
 from warden.prune import run_prune
 from warden.settings import Settings
+from warden.stores import Stores
+from warden.stores.artifacts import S3Artifacts
 from warden.stores.catalog import Catalog, new_backup_id, object_prefix
 from warden.stores.recovery_state import StateStore
 
@@ -93,18 +95,19 @@ KEEP_TWO = Target(name="pg-local", engine=Engine.POSTGRES, secret_name="s",
 
 
 def test_prune_never_asks_to_delete_a_locked_version_and_deletes_it_once_the_lock_expires(
-        aws: LocalAws, locked_bucket: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        aws: LocalAws, locked_bucket: Settings) -> None:
     # Given six backups, the policy keeping two; the 4-day-old one locked for a few seconds more,
     # the 5-day-old one for a month
     soon, later = datetime.now(UTC) + timedelta(seconds=3), NOW + timedelta(days=30)
     records = backups(aws, locked_bucket, 6, locked_until={4: soon, 5: later})
     briefly, long_locked = records[4].backup_id, records[5].backup_id
     recording = RecordingS3(aws.client("s3"))
-    real = prune_module.aws_client
-    monkeypatch.setattr(prune_module, "aws_client", lambda s: recording if s == "s3" else real(s))
+    assert locked_bucket.bucket
+    stores = replace(Stores.from_settings(locked_bucket),
+                     artifacts=S3Artifacts(locked_bucket.bucket, kms_key_id=locked_bucket.kms_key_id, s3=recording))
 
     # When prune applies the policy
-    first = run_prune(locked_bucket, KEEP_TWO, apply=True, actor="test")
+    first = run_prune(stores, KEEP_TWO, apply=True, actor="test")
 
     # Then the unlocked doomed backups are deleted, the locked ones reported with their dates
     assert sorted(first.deleted) == sorted(r.backup_id for r in records[2:4])
@@ -120,7 +123,7 @@ def test_prune_never_asks_to_delete_a_locked_version_and_deletes_it_once_the_loc
 
     # When the short lock has expired and prune runs again
     time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 1.1)
-    second = run_prune(locked_bucket, KEEP_TWO, apply=True, actor="test")
+    second = run_prune(stores, KEEP_TWO, apply=True, actor="test")
 
     # Then that backup goes, and the month-long lock still holds the other
     assert second.deleted == [briefly] and set(second.locked) == {long_locked}
@@ -133,7 +136,7 @@ def test_a_legal_hold_keeps_a_backup_from_prune_too(aws: LocalAws, locked_bucket
     records = backups(aws, locked_bucket, 3, locked_until={})
     aws.client("s3").put_object_legal_hold(Bucket=locked_bucket.bucket, Key=records[2].data_key,
                                            LegalHold={"Status": "ON"})
-    report = run_prune(locked_bucket, KEEP_TWO, apply=True, actor="test")
+    report = run_prune(Stores.from_settings(locked_bucket), KEEP_TWO, apply=True, actor="test")
     assert report.deleted == [] and report.locked[records[2].backup_id].startswith("under a legal hold")
 
 

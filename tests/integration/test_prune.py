@@ -4,6 +4,7 @@ leaves the catalog true and the next run finishes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,13 +13,14 @@ import pytest
 from local.aws import LocalAws
 from local.deploy import Deployment
 from tests.conftest import invoke, load_event
-from warden import prune as prune_module
 from warden.config.retention import RetentionPolicy
 from warden.config.target import Engine, Target
 from warden.models import BackupRecord, BackupStatus
 from warden.prune import run_prune
 from warden.retention import decide
 from warden.settings import Settings
+from warden.stores import Stores
+from warden.stores.artifacts import S3Artifacts
 from warden.stores.catalog import Catalog, new_backup_id, object_prefix
 
 pytestmark = pytest.mark.integration
@@ -92,7 +94,7 @@ def test_newest_verified_backup_survives_a_harsh_policy(aws: LocalAws, settings:
     target = Target(name="pg-local", engine=Engine.POSTGRES, secret_name="s",
                     retention=RetentionPolicy(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0,
                                               max_age_days=2, min_keep=1))
-    report = run_prune(settings, target, apply=True, actor="test")
+    report = run_prune(Stores.from_settings(settings), target, apply=True, actor="test")
     assert oldest.backup_id not in report.deleted
     assert catalog.get("pg-local", oldest.backup_id).status is BackupStatus.VERIFIED
     assert len(report.deleted) == 8  # all but the newest and the newest VERIFIED
@@ -118,18 +120,19 @@ class OneKeyFails:
 
 
 def test_a_deletion_failing_part_way_leaves_the_catalog_true_and_the_next_run_finishes(
-        aws: LocalAws, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        aws: LocalAws, settings: Settings) -> None:
     records = history(aws, settings, 12)
     target = Target(name="pg-local", engine=Engine.POSTGRES, secret_name="s",
                     retention=RetentionPolicy(keep_last=3, keep_daily=0, keep_weekly=0, keep_monthly=0))
     victim = records[-1].backup_id
-    real = prune_module.aws_client
-    monkeypatch.setattr(prune_module, "aws_client", lambda s: OneKeyFails(real(s), victim) if s == "s3" else real(s))
-    first = run_prune(settings, target, apply=True, actor="test")
+    stores = Stores.from_settings(settings)
+    assert settings.bucket
+    failing = replace(stores, artifacts=S3Artifacts(settings.bucket, kms_key_id=settings.kms_key_id,
+                                                    s3=OneKeyFails(aws.client("s3"), victim)))
+    first = run_prune(failing, target, apply=True, actor="test")
     assert victim in first.failed and victim not in first.deleted and len(first.deleted) == 8
     assert Catalog(settings.catalog_table).get("pg-local", victim).status is BackupStatus.COMPLETED
-    monkeypatch.setattr(prune_module, "aws_client", real)
-    second = run_prune(settings, target, apply=True, actor="test")
+    second = run_prune(stores, target, apply=True, actor="test")
     assert second.deleted == [victim] and second.failed == {}
     assert versions_under(aws, settings, object_prefix("pg-local", victim)) == 0
 
@@ -138,7 +141,7 @@ def test_s3_calls_stay_within_deletions_per_thousand_plus_list_pages(aws: LocalA
     records = history(aws, settings, 700, objects_per_backup=1)  # 1400 object versions
     target = Target(name="pg-local", engine=Engine.POSTGRES, secret_name="s",
                     retention=RetentionPolicy(keep_last=10, keep_daily=0, keep_weekly=0, keep_monthly=0))
-    report = run_prune(settings, target, apply=True, actor="test")
+    report = run_prune(Stores.from_settings(settings), target, apply=True, actor="test")
     deleted_versions = 2 * len(report.deleted)
     list_pages = -(-2 * len(records) // 1000)
     assert len(report.deleted) == 690

@@ -22,6 +22,7 @@ from warden.config.target import RdsRef, Target
 from warden.engines.base import RestoreRefused
 from warden.models import BackupRecord, BackupStatus
 from warden.recovery import RecoveryRefused, preflight
+from warden.stores import Stores
 from warden.stores.audit import tail
 from warden.stores.catalog import Catalog, object_prefix
 from warden.stores.leases import Lease
@@ -142,12 +143,12 @@ def test_restore_and_recovery_refuse_a_snapshot_naming_it_and_the_rds_command(aw
     into = PostgresSecret(host="127.0.0.1", port=1, username="x", password="x", dbname="never")  # never reached
     with pytest.raises(RestoreRefused, match=rf"{snap_id}.*aws rds restore-db-instance-from-db-snapshot "
                                              rf"--db-snapshot-identifier {snap_id}"):
-        restore_backup(settings, TARGET, record.backup_id, into, actor="cli:test")
+        restore_backup(Stores.from_settings(settings), TARGET, record.backup_id, into, actor="cli:test")
     for backup_id in ("latest", record.backup_id):
         with pytest.raises(RecoveryRefused, match="restore-db-instance-from-db-snapshot"):
-            preflight(settings, {"target": "pg-rds", "backup_id": backup_id}, "execution:test")
+            preflight(Stores.from_settings(settings), {"target": "pg-rds", "backup_id": backup_id}, "execution:test")
     with pytest.raises(RecoveryRefused, match="in-place"):
-        preflight(settings, {"target": "pg-rds", "promotion": "in-place"}, "execution:test")
+        preflight(Stores.from_settings(settings), {"target": "pg-rds", "promotion": "in-place"}, "execution:test")
     # and nothing changed: no restore was started, no lease taken, the record as it was
     assert not [e for e in tail(settings.audit_table, "pg-rds") if e.operation in ("restore", "recovery")]
     assert Catalog(settings.catalog_table).get("pg-rds", record.backup_id).status is BackupStatus.VERIFIED
@@ -175,7 +176,7 @@ def test_a_snapshot_longer_than_one_invocation_stays_running_and_is_finished_lat
     # and the crashed-run cleanup (lease expiry) does not mark it FAILED while RDS is still creating it
     crashed = Lease(target="pg-rds", owner="function:dead#1", operation="backup", expires_at=time.time() - 1,
                     backup_id=first.backup_id)
-    clean_up_crashed_run(settings, catalog, crashed, "function:test")
+    clean_up_crashed_run(Stores.from_settings(settings), crashed, "function:test")
     assert catalog.get("pg-rds", first.backup_id).status is BackupStatus.RUNNING
 
     # When RDS finishes it, the next backup run completes the record (and starts its own snapshot)
@@ -187,8 +188,9 @@ def test_a_snapshot_longer_than_one_invocation_stays_running_and_is_finished_lat
 
     # When RDS fails the second one, the cleanup records it FAILED with the reason
     rds_keeps_creating[second.snapshot.snapshot_id].status = "failed"
-    clean_up_crashed_run(settings, catalog, Lease(target="pg-rds", owner="function:dead#2", operation="backup",
-                                                  expires_at=time.time() - 1, backup_id=second.backup_id),
+    clean_up_crashed_run(Stores.from_settings(settings),
+                         Lease(target="pg-rds", owner="function:dead#2", operation="backup",
+                               expires_at=time.time() - 1, backup_id=second.backup_id),
                          "function:test")
     failed = catalog.get("pg-rds", second.backup_id)
     assert failed.status is BackupStatus.FAILED and "ended in status 'failed'" in (failed.error or "")

@@ -19,6 +19,7 @@ from tests.conftest import STAGE, invoke
 from warden.models import BackupStatus
 from warden.recovery import answer_approval
 from warden.settings import Settings
+from warden.stores import Stores
 from warden.stores.catalog import Catalog
 from warden.stores.leases import Leases
 from warden.stores.recovery_state import StateStore
@@ -185,7 +186,7 @@ def test_manual_approval_approved_promotes(aws: LocalAws, deployed: Deployment, 
     waiting = wait(aws, execution, until=lambda: store.get("pg-local").status.value == "AWAITING_APPROVAL")
     assert waiting["status"] == "RUNNING"
     assert prod_checksum(postgres)[0] == 1010  # nothing promoted before the answer
-    answer_approval(settings, "pg-local", approve=True, actor="cli:test")
+    answer_approval(Stores.from_settings(settings), "pg-local", approve=True, actor="cli:test")
     result = wait(aws, execution)
     assert result["status"] == "SUCCEEDED", result
     assert prod_checksum(postgres)[0] == 1000
@@ -197,7 +198,7 @@ def test_manual_approval_rejected_rolls_back(aws: LocalAws, deployed: Deployment
     store = StateStore(settings.state_table)
     execution = start(aws, deployed, {"target": "pg-local", "promotion": "swap", "approval": "manual"})
     wait(aws, execution, until=lambda: store.get("pg-local").status.value == "AWAITING_APPROVAL")
-    answer_approval(settings, "pg-local", approve=False, actor="cli:test", reason="not today")
+    answer_approval(Stores.from_settings(settings), "pg-local", approve=False, actor="cli:test", reason="not today")
     result = wait(aws, execution)
     assert result["status"] == "FAILED"
     state = store.get("pg-local")
@@ -215,7 +216,7 @@ def test_cancel_rolls_back_cleans_staging_and_says_so(aws: LocalAws, deployed: D
     wait(aws, execution, until=lambda: store.get("pg-local").status.value == "AWAITING_APPROVAL")
     token = store.get("pg-local").task_token
     # When the operator cancels (`warden recovery cancel` stops the execution, then rolls back)
-    state = cancel(settings, "pg-local", actor="cli:test")
+    state = cancel(Stores.from_settings(settings), "pg-local", actor="cli:test")
     # Then the record says so, the lease is free, staging is gone, production untouched
     assert state.status.value == "RECOVERY_FAILED" and "Cancelled" in (state.error or "")
     assert Leases(settings.state_table).get("pg-local") is None

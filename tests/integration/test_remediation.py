@@ -23,6 +23,7 @@ from warden.config.operations import ActionConfig, RemediationConfig
 from warden.models import BackupStatus
 from warden.remediation import remediate
 from warden.settings import Settings
+from warden.stores import Stores
 from warden.stores import audit as audit_log
 from warden.stores.catalog import Catalog
 from warden.stores.leases import Leases
@@ -143,7 +144,7 @@ def test_long_query_is_cancelled_when_enabled_past_the_limit_and_audited_and_ann
     wait_until_older_than(postgres, [app.pid, own.pid], 1.0)
 
     # When
-    result = remediate(settings, load_event("remediate_pg_long_running_queries"), actor="test",
+    result = remediate(Stores.from_settings(settings), load_event("remediate_pg_long_running_queries"), actor="test",
                        config=long_queries())
 
     # Then the application's query is cancelled, Warden's keeps running
@@ -164,7 +165,8 @@ def test_queries_under_the_limit_are_left_alone(postgres: PostgresEndpoint, sett
     app = sleepers("orders-api")
     wait_until_older_than(postgres, [app.pid], 0.1)
     config = long_queries().model_copy(update={"long_query_limit_s": 3600.0})
-    result = remediate(settings, load_event("remediate_pg_long_running_queries"), actor="test", config=config)
+    result = remediate(Stores.from_settings(settings), load_event("remediate_pg_long_running_queries"), actor="test",
+                       config=config)
     assert result.outcome == "nothing-to-do" and result.details["queries"] == []
     assert active(postgres, app.pid)
 
@@ -173,7 +175,7 @@ def test_disabled_by_default_nothing_is_touched_but_the_decision_is_audited(
         postgres: PostgresEndpoint, settings: Settings, sleepers: Callable[[str], Sleeper]) -> None:
     app = sleepers("orders-api")
     wait_until_older_than(postgres, [app.pid], 1.0)
-    result = remediate(settings, load_event("remediate_pg_long_running_queries"), actor="test")
+    result = remediate(Stores.from_settings(settings), load_event("remediate_pg_long_running_queries"), actor="test")
     assert result.outcome == "disabled"
     assert active(postgres, app.pid)
     assert [e.outcome for e in remediation_entries(settings)] == ["disabled"]
@@ -183,7 +185,7 @@ def test_dry_run_names_the_query_and_changes_nothing(postgres: PostgresEndpoint,
                                                      sleepers: Callable[[str], Sleeper]) -> None:
     app = sleepers("orders-api")
     wait_until_older_than(postgres, [app.pid], 1.0)
-    result = remediate(settings, load_event("remediate_pg_long_running_queries"), actor="test",
+    result = remediate(Stores.from_settings(settings), load_event("remediate_pg_long_running_queries"), actor="test",
                        config=long_queries(dry_run=True))
     assert result.outcome == "dry-run" and app.pid in [q["pid"] for q in result.details["queries"]]
     assert active(postgres, app.pid)
@@ -195,13 +197,13 @@ def test_never_twice_within_the_rate_limit(postgres: PostgresEndpoint, settings:
     first = sleepers("orders-api")
     wait_until_older_than(postgres, [first.pid], 1.0)
     event, config = load_event("remediate_pg_long_running_queries"), long_queries(max_per_hour=1)
-    assert remediate(settings, event, actor="test", config=config).outcome == "ok"
+    assert remediate(Stores.from_settings(settings), event, actor="test", config=config).outcome == "ok"
     assert first.ended()
 
     # When another long query comes within the hour
     second = sleepers("orders-api")
     wait_until_older_than(postgres, [second.pid], 1.0)
-    result = remediate(settings, event, actor="test", config=config)
+    result = remediate(Stores.from_settings(settings), event, actor="test", config=config)
 
     # Then it is left running, and the refusal is audited
     assert result.outcome == "rate-limited"
@@ -216,7 +218,7 @@ def test_never_under_another_runs_lease(postgres: PostgresEndpoint, settings: Se
     Leases(settings.state_table).acquire("pg-local", "function:backup#1", "backup", 600)
     app = sleepers("orders-api")
     wait_until_older_than(postgres, [app.pid], 1.0)
-    result = remediate(settings, load_event("remediate_pg_long_running_queries"), actor="test",
+    result = remediate(Stores.from_settings(settings), load_event("remediate_pg_long_running_queries"), actor="test",
                        config=long_queries())
     assert result.outcome == "busy" and "backup" in result.why
     assert active(postgres, app.pid)
@@ -233,7 +235,8 @@ def test_connection_saturation_ends_sessions_idle_in_transaction_past_the_limit(
         wait_until_older_than(postgres, [idle.info.backend_pid, own.info.backend_pid], 1.0, column="state_change")
         config = RemediationConfig(end_idle_in_transaction=ON, idle_in_transaction_limit_s=1.0)
 
-        result = remediate(settings, load_event("remediate_pg_connections_saturated"), actor="test", config=config)
+        result = remediate(Stores.from_settings(settings), load_event("remediate_pg_connections_saturated"),
+                           actor="test", config=config)
 
         assert result.outcome == "ok", result
         assert [s["pid"] for s in result.details["ended"]] == [idle.info.backend_pid]
@@ -262,13 +265,13 @@ def test_neo4j_long_transaction_is_terminated(neo4j_driver: Any, settings: Setti
         event = load_event("remediate_neo4j_long_running_transactions")
         # When (retried until the transaction is old enough: no fixed sleep)
         while True:
-            result = remediate(settings, event, actor="test", config=config.model_copy(
+            result = remediate(Stores.from_settings(settings), event, actor="test", config=config.model_copy(
                 update={"terminate_long_transactions": ActionConfig(enabled=True, dry_run=True)}))
             if result.details.get("transactions") or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert result.outcome == "dry-run" and len(result.details["transactions"]) == 1
-        result = remediate(settings, event, actor="test", config=config)
+        result = remediate(Stores.from_settings(settings), event, actor="test", config=config)
 
         # Then it is terminated: its next statement fails
         assert result.outcome == "ok", result
@@ -285,7 +288,7 @@ def test_neo4j_long_transaction_is_terminated(neo4j_driver: Any, settings: Setti
 def test_missing_backup_starts_a_backup_under_the_remediation_lease(settings: Settings,
                                                                     local_targets: dict[str, Any]) -> None:
     assert settings.catalog_table and settings.state_table
-    result = remediate(settings, load_event("remediate_backup_too_old"), actor="test",
+    result = remediate(Stores.from_settings(settings), load_event("remediate_backup_too_old"), actor="test",
                        config=RemediationConfig(start_backup=ON))
     assert result.outcome == "ok", result
     record = Catalog(settings.catalog_table).get("pg-local", result.details["backup_id"])
@@ -298,7 +301,7 @@ def test_in_aws_a_missing_backup_invokes_the_backup_function(aws: LocalAws, depl
                                                               local_targets: dict[str, Any]) -> None:
     assert settings.catalog_table
     backup_function = deployed.function_named("backup")
-    result = remediate(settings, load_event("remediate_backup_failed"), actor="test",
+    result = remediate(Stores.from_settings(settings), load_event("remediate_backup_failed"), actor="test",
                        config=RemediationConfig(start_backup=ON), backup_function=backup_function)
     assert result.outcome == "ok", result
     assert result.details["request"] == {"target": "pg-local", "trigger": "remediation",
@@ -310,7 +313,7 @@ def test_in_aws_a_missing_backup_invokes_the_backup_function(aws: LocalAws, depl
 
 def test_unhealthy_rechecks_and_reports_without_changing_anything(settings: Settings,
                                                                   local_targets: dict[str, Any]) -> None:
-    result = remediate(settings, load_event("remediate_unhealthy"), actor="test",
+    result = remediate(Stores.from_settings(settings), load_event("remediate_unhealthy"), actor="test",
                        config=RemediationConfig(recheck_health=ON))
     assert result.outcome == "nothing-to-do"
     assert result.details["status"] in {"healthy", "degraded", "unhealthy"}

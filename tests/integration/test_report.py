@@ -23,6 +23,7 @@ from warden.config.target import Engine
 from warden.models import AuditEntry, BackupRecord, BackupStatus
 from warden.report import render_report, report_week, run_report
 from warden.settings import Settings
+from warden.stores import Stores
 from warden.stores import audit as audit_log
 from warden.stores.catalog import Catalog
 
@@ -114,7 +115,7 @@ def test_week_of_sample_history_renders_with_the_expected_numbers(aws: LocalAws,
     settings = settings_of(stage)
     sample_week(settings)
     # When
-    html, summary = render_report(settings, NOW)
+    html, summary = render_report(Stores.from_settings(settings), NOW)
     # Then
     parser = Balanced()
     parser.feed(html)
@@ -145,7 +146,7 @@ def test_report_lands_in_s3_encrypted_and_its_summary_on_sns(aws: LocalAws, stag
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=settings.topic_arn, Protocol="sqs", Endpoint=queue_arn)
 
-    result = run_report(settings, NOW, "cli:alice")
+    result = run_report(Stores.from_settings(settings), NOW, "cli:alice")
 
     assert result["key"] == KEY
     stored = aws.client("s3").get_object(Bucket=settings.bucket, Key=KEY)
@@ -162,8 +163,8 @@ def test_report_lands_in_s3_encrypted_and_its_summary_on_sns(aws: LocalAws, stag
 
 def test_rerun_for_the_same_week_overwrites_the_same_report(aws: LocalAws, stage: Deployment) -> None:
     settings = settings_of(stage)
-    first = run_report(settings, NOW, "cli:alice")
-    second = run_report(settings, NOW + timedelta(days=3), "cli:bob")
+    first = run_report(Stores.from_settings(settings), NOW, "cli:alice")
+    second = run_report(Stores.from_settings(settings), NOW + timedelta(days=3), "cli:bob")
     assert first["key"] == second["key"] == KEY
     listed = aws.client("s3").list_objects_v2(Bucket=settings.bucket, Prefix="reports/")["Contents"]
     assert [o["Key"] for o in listed] == [KEY]

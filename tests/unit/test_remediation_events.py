@@ -14,6 +14,7 @@ from warden.config.operations import ActionConfig, RemediationConfig
 from warden.events import MaintenanceRequest
 from warden.remediation import ACTIONS, parse_alarm, remediate, remediation_of
 from warden.settings import Settings
+from warden.stores import Stores
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -72,8 +73,8 @@ def test_an_ignored_event_loads_no_target_and_touches_nothing() -> None:
         raise AssertionError("an ignored event must not load a target")
 
     # When
-    result = remediate(Settings(WARDEN_STAGE="local"), load_event("remediate_unknown_alarm"), actor="test",
-                       target_loader=no_loader, secret_loader=no_loader)
+    result = remediate(Stores.from_settings(Settings(WARDEN_STAGE="local")), load_event("remediate_unknown_alarm"),
+                       actor="test", target_loader=no_loader, secret_loader=no_loader)
 
     # Then
     assert result.outcome == "ignored" and result.target is None

@@ -21,24 +21,13 @@ from warden.config.credentials import DatabaseSecret
 from warden.config.target import Engine, Target
 from warden.engines import engine_for
 from warden.engines.base import RestoreRefused, RestoreResult
-from warden.errors import BackupRefused, ConfigError, WardenError
+from warden.errors import BackupRefused, WardenError
 from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
 from warden.settings import Settings
-from warden.stores import audit as audit_log
-from warden.stores.artifacts import (
-    ArtifactWriter,
-    OutOfTime,
-    S3MultipartSink,
-    abort_upload,
-    digest_object,
-    get_json,
-    iter_object,
-    put_json,
-)
-from warden.stores.catalog import Catalog, new_backup_id, object_prefix
-from warden.stores.clients import aws_client
-from warden.stores.leases import Lease, LeaseHeld, Leases
-from warden.stores.secrets import load_secret
+from warden.stores import Stores
+from warden.stores.artifacts import ArtifactWriter, OutOfTime
+from warden.stores.catalog import new_backup_id, object_prefix
+from warden.stores.leases import Lease, LeaseHeld
 
 MANIFEST_VERSION = 1
 METHODS = {Engine.NEO4J: "neo4j-logical", Engine.POSTGRES: "pg_dump"}
@@ -80,15 +69,9 @@ class BackupOutcome:
     already_running: str | None = None
 
 
-def _require(settings: Settings, *names: str) -> None:
-    missing = [n for n in names if not getattr(settings, n)]
-    if missing:
-        raise ConfigError(f"stage {settings.stage!r} lacks settings: {', '.join(missing)}")
-
-
-def run_backup(settings: Settings, target: Target, *, actor: str, trigger: str = "manual",
+def run_backup(stores: Stores, target: Target, *, actor: str, trigger: str = "manual",
                export_options: dict[str, Any] | None = None,
-               secret_loader: Callable[[Target], DatabaseSecret] = load_secret,
+               secret_loader: Callable[[Target], DatabaseSecret] | None = None,
                held_lease: Lease | None = None, deadline: float | None = None) -> BackupOutcome:
     """Back up one target. A second trigger while one runs returns "already running" and changes
     nothing; a lease left by a crashed run is taken over and its leftovers cleaned up first.
@@ -97,56 +80,55 @@ def run_backup(settings: Settings, target: Target, *, actor: str, trigger: str =
     backup runs under it and leaves it held. `deadline` (`time.monotonic()`): an export still
     writing then is stopped, its upload aborted and the record FAILED with `BackupOutOfTime`.
     """
-    _require(settings, "catalog_table", "state_table", "bucket")
-    assert settings.catalog_table and settings.state_table and settings.bucket
-    leases, catalog = Leases(settings.state_table), Catalog(settings.catalog_table)
+    stores.require("catalog", "leases", "artifacts")
+    load = secret_loader or stores.secrets.load
     if held_lease is not None:
-        return BackupOutcome(record=_backup_under_lease(settings, target, catalog, leases, held_lease, actor, trigger,
-                                                        export_options or {}, secret_loader, deadline))
+        return BackupOutcome(record=_backup_under_lease(stores, target, held_lease, actor, trigger,
+                                                        export_options or {}, load, deadline))
     owner = f"{actor}#{uuid.uuid4().hex[:8]}"
     try:
-        lease, crashed = leases.acquire(target.name, owner, "backup", BACKUP_LEASE_S)
+        lease, crashed = stores.leases.acquire(target.name, owner, "backup", BACKUP_LEASE_S)
     except LeaseHeld as held:
-        audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="start",
-                        outcome="skipped", actor=actor, reason=str(held))
+        stores.audit.audit(target=target.name, operation="backup", step="start",
+                           outcome="skipped", actor=actor, reason=str(held))
         return BackupOutcome(record=None, already_running=str(held))
     try:
         if crashed is not None:
-            clean_up_crashed_run(settings, catalog, crashed, actor)
-        return BackupOutcome(record=_backup_under_lease(settings, target, catalog, leases, lease, actor, trigger,
-                                                        export_options or {}, secret_loader, deadline))
+            clean_up_crashed_run(stores, crashed, actor)
+        return BackupOutcome(record=_backup_under_lease(stores, target, lease, actor, trigger,
+                                                        export_options or {}, load, deadline))
     finally:
-        leases.release(lease)
+        stores.leases.release(lease)
 
 
-def clean_up_crashed_run(settings: Settings, catalog: Catalog, crashed: Lease, actor: str) -> None:
+def clean_up_crashed_run(stores: Stores, crashed: Lease, actor: str) -> None:
     """A run died holding the lease: abort its upload and mark its RUNNING record FAILED."""
-    assert settings.bucket
+    catalog = stores.catalog
     if crashed.upload_key and crashed.upload_id:
-        abort_upload(aws_client("s3"), settings.bucket, crashed.upload_key, crashed.upload_id)
+        stores.artifacts.abort_upload(crashed.upload_key, crashed.upload_id)
     if crashed.backup_id:
         record = catalog.get(crashed.target, crashed.backup_id)
         if record.status is BackupStatus.RUNNING and record.method == RDS_SNAPSHOT:  # RDS may still be making it
             from warden.snapshot_backup import settle_snapshot
-            settle_snapshot(settings, catalog, record, actor)
+            settle_snapshot(stores, record, actor)
         elif record.status is BackupStatus.RUNNING:
             record.status = BackupStatus.FAILED
             record.error = f"the run ({crashed.owner}) stopped without finishing; its lease expired"
             record.finished_at = datetime.now(UTC)
             record.upload_id = None
             catalog.save(record, expect_status=BackupStatus.RUNNING)
-    audit_log.audit(settings.audit_table, target=crashed.target, operation="backup", step="cleanup",
-                    outcome="ok", actor=actor, backup_id=crashed.backup_id, crashed_owner=crashed.owner)
+    stores.audit.audit(target=crashed.target, operation="backup", step="cleanup",
+                       outcome="ok", actor=actor, backup_id=crashed.backup_id, crashed_owner=crashed.owner)
 
 
-def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, leases: Leases, lease: Lease,
+def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
                         actor: str, trigger: str, export_options: dict[str, Any],
                         secret_loader: Callable[[Target], DatabaseSecret],
                         deadline: float | None = None) -> BackupRecord:
-    assert settings.bucket
+    settings, catalog, artifacts = stores.settings, stores.catalog, stores.artifacts
     if target.backup.method == RDS_SNAPSHOT:  # RDS makes the copy, nothing streams to S3 (warden.snapshot_backup)
         from warden.snapshot_backup import back_up_snapshot
-        return back_up_snapshot(settings, target, catalog, leases, lease, actor, trigger)
+        return back_up_snapshot(stores, target, lease, actor, trigger)
     started = datetime.now(UTC)
     clock = time.monotonic()
     backup_id = new_backup_id(started)
@@ -154,23 +136,21 @@ def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, le
         target=target.name, backup_id=backup_id, engine=target.engine, method=METHODS[target.engine],
         status=BackupStatus.RUNNING, started_at=started, trigger=trigger, actor=actor,
     ))
-    audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="start", outcome="ok",
-                    actor=actor, backup_id=backup_id, trigger=trigger)
-    s3 = aws_client("s3")
+    stores.audit.audit(target=target.name, operation="backup", step="start", outcome="ok",
+                       actor=actor, backup_id=backup_id, trigger=trigger)
     try:
         engine = engine_for(target.engine)
         secret = secret_loader(target)
         prefix = object_prefix(target.name, backup_id)
         data_key = f"{prefix}data.{EXTENSIONS[target.engine]}"
-        sink = S3MultipartSink(s3, settings.bucket, data_key, kms_key_id=settings.kms_key_id,
-                               metadata={"warden-target": target.name, "warden-backup-id": backup_id})
-        leases.update(lease, backup_id=backup_id, upload_key=data_key, upload_id=sink.upload_id)
+        sink = artifacts.start_upload(data_key, metadata={"warden-target": target.name, "warden-backup-id": backup_id})
+        stores.leases.update(lease, backup_id=backup_id, upload_key=data_key, upload_id=sink.upload_id)
         record.upload_id = sink.upload_id
         catalog.save(record)
         try:
             with ArtifactWriter(sink, data_key, deadline=deadline) as writer:
-                result = engine.export_backup(secret, writer, **{**engine_options(settings, target.engine),
-                                                                 **export_options})
+                result = engine.export_backup(secret, writer, deadline=deadline,
+                                              **{**engine_options(settings, target.engine), **export_options})
         except OutOfTime:
             raise _out_of_time(target, writer.size_bytes, (deadline or clock) - clock) from None
         info = writer.close()
@@ -194,7 +174,7 @@ def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, le
             "finished_at": finished.isoformat(),
         }
         manifest_key = f"{prefix}manifest.json"
-        put_json(s3, settings.bucket, manifest_key, manifest, kms_key_id=settings.kms_key_id)
+        artifacts.put_json(manifest_key, manifest)
         record = record.model_copy(update={
             "status": BackupStatus.COMPLETED, "finished_at": finished, "data_key": data_key,
             "manifest_key": manifest_key, "size_bytes": info.size_bytes, "sha256": info.sha256,
@@ -209,33 +189,32 @@ def _backup_under_lease(settings: Settings, target: Target, catalog: Catalog, le
             "duration_s": round(time.monotonic() - clock, 3), "upload_id": None,
         })
         catalog.save(failed)
-        audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="fail",
-                        outcome="failed", actor=actor, backup_id=backup_id, error=failed.error)
+        stores.audit.audit(target=target.name, operation="backup", step="fail",
+                           outcome="failed", actor=actor, backup_id=backup_id, error=failed.error)
         raise
-    audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="finish", outcome="ok",
-                    actor=actor, backup_id=backup_id, size_bytes=record.size_bytes, sha256=record.sha256,
+    stores.audit.audit(target=target.name, operation="backup", step="finish", outcome="ok",
+                       actor=actor, backup_id=backup_id, size_bytes=record.size_bytes, sha256=record.sha256,
                     duration_s=record.duration_s)
     return record
 
 
-def verify_backup(settings: Settings, target: str, backup_id: str, *, actor: str) -> BackupRecord:
+def verify_backup(stores: Stores, target: str, backup_id: str, *, actor: str) -> BackupRecord:
     """Re-read the stored object, recompute SHA-256 and size, check them against the record and the
     manifest: VERIFIED or CORRUPT. Verifying a CORRUPT backup again can clear it only if it now matches."""
-    _require(settings, "catalog_table", "bucket")
-    assert settings.catalog_table and settings.bucket
-    catalog = Catalog(settings.catalog_table)
+    stores.require("catalog", "artifacts")
+    catalog, artifacts = stores.catalog, stores.artifacts
     record = catalog.get(target, backup_id)
     if record.method == RDS_SNAPSHOT:  # the data is an RDS snapshot, not an S3 object
         from warden.snapshot_backup import verify_snapshot
-        return verify_snapshot(settings, catalog, record, actor=actor)
+        return verify_snapshot(stores, record, actor=actor)
     if record.status not in (*GOOD_BACKUP, BackupStatus.CORRUPT):
         raise BackupRefused(f"backup {backup_id} of {target} is {record.status}: nothing to verify")
-    assert record.data_key and record.manifest_key
-    s3 = aws_client("s3")
+    if not (record.data_key and record.manifest_key):
+        raise BackupRefused(f"backup {backup_id} of {target} names no data or manifest object")
     problems: list[str] = []
     try:
-        size, sha256 = digest_object(s3, settings.bucket, record.data_key)
-        manifest = get_json(s3, settings.bucket, record.manifest_key)
+        size, sha256 = artifacts.digest(record.data_key)
+        manifest = artifacts.get_json(record.manifest_key)
     except WardenError as err:
         problems.append(str(err))
     else:
@@ -252,12 +231,12 @@ def verify_backup(settings: Settings, target: str, backup_id: str, *, actor: str
         "error": "; ".join(problems) if problems else None,
     })
     catalog.save(record, expect_status=previous)
-    audit_log.audit(settings.audit_table, target=target, operation="verify", step="finish",
-                    outcome="corrupt" if problems else "ok", actor=actor, backup_id=backup_id, problems=problems)
+    stores.audit.audit(target=target, operation="verify", step="finish",
+                       outcome="corrupt" if problems else "ok", actor=actor, backup_id=backup_id, problems=problems)
     return record
 
 
-def restore_backup(settings: Settings, target: Target, backup_id: str, into: DatabaseSecret, *, actor: str,
+def restore_backup(stores: Stores, target: Target, backup_id: str, into: DatabaseSecret, *, actor: str,
                    replace: bool = False, restore_options: dict[str, Any] | None = None) -> RestoreResult:
     """Restore a backup of `target` into the database `into` points at.
 
@@ -265,9 +244,9 @@ def restore_backup(settings: Settings, target: Target, backup_id: str, into: Dat
     loading anything: a CORRUPT backup is never restored. The engine refuses a non-empty database
     unless `replace`.
     """
-    _require(settings, "catalog_table", "bucket")
-    assert settings.catalog_table and settings.bucket
-    record = Catalog(settings.catalog_table).get(target.name, backup_id)
+    stores.require("catalog", "artifacts")
+    settings, artifacts = stores.settings, stores.artifacts
+    record = stores.catalog.get(target.name, backup_id)
     if record.method == RDS_SNAPSHOT:  # RDS restores snapshots, pg_restore cannot
         from warden.snapshot_backup import restore_refusal
         raise RestoreRefused(restore_refusal(record))
@@ -276,23 +255,23 @@ def restore_backup(settings: Settings, target: Target, backup_id: str, into: Dat
                              "VERIFIED backups are restored")
     if into.engine != target.engine.value:
         raise RestoreRefused(f"cannot restore a {target.engine} backup into a {into.engine} database")
-    checked = verify_backup(settings, target.name, backup_id, actor=actor)
+    checked = verify_backup(stores, target.name, backup_id, actor=actor)
     if checked.status is not BackupStatus.VERIFIED:
         raise RestoreRefused(f"backup {backup_id} of {target.name} is CORRUPT: {checked.error}")
-    assert checked.data_key and checked.manifest_key
-    s3 = aws_client("s3")
-    manifest = get_json(s3, settings.bucket, checked.manifest_key)
-    audit_log.audit(settings.audit_table, target=target.name, operation="restore", step="start", outcome="ok",
-                    actor=actor, backup_id=backup_id, replace=replace)
+    if not (checked.data_key and checked.manifest_key):
+        raise RestoreRefused(f"backup {backup_id} of {target.name} names no data or manifest object")
+    manifest = artifacts.get_json(checked.manifest_key)
+    stores.audit.audit(target=target.name, operation="restore", step="start", outcome="ok",
+                       actor=actor, backup_id=backup_id, replace=replace)
     try:
         result = engine_for(target.engine).restore_backup(
-            into, iter_object(s3, settings.bucket, checked.data_key), manifest, replace=replace,
+            into, artifacts.iter_object(checked.data_key), manifest, replace=replace,
             **{**engine_options(settings, target.engine), **(restore_options or {})})
     except BaseException as err:
-        audit_log.audit(settings.audit_table, target=target.name, operation="restore", step="fail",
-                        outcome="refused" if isinstance(err, RestoreRefused) else "failed", actor=actor,
-                        backup_id=backup_id, error=f"{type(err).__name__}: {err}")
+        stores.audit.audit(target=target.name, operation="restore", step="fail",
+                           outcome="refused" if isinstance(err, RestoreRefused) else "failed", actor=actor,
+                           backup_id=backup_id, error=f"{type(err).__name__}: {err}")
         raise
-    audit_log.audit(settings.audit_table, target=target.name, operation="restore", step="finish", outcome="ok",
-                    actor=actor, backup_id=backup_id, counts=result.counts, duration_s=result.duration_s)
+    stores.audit.audit(target=target.name, operation="restore", step="finish", outcome="ok",
+                       actor=actor, backup_id=backup_id, counts=result.counts, duration_s=result.duration_s)
     return result

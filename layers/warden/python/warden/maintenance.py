@@ -29,10 +29,9 @@ from warden.config.target import Engine, Target
 from warden.errors import ConfigError, WardenError
 from warden.events import Task
 from warden.settings import Settings
-from warden.stores import audit as audit_log
+from warden.stores import Stores
 from warden.stores.clients import aws_client
-from warden.stores.leases import LeaseHeld, Leases
-from warden.stores.secrets import load_secret
+from warden.stores.leases import LeaseHeld
 
 MAINTENANCE_LEASE_S = 16 * 60
 DUE_SLACK = 0.9  # a 6-hourly schedule finds the last run "5 h 59 min" ago: still due
@@ -78,7 +77,8 @@ class MaintenanceReport:
 
 def due_tasks(settings: Settings, target: Target, config: MaintenanceConfig, now: datetime | None = None) -> list[Task]:
     """The target's tasks whose last run is older than their interval (or that never ran)."""
-    assert settings.state_table
+    if not settings.state_table:
+        raise ConfigError(f"stage {settings.stage!r} lacks the state table (leases, last runs)")
     now = now or datetime.now(UTC)
     intervals = {"vacuum": config.vacuum_interval_h, "analyze": config.analyze_interval_h,
                  "reindex": config.reindex_interval_h, "neo4j_indexes": config.neo4j_interval_h,
@@ -88,10 +88,11 @@ def due_tasks(settings: Settings, target: Target, config: MaintenanceConfig, now
             if task not in last or now - last[task] >= timedelta(hours=intervals[task] * DUE_SLACK)]
 
 
-def run_maintenance(settings: Settings, target: Target, *, actor: str, tasks: list[Task] | None = None,
+def run_maintenance(stores: Stores, target: Target, *, actor: str, tasks: list[Task] | None = None,
                     config: MaintenanceConfig | None = None,
-                    secret_loader: Callable[[Target], Any] = load_secret) -> MaintenanceReport:
+                    secret_loader: Callable[[Target], Any] | None = None) -> MaintenanceReport:
     """Run `tasks` (default: the due ones) on one target under its lease, and audit the run."""
+    settings = stores.settings
     if not settings.state_table:
         raise ConfigError(f"stage {settings.stage!r} lacks the state table (leases, last runs)")
     config = config or maintenance_of(target)
@@ -101,7 +102,7 @@ def run_maintenance(settings: Settings, target: Target, *, actor: str, tasks: li
     started = time.monotonic()
     report = MaintenanceReport(target=target.name)
     chosen = tasks if tasks is not None else due_tasks(settings, target, config)
-    leases = Leases(settings.state_table)
+    leases = stores.leases
     try:
         lease, _ = leases.acquire(target.name, f"{actor}#{uuid.uuid4().hex[:8]}", "maintenance", MAINTENANCE_LEASE_S)
     except LeaseHeld as held:
@@ -110,12 +111,12 @@ def run_maintenance(settings: Settings, target: Target, *, actor: str, tasks: li
         try:
             if chosen:
                 runner = _postgres if target.engine is Engine.POSTGRES else _neo4j
-                report.tasks = runner(secret_loader(target), chosen, config)
+                report.tasks = runner((secret_loader or stores.secrets.load)(target), chosen, config)
                 _record_runs(settings.state_table, target.name, [t.task for t in report.tasks if not t.errors])
         finally:
             leases.release(lease)
     report.duration_s = round(time.monotonic() - started, 3)
-    audit_log.audit(settings.audit_table, target=target.name, operation="maintenance", step="finish",
+    stores.audit.audit(target=target.name, operation="maintenance", step="finish",
                     outcome=report.outcome, actor=actor, **{k: v for k, v in report.as_dict().items()
                                                              if k not in ("target", "outcome")})
     return report

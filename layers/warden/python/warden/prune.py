@@ -22,18 +22,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from warden.config.target import Target
 from warden.errors import ConfigError, WardenError
 from warden.models import BackupRecord, BackupStatus
 from warden.retention import Decision, decide
-from warden.settings import Settings
 from warden.snapshot_backup import delete_snapshots
-from warden.stores import audit as audit_log
-from warden.stores.catalog import Catalog, object_prefix
-from warden.stores.clients import aws_client
-from warden.stores.leases import LeaseHeld, Leases
+from warden.stores import ArtifactStore, Stores
+from warden.stores.artifacts import ArtifactError
+from warden.stores.catalog import object_prefix
+from warden.stores.leases import LeaseHeld
 
 BATCH = 1000  # DeleteObjects takes at most 1000 keys a call
 PRUNE_LEASE_S = 15 * 60
@@ -67,12 +64,12 @@ class PruneReport:
         }
 
 
-def run_prune(settings: Settings, target: Target, *, apply: bool, actor: str,
+def run_prune(stores: Stores, target: Target, *, apply: bool, actor: str,
               now: datetime | None = None) -> PruneReport:
     """Decide, and with `apply` delete. Takes the target's lease to apply (never beside a backup)."""
-    if not settings.catalog_table or not settings.bucket or not settings.state_table:
-        raise ConfigError(f"stage {settings.stage!r} lacks the catalog, state table or bucket")
-    catalog = Catalog(settings.catalog_table)
+    if stores.missing("catalog", "artifacts", "leases"):
+        raise ConfigError(f"stage {stores.settings.stage!r} lacks the catalog, state table or bucket")
+    catalog = stores.catalog
     now = now or datetime.now(UTC)
     records = {r.backup_id: r for r in catalog.list(target.name)}
     decisions = decide(records.values(), target.retention, now)
@@ -80,29 +77,28 @@ def run_prune(settings: Settings, target: Target, *, apply: bool, actor: str,
     doomed = [records[d.backup_id] for d in decisions if not d.keep]
     if not apply or not doomed:
         return report
-    leases = Leases(settings.state_table)
+    leases = stores.leases
     try:
         lease, _ = leases.acquire(target.name, f"{actor}#{uuid.uuid4().hex[:8]}", "prune", PRUNE_LEASE_S)
     except LeaseHeld as held:
         report.already_running = str(held)
         return report
     try:
-        _delete(settings, catalog, target, doomed, {d.backup_id: d for d in decisions}, report, actor, now)
+        _delete(stores, target, doomed, {d.backup_id: d for d in decisions}, report, actor, now)
     finally:
         leases.release(lease)
     return report
 
 
-def _delete(settings: Settings, catalog: Catalog, target: Target, doomed: list[BackupRecord],
+def _delete(stores: Stores, target: Target, doomed: list[BackupRecord],
             decisions: dict[str, Decision], report: PruneReport, actor: str, now: datetime) -> None:
-    assert settings.bucket
-    s3 = aws_client("s3")
+    catalog, artifacts = stores.catalog, stores.artifacts
     # rds-snapshot backups: the snapshot goes first; its record (and manifest) stay until RDS no longer has it.
     errors: dict[str, str] = delete_snapshots(doomed)
-    versions, sizes, calls = _versions_by_backup(s3, settings.bucket, target.name,
+    versions, sizes, calls = _versions_by_backup(artifacts, target.name,
                                                  {r.backup_id for r in doomed if r.backup_id not in errors})
     report.s3_calls += calls
-    report.locked = _locked_backups(s3, settings.bucket, versions, now, report)
+    report.locked = _locked_backups(artifacts, versions, now, report)
     objects: list[tuple[str, dict[str, str]]] = [
         (backup_id, obj) for record in doomed for backup_id in [record.backup_id] if backup_id not in report.locked
         for obj in versions[backup_id]]
@@ -110,48 +106,44 @@ def _delete(settings: Settings, catalog: Catalog, target: Target, doomed: list[B
         batch = objects[start:start + BATCH]
         owner = {(o["Key"], o.get("VersionId")): backup_id for backup_id, o in batch}
         try:
-            response = s3.delete_objects(Bucket=settings.bucket, Delete={"Objects": [o for _, o in batch],
-                                                                          "Quiet": True})
-        except ClientError as err:
+            failures = artifacts.delete_versions([o for _, o in batch])
+        except ArtifactError as err:
             for backup_id, _ in batch:
-                errors.setdefault(backup_id, f"DeleteObjects failed: {err.response['Error']['Code']}")
+                errors.setdefault(backup_id, f"DeleteObjects failed: {err.code}")
             continue
         finally:
             report.s3_calls += 1
-        for failure in response.get("Errors", []):
+        for failure in failures:
             backup_id = owner.get((failure["Key"], failure.get("VersionId")), "?")
             errors.setdefault(backup_id, f"{failure['Key']}: {failure.get('Code')} {failure.get('Message', '')}")
     for record in doomed:
         if record.backup_id in report.locked:  # kept as it is: a later run deletes it once the lock expires
-            audit_log.audit(settings.audit_table, target=target.name, operation="prune", step="delete",
+            stores.audit.audit(target=target.name, operation="prune", step="delete",
                             outcome="locked", actor=actor, backup_id=record.backup_id,
                             reason=report.locked[record.backup_id])
             continue
         if record.backup_id in errors:
             report.failed[record.backup_id] = errors[record.backup_id]
-            audit_log.audit(settings.audit_table, target=target.name, operation="prune", step="delete",
+            stores.audit.audit(target=target.name, operation="prune", step="delete",
                             outcome="failed", actor=actor, backup_id=record.backup_id, error=errors[record.backup_id])
             continue
         catalog.save(record.model_copy(update={"status": BackupStatus.EXPIRED}), expect_status=record.status)
         report.deleted.append(record.backup_id)
         report.bytes_freed += sizes[record.backup_id]
-        audit_log.audit(settings.audit_table, target=target.name, operation="prune", step="delete", outcome="ok",
+        stores.audit.audit(target=target.name, operation="prune", step="delete", outcome="ok",
                         actor=actor, backup_id=record.backup_id, was=str(record.status),
                         reasons=list(decisions[record.backup_id].reasons), bytes=sizes[record.backup_id])
 
 
-def _locked_backups(s3: Any, bucket: str, versions: dict[str, list[dict[str, str]]], now: datetime,
+def _locked_backups(artifacts: ArtifactStore, versions: dict[str, list[dict[str, str]]], now: datetime,
                     report: PruneReport) -> dict[str, str]:
     """The doomed backups with a version under Object Lock now: {backup id: "locked until <date> (<mode>)"}."""
     report.lock_calls += 1
     try:
-        config = s3.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration", {})
-    except ClientError as err:
-        if err.response["Error"]["Code"] == "ObjectLockConfigurationNotFoundError":
-            return {}
-        raise WardenError(f"cannot read the Object Lock configuration of {bucket}: "
-                          f"{err.response['Error']['Code']}") from err
-    if config.get("ObjectLockEnabled") != "Enabled":
+        enabled = artifacts.object_lock_enabled()
+    except ArtifactError as err:
+        raise WardenError(f"cannot read the Object Lock configuration of {artifacts.bucket}: {err.code}") from err
+    if not enabled:
         return {}
     locked: dict[str, str] = {}
     for backup_id, objects in versions.items():
@@ -160,11 +152,13 @@ def _locked_backups(s3: Any, bucket: str, versions: dict[str, list[dict[str, str
         for obj in objects:
             report.lock_calls += 1
             try:
-                head = s3.head_object(Bucket=bucket, Key=obj["Key"], VersionId=obj["VersionId"])
-            except ClientError as err:
-                if err.response["Error"]["Code"] in ("405", "MethodNotAllowed"):  # a delete marker: no lock
+                head = artifacts.head(obj["Key"], obj["VersionId"])
+            except ArtifactError as err:
+                if err.code in ("405", "MethodNotAllowed"):  # a delete marker: no lock
                     continue
-                raise WardenError(f"cannot read the lock of {obj['Key']}: {err.response['Error']['Code']}") from err
+                raise WardenError(f"cannot read the lock of {obj['Key']}: {err.code}") from err
+            if head is None:
+                raise WardenError(f"cannot read the lock of {obj['Key']}: 404")
             if head.get("ObjectLockLegalHoldStatus") == "ON":
                 holds.append(obj["Key"])
             until = head.get("ObjectLockRetainUntilDate")
@@ -177,7 +171,7 @@ def _locked_backups(s3: Any, bucket: str, versions: dict[str, list[dict[str, str
     return locked
 
 
-def _versions_by_backup(s3: Any, bucket: str, target: str,
+def _versions_by_backup(artifacts: ArtifactStore, target: str,
                         backup_ids: set[str]) -> tuple[dict[str, list[dict[str, str]]], dict[str, int], int]:
     """Every version and delete marker under the doomed backups' prefixes, found by listing the
     target's prefix once (pages of 1000), so S3 calls stay at list pages + deletions / 1000."""
@@ -186,18 +180,17 @@ def _versions_by_backup(s3: Any, bucket: str, target: str,
     sizes: dict[str, int] = defaultdict(int)
     calls = 0
     try:
-        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=f"{target}/"):
+        for page in artifacts.version_pages(f"{target}/"):
             calls += 1
-            for kind in ("Versions", "DeleteMarkers"):
-                for obj in page.get(kind, []):
-                    backup_id = prefixes.get(_prefix_of(obj["Key"]))
-                    if backup_id is None:
-                        continue
-                    versions[backup_id].append({"Key": obj["Key"], "VersionId": obj["VersionId"]})
-                    if kind == "Versions" and obj.get("IsLatest"):
-                        sizes[backup_id] += int(obj.get("Size", 0))
-    except ClientError as err:
-        raise WardenError(f"cannot list backups of {target}: {err.response['Error']['Code']}") from err
+            for obj in page:
+                backup_id = prefixes.get(_prefix_of(obj["Key"]))
+                if backup_id is None:
+                    continue
+                versions[backup_id].append({"Key": obj["Key"], "VersionId": obj["VersionId"]})
+                if not obj.get("DeleteMarker") and obj.get("IsLatest"):
+                    sizes[backup_id] += int(obj.get("Size", 0))
+    except ArtifactError as err:
+        raise WardenError(f"cannot list backups of {target}: {err.code}") from err
     return versions, sizes, calls
 
 

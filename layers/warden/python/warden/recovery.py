@@ -28,16 +28,13 @@ from warden.engines.postgres.promote import _maintenance_db, _rename_swap, _swap
 from warden.errors import ConfigError, WardenError
 from warden.events import RecoveryInput
 from warden.models import GOOD_BACKUP, BackupStatus, RecoveryState, RecoveryStatus
-from warden.replication import source_settings
-from warden.settings import Settings
+from warden.replication import source_stores
 from warden.snapshot_backup import restore_refusal
-from warden.stores import audit as audit_log
-from warden.stores.catalog import BackupNotFound, Catalog
+from warden.stores import CatalogStore, Stores
+from warden.stores.catalog import BackupNotFound
 from warden.stores.clients import aws_client
-from warden.stores.leases import Lease, LeaseHeld, Leases
+from warden.stores.leases import Lease, LeaseHeld
 from warden.stores.recovery_state import StateStore
-from warden.stores.secrets import load_secret
-from warden.stores.targets import get_target
 
 ACTIVE_PARAMETER = "/warden/{stage}/active/{target}"
 
@@ -83,10 +80,10 @@ def _actor(execution: str) -> str:
     return f"execution:{execution}"
 
 
-def _audit(settings: Settings, plan_or_target: Plan | str, step: str, outcome: str, **details: Any) -> None:
+def _audit(stores: Stores, plan_or_target: Plan | str, step: str, outcome: str, **details: Any) -> None:
     target = plan_or_target if isinstance(plan_or_target, str) else plan_or_target.target
     execution = "" if isinstance(plan_or_target, str) else plan_or_target.execution
-    audit_log.audit(settings.audit_table, target=target, operation="recovery", step=step, outcome=outcome,
+    stores.audit.audit(target=target, operation="recovery", step=step, outcome=outcome,
                     actor=_actor(execution) if execution else details.pop("actor", "recovery"),
                     backup_id=None if isinstance(plan_or_target, str) else plan_or_target.backup_id, **details)
 
@@ -97,14 +94,19 @@ def _need(value: str | None, what: str) -> str:
     return value
 
 
-def staging_secret(settings: Settings, target: Target, production: DatabaseSecret) -> tuple[DatabaseSecret,
+def _catalog(stores: Stores) -> CatalogStore:
+    _need(stores.settings.catalog_table, "a catalog table")
+    return stores.catalog
+
+
+def staging_secret(stores: Stores, target: Target, production: DatabaseSecret) -> tuple[DatabaseSecret,
                                                                                                dict[str, Any]]:
     """The database a recovery restores into before promotion."""
     config = target.recovery
     if config.staging_secret_name:
         # The target itself with the staging secret: its TLS rule applies to staging too.
         staged = target.model_copy(update={"secret_name": config.staging_secret_name})
-        return load_secret(staged), {"kind": "secret", "name": config.staging_secret_name}
+        return stores.secrets.load(staged), {"kind": "secret", "name": config.staging_secret_name}
     if isinstance(production, PostgresSecret):
         name = config.staging_database or f"{production.dbname}_warden_staging"[:63]
         return production.model_copy(update={"dbname": name}), {"kind": "database", "name": name}
@@ -115,21 +117,21 @@ def staging_secret(settings: Settings, target: Target, production: DatabaseSecre
                       "recovery.staging_secret_name to a Neo4j Warden may restore into")
 
 
-def _staging_for(settings: Settings, plan: Plan) -> tuple[Target, DatabaseSecret, DatabaseSecret]:
-    target = get_target(settings, plan.target)
-    production = load_secret(target)
-    staging, _ = staging_secret(settings, target, production)
+def _staging_for(stores: Stores, plan: Plan) -> tuple[Target, DatabaseSecret, DatabaseSecret]:
+    target = stores.targets.get(plan.target)
+    production = stores.secrets.load(target)
+    staging, _ = staging_secret(stores, target, production)
     return target, production, staging
 
 
 # -- steps --------------------------------------------------------------------------------------
 
-def _read_settings(settings: Settings, source: str, replica: ReplicaSettings | None) -> Settings:
+def _read_stores(stores: Stores, source: str, replica: ReplicaSettings | None) -> Stores:
     """Where the backup's bytes are read: the stage's bucket, or (source "replica") the replica's."""
     if source != "replica":
-        return settings
+        return stores
     try:
-        return source_settings(settings, replica)
+        return source_stores(stores, replica)
     except ConfigError as err:
         raise RecoveryRefused(f"source 'replica': {err}") from None
 
@@ -138,7 +140,7 @@ def _read_settings(settings: Settings, source: str, replica: ReplicaSettings | N
 _REPLICA_USABLE = frozenset({*GOOD_BACKUP, BackupStatus.CORRUPT})
 
 
-def _replica_backup(read: Settings, catalog: Catalog, target: str, backup_id: str, execution: str) -> str:
+def _replica_backup(read: Stores, catalog: CatalogStore, target: str, backup_id: str, execution: str) -> str:
     """The backup a recovery from the replica uses: one with a COMPLETED replica (`latest`: the newest),
     whose replica is verified against the catalog's SHA-256 now unless the record is VERIFIED."""
     if backup_id == "latest":
@@ -163,7 +165,7 @@ def _replica_backup(read: Settings, catalog: Catalog, target: str, backup_id: st
     return record.backup_id
 
 
-def preflight(settings: Settings, raw_input: dict[str, Any], execution: str,
+def preflight(stores: Stores, raw_input: dict[str, Any], execution: str,
               replica: ReplicaSettings | None = None) -> Plan:
     """Check everything before touching anything; take the target's lease for the whole recovery.
 
@@ -176,13 +178,13 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str,
     except PydanticValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in err.errors())
         raise RecoveryRefused(f"bad recovery input: {problems}") from None
-    table = _need(settings.state_table, "a state table")
-    target = get_target(settings, request.target)
-    read = _read_settings(settings, request.source, replica)
+    _need(stores.settings.state_table, "a state table")
+    target = stores.targets.get(request.target)
+    read = _read_stores(stores, request.source, replica)
     if request.promotion == "in-place" and target.backup.method == RDS_SNAPSHOT:
         raise RecoveryRefused(f"{target.name} backs up by rds-snapshot: an in-place promotion's safety backup "
                               "would be a snapshot Warden cannot restore on rollback; use swap, or restore with RDS")
-    catalog = Catalog(_need(settings.catalog_table, "a catalog table"))
+    catalog = _catalog(stores)
     if request.source == "replica":
         backup_id = _replica_backup(read, catalog, target.name, request.backup_id, execution)
     elif request.backup_id == "latest":
@@ -203,29 +205,29 @@ def preflight(settings: Settings, raw_input: dict[str, Any], execution: str,
             raise RecoveryRefused(f"backup {record.backup_id} is {record.status}; only VERIFIED (or COMPLETED, "
                                   "re-verified now) backups are recovered")
         if record.status is BackupStatus.COMPLETED:
-            checked = verify_backup(settings, target.name, record.backup_id, actor=_actor(execution))
+            checked = verify_backup(stores, target.name, record.backup_id, actor=_actor(execution))
             if checked.status is not BackupStatus.VERIFIED:
                 raise RecoveryRefused(f"backup {record.backup_id} failed verification: {checked.error}")
         backup_id = record.backup_id
-    production = load_secret(target)
-    staging, staging_ref = staging_secret(settings, target, production)
+    production = stores.secrets.load(target)
+    staging, staging_ref = staging_secret(stores, target, production)
     ttl = target.recovery.approval_timeout_s + 4 * 3600
     try:
-        lease, _ = Leases(table).acquire(target.name, execution, "recovery", ttl)
+        lease, _ = stores.leases.acquire(target.name, execution, "recovery", ttl)
     except LeaseHeld as held:
         raise RecoveryRefused(f"{target.name} is busy: {held}") from None
     try:
         _check_staging_reachable(target, staging)
         plan = Plan(target=target.name, backup_id=backup_id, promotion=request.promotion, approval=request.approval,
                     execution=execution, staging=staging_ref, source=request.source)
-        StateStore(table).put(RecoveryState(
+        stores.recovery_state.put(RecoveryState(
             target=target.name, status=RecoveryStatus.RECOVERING, execution=execution, backup_id=backup_id,
             promotion=request.promotion, approval=request.approval, started_at=datetime.now(UTC),
             progress=["preflight"]))
     except BaseException:
-        Leases(table).release(lease)
+        stores.leases.release(lease)
         raise
-    _audit(settings, plan, "preflight", "ok", promotion=plan.promotion, approval=plan.approval,
+    _audit(stores, plan, "preflight", "ok", promotion=plan.promotion, approval=plan.approval,
            requested_by=request.requested_by, source=plan.source)
     return plan
 
@@ -235,30 +237,29 @@ def _check_staging_reachable(target: Target, staging: DatabaseSecret) -> None:
     engine_for(target.engine).check_reachable(staging)
 
 
-def restore(settings: Settings, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
+def restore(stores: Stores, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
     """Restore the backup into staging (replacing whatever an earlier run left there)."""
-    table = _need(settings.state_table, "a state table")
-    StateStore(table).update(plan.target, plan.execution, status=RecoveryStatus.RECOVERING)
-    target, _, staging = _staging_for(settings, plan)
+    _need(stores.settings.state_table, "a state table")
+    stores.recovery_state.update(plan.target, plan.execution, status=RecoveryStatus.RECOVERING)
+    target, _, staging = _staging_for(stores, plan)
     started = time.monotonic()
-    result = restore_backup(_read_settings(settings, plan.source, replica), target, plan.backup_id, staging,
+    result = restore_backup(_read_stores(stores, plan.source, replica), target, plan.backup_id, staging,
                             actor=_actor(plan.execution), replace=True)
-    StateStore(table).update(plan.target, plan.execution, step_done="restore")
-    _audit(settings, plan, "restore", "ok", staging=plan.staging, seconds=round(time.monotonic() - started, 2))
+    stores.recovery_state.update(plan.target, plan.execution, step_done="restore")
+    _audit(stores, plan, "restore", "ok", staging=plan.staging, seconds=round(time.monotonic() - started, 2))
     return {"counts": result.counts, "seconds": round(time.monotonic() - started, 2)}
 
 
-def validate(settings: Settings, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
+def validate(stores: Stores, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
     """Compare staging with the backup's manifest (counts, schema) and check it answers."""
     from warden.engines import engine_for
-    from warden.stores.artifacts import get_json
-
-    table = _need(settings.state_table, "a state table")
-    StateStore(table).update(plan.target, plan.execution, status=RecoveryStatus.VALIDATION)
-    target, _, staging = _staging_for(settings, plan)
-    record = Catalog(_need(settings.catalog_table, "a catalog table")).get(plan.target, plan.backup_id)
-    bucket = _read_settings(settings, plan.source, replica).bucket
-    manifest = get_json(aws_client("s3"), _need(bucket, "a bucket"), record.manifest_key or "")
+    _need(stores.settings.state_table, "a state table")
+    stores.recovery_state.update(plan.target, plan.execution, status=RecoveryStatus.VALIDATION)
+    target, _, staging = _staging_for(stores, plan)
+    record = _catalog(stores).get(plan.target, plan.backup_id)
+    read = _read_stores(stores, plan.source, replica)
+    _need(read.settings.bucket, "a bucket")
+    manifest = read.artifacts.get_json(record.manifest_key or "")
     engine = engine_for(target.engine)
     errors: list[str] = []
     try:
@@ -271,82 +272,82 @@ def validate(settings: Settings, plan: Plan, replica: ReplicaSettings | None = N
     for key in sorted(set(expected) | set(counts)):
         if expected.get(key) != counts.get(key):
             errors.append(f"{key}: backup has {expected.get(key)}, staging has {counts.get(key)}")
-    StateStore(table).update(plan.target, plan.execution, validation_errors=errors, step_done="validate")
+    stores.recovery_state.update(plan.target, plan.execution, validation_errors=errors, step_done="validate")
     if errors:
-        _audit(settings, plan, "validate", "failed", errors=errors[:50])
+        _audit(stores, plan, "validate", "failed", errors=errors[:50])
         raise ValidationFailed(f"{len(errors)} validation error(s): {'; '.join(errors[:5])}")
-    _audit(settings, plan, "validate", "ok", objects=sum(counts.values()))
+    _audit(stores, plan, "validate", "ok", objects=sum(counts.values()))
     return {"counts": counts}
 
 
-def request_approval(settings: Settings, plan: Plan, task_token: str) -> None:
+def request_approval(stores: Stores, plan: Plan, task_token: str) -> None:
     """Manual approval: keep the task token on the record and ask the operators through SNS."""
-    table = _need(settings.state_table, "a state table")
-    StateStore(table).update(plan.target, plan.execution, status=RecoveryStatus.AWAITING_APPROVAL,
+    _need(stores.settings.state_table, "a state table")
+    stores.recovery_state.update(plan.target, plan.execution, status=RecoveryStatus.AWAITING_APPROVAL,
                              task_token=task_token)
-    if settings.topic_arn:
+    if stores.settings.topic_arn:
         aws_client("sns").publish(
-            TopicArn=settings.topic_arn,
-            Subject=f"Warden {settings.stage}: approve recovery of {plan.target}?"[:100],
+            TopicArn=stores.settings.topic_arn,
+            Subject=f"Warden {stores.settings.stage}: approve recovery of {plan.target}?"[:100],
             Message=(f"Recovery of {plan.target} from backup {plan.backup_id} passed validation and waits for "
                      f"approval to promote ({plan.promotion}).\n\n"
-                     f"  warden --stage {settings.stage} recovery approve --target {plan.target}\n"
-                     f"  warden --stage {settings.stage} recovery reject --target {plan.target}\n\n"
+                     f"  warden --stage {stores.settings.stage} recovery approve --target {plan.target}\n"
+                     f"  warden --stage {stores.settings.stage} recovery reject --target {plan.target}\n\n"
                      f"Execution: {plan.execution}"))
-    _audit(settings, plan, "approval", "requested")
+    _audit(stores, plan, "approval", "requested")
 
 
-def answer_approval(settings: Settings, target: str, *, approve: bool, actor: str, reason: str = "") -> str:
+def answer_approval(stores: Stores, target: str, *, approve: bool, actor: str, reason: str = "") -> str:
     """`warden recovery approve|reject`: answer the waiting task token. Returns the execution."""
-    table = _need(settings.state_table, "a state table")
-    state = StateStore(table).get(target)
+    _need(stores.settings.state_table, "a state table")
+    state = stores.recovery_state.get(target)
     if state.status is not RecoveryStatus.AWAITING_APPROVAL or not state.task_token:
         raise ConfigError(f"no recovery of {target} is waiting for approval (status {state.status})")
     # The token leaves the record before the answer is sent: once answered, the execution moves on
     # and writes the record itself.
-    StateStore(table).update(target, state.execution or "", task_token=None)
+    stores.recovery_state.update(target, state.execution or "", task_token=None)
     sfn = aws_client("stepfunctions")
     if approve:
         sfn.send_task_success(taskToken=state.task_token, output=json.dumps({"approved_by": actor}))
     else:
         sfn.send_task_failure(taskToken=state.task_token, error="Rejected",
                               cause=f"rejected by {actor}" + (f": {reason}" if reason else ""))
-    audit_log.audit(settings.audit_table, target=target, operation="recovery",
+    stores.audit.audit(target=target, operation="recovery",
                     step="approve" if approve else "reject", outcome="ok", actor=actor, backup_id=state.backup_id)
     return state.execution or ""
 
 
-def promote(settings: Settings, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
+def promote(stores: Stores, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
     """Make the validated copy production (swap or in-place); `none` (a drill) promotes nothing."""
-    table = _need(settings.state_table, "a state table")
-    store = StateStore(table)
+    _need(stores.settings.state_table, "a state table")
+    store = stores.recovery_state
     if plan.promotion == "none":
         store.update(plan.target, plan.execution, status=RecoveryStatus.RECOVERY_SUCCESS, step_done="promote:none")
         return {"promoted": False}
-    target, production, _ = _staging_for(settings, plan)
+    target, production, _ = _staging_for(stores, plan)
     if plan.promotion == "swap":
         if plan.staging["kind"] == "database" and isinstance(production, PostgresSecret):
             previous = _rename_swap(production, plan.staging["name"])
             store.update(plan.target, plan.execution, previous_database=previous, step_done="promote:swapped")
         else:
-            previous_active = _move_active_pointer(settings, plan)
+            previous_active = _move_active_pointer(stores, plan)
             store.update(plan.target, plan.execution, previous_active=previous_active,
                          step_done="promote:pointer-moved")
     else:  # in-place: a safety backup of production first, then restore into production
-        lease = Leases(table).get(plan.target)
+        lease = stores.leases.get(plan.target)
         if lease is None or lease.owner != plan.execution:
             raise WardenError(f"{plan.target}: this recovery no longer holds the target's lease")
-        safety = run_backup(settings, target, actor=_actor(plan.execution), trigger="recovery", held_lease=lease)
+        safety = run_backup(stores, target, actor=_actor(plan.execution), trigger="recovery", held_lease=lease)
         assert safety.record is not None
-        verify_backup(settings, target.name, safety.record.backup_id, actor=_actor(plan.execution))
+        verify_backup(stores, target.name, safety.record.backup_id, actor=_actor(plan.execution))
         store.update(plan.target, plan.execution, safety_backup_id=safety.record.backup_id,
                      step_done="promote:safety-backup")
         store.update(plan.target, plan.execution, step_done="promote:in-place-started")
-        restore_backup(_read_settings(settings, plan.source, replica), target, plan.backup_id, production,
+        restore_backup(_read_stores(stores, plan.source, replica), target, plan.backup_id, production,
                        actor=_actor(plan.execution), replace=True)
         store.update(plan.target, plan.execution, step_done="promote:in-place-restored")
     store.update(plan.target, plan.execution, status=RecoveryStatus.PROMOTED)
-    _audit(settings, plan, "promote", "ok", promotion=plan.promotion)
+    _audit(stores, plan, "promote", "ok", promotion=plan.promotion)
     return {"promoted": True}
 
 
@@ -358,100 +359,101 @@ def promote(settings: Settings, plan: Plan, replica: ReplicaSettings | None = No
 
 
 
-def _move_active_pointer(settings: Settings, plan: Plan) -> str:
+def _move_active_pointer(stores: Stores, plan: Plan) -> str:
     """The active-endpoint parameter applications read moves to the validated copy."""
     ssm = aws_client("ssm")
-    name = ACTIVE_PARAMETER.format(stage=settings.stage, target=plan.target)
+    name = ACTIVE_PARAMETER.format(stage=stores.settings.stage, target=plan.target)
     try:
         previous = ssm.get_parameter(Name=name)["Parameter"]["Value"]
     except ssm.exceptions.ParameterNotFound:
-        previous = json.dumps({"secret_name": get_target(settings, plan.target).secret_name})
+        previous = json.dumps({"secret_name": stores.targets.get(plan.target).secret_name})
     ssm.put_parameter(Name=name, Value=json.dumps({"secret_name": plan.staging["name"]}), Type="String",
                       Overwrite=True)
     return str(previous)
 
 
-def finish(settings: Settings, plan: Plan) -> dict[str, Any]:
+def finish(stores: Stores, plan: Plan) -> dict[str, Any]:
     """Record the outcome and the measured RTO, give the lease back; a drill's evidence goes on the backup."""
-    table = _need(settings.state_table, "a state table")
-    store = StateStore(table)
+    _need(stores.settings.state_table, "a state table")
+    store = stores.recovery_state
     state = store.get(plan.target)
     finished = datetime.now(UTC)
     rto = round((finished - state.started_at).total_seconds(), 2) if state.started_at else None
     state = store.update(plan.target, plan.execution, finished_at=finished, rto_s=rto, step_done="finish")
     if plan.promotion == "none":
-        catalog = Catalog(_need(settings.catalog_table, "a catalog table"))
+        catalog = _catalog(stores)
         record = catalog.get(plan.target, plan.backup_id)
         record.last_drill = {"at": finished.isoformat(), "rto_s": rto, "execution": plan.execution,
                              "result": "passed", "validated": "counts and schema match the manifest"}
         catalog.save(record)
-    _release(settings, plan)
-    _cleanup_staging(settings, plan, promoted=state.status is RecoveryStatus.PROMOTED)
-    _audit(settings, plan, "finish", "ok", status=state.status.value, rto_s=rto)
+    _release(stores, plan)
+    _cleanup_staging(stores, plan, promoted=state.status is RecoveryStatus.PROMOTED)
+    _audit(stores, plan, "finish", "ok", status=state.status.value, rto_s=rto)
     return {"status": state.status.value, "rto_s": rto}
 
 
-def rollback(settings: Settings, plan: Plan, error: dict[str, Any] | None) -> dict[str, Any]:
+def rollback(stores: Stores, plan: Plan, error: dict[str, Any] | None) -> dict[str, Any]:
     """Undo what Promote did (by the recorded progress), clean staging, mark RECOVERY_FAILED."""
-    table = _need(settings.state_table, "a state table")
-    store = StateStore(table)
+    _need(stores.settings.state_table, "a state table")
+    store = stores.recovery_state
     state = store.get(plan.target)
     done = set(state.progress)
     undone: list[str] = []
-    target = get_target(settings, plan.target)
-    production = load_secret(target)
+    target = stores.targets.get(plan.target)
+    production = stores.secrets.load(target)
     if "promote:swapped" in done and state.previous_database and isinstance(production, PostgresSecret):
         _swap_back(production, state.previous_database, plan.staging["name"])
         undone.append("swapped back")
     if "promote:pointer-moved" in done and state.previous_active:
-        aws_client("ssm").put_parameter(Name=ACTIVE_PARAMETER.format(stage=settings.stage, target=plan.target),
+        aws_client("ssm").put_parameter(Name=ACTIVE_PARAMETER.format(stage=stores.settings.stage, target=plan.target),
                                         Value=state.previous_active, Type="String", Overwrite=True)
         undone.append("active pointer moved back")
     if "promote:in-place-started" in done and state.safety_backup_id:
-        restore_backup(settings, target, state.safety_backup_id, production, actor=_actor(plan.execution),
+        restore_backup(stores, target, state.safety_backup_id, production, actor=_actor(plan.execution),
                        replace=True)
         undone.append(f"production restored from safety backup {state.safety_backup_id}")
     reason = _describe(error)
     store.update(plan.target, plan.execution, status=RecoveryStatus.RECOVERY_FAILED, error=reason,
                  finished_at=datetime.now(UTC), task_token=None, step_done="rollback")
-    _release(settings, plan)
-    _cleanup_staging(settings, plan, promoted=False)
-    _audit(settings, plan, "rollback", "ok", error=reason, undone=undone)
+    _release(stores, plan)
+    _cleanup_staging(stores, plan, promoted=False)
+    _audit(stores, plan, "rollback", "ok", error=reason, undone=undone)
     return {"status": RecoveryStatus.RECOVERY_FAILED.value, "error": reason, "undone": undone}
 
 
-def cancel(settings: Settings, target: str, *, actor: str) -> RecoveryState:
+def cancel(stores: Stores, target: str, *, actor: str) -> RecoveryState:
     """`warden recovery cancel`: the caller has stopped the execution; roll back what it did."""
-    table = _need(settings.state_table, "a state table")
-    state = StateStore(table).get(target)
+    _need(stores.settings.state_table, "a state table")
+    state = stores.recovery_state.get(target)
     if state.execution is None or state.status in (RecoveryStatus.PROMOTED, RecoveryStatus.RECOVERY_FAILED,
                                                    RecoveryStatus.NOT_RECOVERING) or state.finished_at:
         raise ConfigError(f"no recovery of {target} is running (status {state.status})")
-    staging_ref = _staging_ref(settings, target)
+    staging_ref = _staging_ref(stores, target)
     plan = Plan(target=target, backup_id=state.backup_id or "", promotion=state.promotion or "none",
                 approval=state.approval or "auto", execution=state.execution, staging=staging_ref)
-    rollback(settings, plan, {"Error": "Cancelled", "Cause": f"cancelled by {actor}"})
-    return StateStore(table).get(target)
+    rollback(stores, plan, {"Error": "Cancelled", "Cause": f"cancelled by {actor}"})
+    return stores.recovery_state.get(target)
 
 
-def _staging_ref(settings: Settings, target_name: str) -> dict[str, Any]:
-    target = get_target(settings, target_name)
-    return staging_secret(settings, target, load_secret(target))[1]
+def _staging_ref(stores: Stores, target_name: str) -> dict[str, Any]:
+    target = stores.targets.get(target_name)
+    return staging_secret(stores, target, stores.secrets.load(target))[1]
 
 
-def _release(settings: Settings, plan: Plan) -> None:
-    leases = Leases(_need(settings.state_table, "a state table"))
+def _release(stores: Stores, plan: Plan) -> None:
+    _need(stores.settings.state_table, "a state table")
+    leases = stores.leases
     held = leases.get(plan.target)
     if held is not None and held.owner == plan.execution:
         leases.release(Lease(target=plan.target, owner=plan.execution, operation="recovery", expires_at=0))
 
 
-def _cleanup_staging(settings: Settings, plan: Plan, *, promoted: bool) -> None:
+def _cleanup_staging(stores: Stores, plan: Plan, *, promoted: bool) -> None:
     """A same-server PostgreSQL staging database is dropped unless it became production."""
     if plan.staging.get("kind") != "database" or (promoted and plan.promotion == "swap"):
         return
-    target = get_target(settings, plan.target)
-    production = load_secret(target)
+    target = stores.targets.get(plan.target)
+    production = stores.secrets.load(target)
     if not isinstance(production, PostgresSecret) or target.engine is not Engine.POSTGRES:
         return
     from psycopg import sql

@@ -32,11 +32,9 @@ from warden.config.operations import ActionConfig, RemediationConfig
 from warden.config.target import Engine, Target
 from warden.errors import ConfigError, TargetNotFound, WardenError
 from warden.settings import Settings
-from warden.stores import audit as audit_log
+from warden.stores import Stores
 from warden.stores.clients import aws_client
-from warden.stores.leases import Lease, LeaseHeld, Leases
-from warden.stores.secrets import load_secret
-from warden.stores.targets import get_target
+from warden.stores.leases import Lease, LeaseHeld
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +164,7 @@ class ActionResult:
 
 @dataclass(frozen=True)
 class _Context:
-    settings: Settings
+    stores: Stores
     target: Target
     config: RemediationConfig
     dry_run: bool
@@ -179,9 +177,9 @@ class _Context:
 
 # -- the flow ------------------------------------------------------------------------------------
 
-def remediate(settings: Settings, event: Any, *, actor: str, config: RemediationConfig | None = None,
-              target_loader: Callable[[Settings, str], Target] = get_target,
-              secret_loader: Callable[[Target], Any] = load_secret,
+def remediate(stores: Stores, event: Any, *, actor: str, config: RemediationConfig | None = None,
+              target_loader: Callable[[Settings, str], Target] | None = None,
+              secret_loader: Callable[[Target], Any] | None = None,
               backup_function: str | None = None) -> Remediation:
     """Handle one alarm state change: ignore it, or run its action under every safeguard.
 
@@ -189,12 +187,13 @@ def remediate(settings: Settings, event: Any, *, actor: str, config: Remediation
     `backup_function`: start a backup by invoking that function asynchronously (in AWS: the backup
     function has pg_dump and 15 minutes); without it the backup runs here, under our lease.
     """
+    settings = stores.settings
     alarm, why = parse_alarm(event, settings.stage)
     if alarm is None:
         logger.warning("alarm event ignored", extra={"why": why})
         return Remediation(outcome="ignored", why=why)
     try:
-        target = target_loader(settings, alarm.target)
+        target = target_loader(settings, alarm.target) if target_loader else stores.targets.get(alarm.target)
     except TargetNotFound as err:
         logger.warning("alarm event ignored", extra={"why": str(err)})
         return Remediation(outcome="ignored", why=str(err), alarm=alarm)
@@ -204,20 +203,22 @@ def remediate(settings: Settings, event: Any, *, actor: str, config: Remediation
         logger.warning("alarm event ignored", extra={"why": why})
         return Remediation(outcome="ignored", why=why, alarm=alarm, target=target.name, action=action.name)
     config = config or remediation_of(target)
-    result = _guarded(settings, alarm, action, target, config, actor, secret_loader, backup_function)
-    _record(settings, result, actor)
+    result = _guarded(stores, alarm, action, target, config, actor, secret_loader or stores.secrets.load,
+                      backup_function)
+    _record(stores, result, actor)
     return result
 
 
-def _guarded(settings: Settings, alarm: Alarm, action: Action, target: Target, config: RemediationConfig,
+def _guarded(stores: Stores, alarm: Alarm, action: Action, target: Target, config: RemediationConfig,
              actor: str, secret_loader: Callable[[Target], Any], backup_function: str | None) -> Remediation:
     chosen: ActionConfig = getattr(config, action.name)
     base = {"alarm": alarm, "target": target.name, "action": action.name}
     if not chosen.enabled:
         return Remediation(outcome="disabled", why=f"{action.name} is not enabled for {target.name}", **base)
+    settings = stores.settings
     if not settings.state_table:
         raise ConfigError(f"stage {settings.stage!r} lacks the state table (leases, rate limits)")
-    leases = Leases(settings.state_table)
+    leases = stores.leases
     lease: Lease | None = None
     try:
         if action.takes_lease:
@@ -234,7 +235,7 @@ def _guarded(settings: Settings, alarm: Alarm, action: Action, target: Target, c
             return Remediation(outcome="rate-limited",
                                why=f"{action.name} ran {chosen.max_per_hour} time(s) this hour for {target.name}",
                                **base)
-        context = _Context(settings=settings, target=target, config=config, dry_run=chosen.dry_run, actor=actor,
+        context = _Context(stores=stores, target=target, config=config, dry_run=chosen.dry_run, actor=actor,
                            lease=lease, secret_loader=secret_loader, backup_function=backup_function,
                            alarm=alarm)
         try:
@@ -269,10 +270,11 @@ def _take_slot(table: str, target: str, action: str, max_per_hour: int) -> bool:
     return True
 
 
-def _record(settings: Settings, result: Remediation, actor: str) -> None:
+def _record(stores: Stores, result: Remediation, actor: str) -> None:
     """Audit, then announce on SNS: what was done (or not) and why."""
     assert result.target and result.action
-    audit_log.audit(settings.audit_table, target=result.target, operation="remediation", step=result.action,
+    settings = stores.settings
+    stores.audit.audit(target=result.target, operation="remediation", step=result.action,
                     outcome=result.outcome, actor=actor, alarm=result.alarm.name if result.alarm else None,
                     why=result.why, summary=result.summary, result=result.details)
     logger.info("remediation", extra={"target": result.target, "action": result.action, "outcome": result.outcome,
@@ -296,8 +298,8 @@ def _start_backup(ctx: _Context) -> ActionResult:
     if ctx.backup_function:
         request = {"target": ctx.target.name, "trigger": "remediation", "requested_by": f"alarm:{ctx.alarm.name}"}
         # Our lease proved the target idle; give it back first, or the backup would find it taken.
-        if ctx.lease is not None and ctx.settings.state_table:
-            Leases(ctx.settings.state_table).release(ctx.lease)
+        if ctx.lease is not None and ctx.stores.settings.state_table:
+            ctx.stores.leases.release(ctx.lease)
         try:
             aws_client("lambda").invoke(FunctionName=ctx.backup_function, InvocationType="Event",
                                         Payload=json.dumps(request).encode())
@@ -307,7 +309,7 @@ def _start_backup(ctx: _Context) -> ActionResult:
                             {"function": ctx.backup_function, "request": request}, changed=True)
     from warden.backup import run_backup
 
-    outcome = run_backup(ctx.settings, ctx.target, actor=ctx.actor, trigger="remediation", held_lease=ctx.lease,
+    outcome = run_backup(ctx.stores, ctx.target, actor=ctx.actor, trigger="remediation", held_lease=ctx.lease,
                          secret_loader=ctx.secret_loader)
     record = outcome.record
     assert record is not None  # we hold the lease: the backup cannot be "already running"
@@ -319,7 +321,7 @@ def _start_backup(ctx: _Context) -> ActionResult:
 def _prune(ctx: _Context) -> ActionResult:
     from warden.prune import run_prune
 
-    report = run_prune(ctx.settings, ctx.target, apply=not ctx.dry_run, actor=ctx.actor)
+    report = run_prune(ctx.stores, ctx.target, apply=not ctx.dry_run, actor=ctx.actor)
     to_delete = [d.backup_id for d in report.decisions if not d.keep]
     if report.already_running:
         raise WardenError(report.already_running)
@@ -332,9 +334,8 @@ def _prune(ctx: _Context) -> ActionResult:
 
 def _recheck_health(ctx: _Context) -> ActionResult:
     from warden.health import check_target
-    from warden.stores.catalog import Catalog
 
-    catalog = Catalog(ctx.settings.catalog_table) if ctx.settings.catalog_table else None
+    catalog = None if ctx.stores.missing("catalog") else ctx.stores.catalog
     health = check_target(ctx.target, catalog=catalog)
     failing = [{"check": c.name, "status": str(c.status), "message": c.message}
                for c in health.checks if c.status != "pass"]

@@ -15,20 +15,21 @@ the replica needs the copy to be there.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from warden.config.protection import ReplicaSettings
 from warden.errors import ConfigError, WardenError
 from warden.models import GOOD_BACKUP, BackupRecord
 from warden.settings import Settings
-from warden.stores.catalog import Catalog, StaleRecord
-from warden.stores.clients import aws_client
+from warden.stores import ArtifactStore, Stores
+from warden.stores.artifacts import ArtifactError, S3Artifacts
+from warden.stores.catalog import StaleRecord
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
 # How many not-yet-COMPLETED replicas one verify run looks at again (newest first).
@@ -41,31 +42,36 @@ def replica_s3(region: str) -> Any:
     return boto3.session.Session().client("s3", region_name=region, config=_CONFIG)
 
 
-def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+def _head(artifacts: ArtifactStore, key: str) -> dict[str, Any] | None:
     try:
-        return dict(s3.head_object(Bucket=bucket, Key=key))
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise WardenError(f"cannot read s3://{bucket}/{key}: {err.response['Error']['Code']}") from err
+        return artifacts.head(key)
+    except ArtifactError as err:
+        raise WardenError(f"cannot read s3://{artifacts.bucket}/{key}: {err.code}") from err
 
 
-def replica_status(settings: Settings, replica: ReplicaSettings, record: BackupRecord) -> str:
+def replica_artifacts(replica: ReplicaSettings) -> S3Artifacts:
+    """The replica bucket, read through a client in the replica's region."""
+    return S3Artifacts(replica.bucket, kms_key_id=replica.kms_key, s3=replica_s3(replica.region))
+
+
+def replica_status(stores: Stores, replica: ReplicaSettings, record: BackupRecord,
+                   replica_store: ArtifactStore | None = None) -> str:
     """COMPLETED, PENDING or FAILED for one backup (see the module docstring)."""
-    if not settings.bucket:
-        raise ConfigError(f"stage {settings.stage!r} lacks a bucket")
+    if stores.missing("artifacts"):
+        raise ConfigError(f"stage {stores.settings.stage!r} lacks a bucket")
     keys = [k for k in (record.data_key, record.manifest_key) if k]
     if not keys:
         return "FAILED"
+    copies = replica_store or replica_artifacts(replica)
     statuses = []
     for key in keys:
-        source = _head(aws_client("s3"), settings.bucket, key)
+        source = _head(stores.artifacts, key)
         if source is None:
-            raise WardenError(f"backup object s3://{settings.bucket}/{key} does not exist")
+            raise WardenError(f"backup object s3://{stores.artifacts.bucket}/{key} does not exist")
         state = source.get("ReplicationStatus")
         if state == "FAILED":
             return "FAILED"
-        copy = _head(replica_s3(replica.region), replica.bucket, key)
+        copy = _head(copies, key)
         if copy is not None and copy.get("ContentLength") == source.get("ContentLength"):
             statuses.append("COMPLETED")
         elif state in ("PENDING", "COMPLETED"):
@@ -78,29 +84,29 @@ def replica_status(settings: Settings, replica: ReplicaSettings, record: BackupR
     return "COMPLETED"
 
 
-def record_replica(settings: Settings, replica: ReplicaSettings, record: BackupRecord) -> BackupRecord:
+def record_replica(stores: Stores, replica: ReplicaSettings, record: BackupRecord) -> BackupRecord:
     """Check one backup's replica and write the result on its catalog record."""
-    if not settings.catalog_table:
-        raise ConfigError(f"stage {settings.stage!r} lacks a catalog table")
-    status = replica_status(settings, replica, record)
+    if stores.missing("catalog"):
+        raise ConfigError(f"stage {stores.settings.stage!r} lacks a catalog table")
+    status = replica_status(stores, replica, record)
     updated = record.model_copy(update={"replica": status, "replica_checked_at": datetime.now(UTC)})
-    return Catalog(settings.catalog_table).save(updated, expect_status=record.status)
+    return stores.catalog.save(updated, expect_status=record.status)
 
 
-def refresh_replicas(settings: Settings, replica: ReplicaSettings, target: str,
+def refresh_replicas(stores: Stores, replica: ReplicaSettings, target: str,
                      limit: int = RECHECK_LIMIT) -> list[BackupRecord]:
     """Check the replicas of the target's newest good backups whose replica is not yet COMPLETED
     (at most `limit`): a PENDING one becomes COMPLETED once S3 has copied it."""
-    if not settings.catalog_table:
-        raise ConfigError(f"stage {settings.stage!r} lacks a catalog table")
+    if stores.missing("catalog"):
+        raise ConfigError(f"stage {stores.settings.stage!r} lacks a catalog table")
     checked: list[BackupRecord] = []
-    for record in Catalog(settings.catalog_table).list(target):
+    for record in stores.catalog.list(target):
         if len(checked) >= limit:
             break
         if record.status not in GOOD_BACKUP or record.replica == "COMPLETED" or record.snapshot is not None:
             continue
         try:
-            checked.append(record_replica(settings, replica, record))
+            checked.append(record_replica(stores, replica, record))
         except StaleRecord:  # changed under us (prune, verify): the next run looks again
             continue
     return checked
@@ -111,3 +117,11 @@ def source_settings(settings: Settings, replica: ReplicaSettings | None) -> Sett
     if replica is None:
         raise ConfigError(f"stage {settings.stage!r} has no replica (backup_protection.replication is off)")
     return settings.model_copy(update={"bucket": replica.bucket, "kms_key_id": replica.kms_key})
+
+
+def source_stores(stores: Stores, replica: ReplicaSettings | None) -> Stores:
+    """`stores` reading backups from the replica bucket (restore, validation); the catalog, audit and
+    leases stay the stage's. Read with the stage's own S3 client, as `source_settings` did."""
+    settings = source_settings(stores.settings, replica)
+    return replace(stores, settings=settings,  # source_settings set the bucket from the replica
+                   artifacts=S3Artifacts(str(settings.bucket), kms_key_id=settings.kms_key_id))

@@ -24,18 +24,15 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any, Literal
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from warden.errors import ConfigError, WardenError
 from warden.models import GOOD_BACKUP, AuditEntry, BackupRecord, BackupStatus
-from warden.settings import Settings
-from warden.stores.catalog import Catalog
+from warden.stores import CatalogStore, Stores
+from warden.stores.artifacts import ArtifactError
+from warden.stores.audit import AuditError
 from warden.stores.clients import aws_client
-from warden.stores.targets import load_targets
 
-_DESER = TypeDeserializer()
-_SK_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 NAMESPACE, SERVICE = "Warden", "warden"  # docs/metrics.md
 HEALTH_LABELS = {0: "healthy", 1: "degraded", 2: "unhealthy"}
 Charts = Literal["auto", "cloudwatch", "local"]
@@ -137,18 +134,19 @@ class StageWeek:
     charts: str  # "cloudwatch" or "local"
 
 
-def collect_week(settings: Settings, now: datetime, *, charts: Charts = "auto") -> StageWeek:
+def collect_week(stores: Stores, now: datetime, *, charts: Charts = "auto") -> StageWeek:
     """Everything the report shows, read from the catalog, the audit trail and CloudWatch."""
-    if not settings.catalog_table:
+    settings = stores.settings
+    if stores.missing("catalog"):
         raise ConfigError("the report needs the catalog table (WARDEN_CATALOG_TABLE)")
     week = report_week(now)
-    catalog = Catalog(settings.catalog_table)
-    targets = [TargetWeek(name=t.name, engine=t.engine.value) for t in load_targets(settings).values()]
+    catalog = stores.catalog
+    targets = [TargetWeek(name=t.name, engine=t.engine.value) for t in stores.targets.all().values()]
     alarms = _alarm_history(settings.stage, week)
     by_target, stage_alarms = _split_alarms(settings.stage, [t.name for t in targets], alarms)
     for tw in targets:
         _collect_backups(catalog, tw, week)
-        entries = _audit_between(settings.audit_table, tw.name, week) if settings.audit_table else []
+        entries = _audit_between(stores, tw.name, week)
         tw.remediations = [e for e in entries if e.operation == "remediation"]
         tw.slow_queries = _slow_queries_from_audit(entries)
         tw.slow_query_max = _metric_max("SlowQueries", tw.name, week) if tw.engine == "postgres" else None
@@ -169,7 +167,7 @@ def collect_week(settings: Settings, now: datetime, *, charts: Charts = "auto") 
                      stage_alarms=stage_alarms, charts=mode)
 
 
-def _collect_backups(catalog: Catalog, tw: TargetWeek, week: Week) -> None:
+def _collect_backups(catalog: CatalogStore, tw: TargetWeek, week: Week) -> None:
     for record in catalog.list(tw.name):  # newest first
         if record.started_at >= week.end:
             continue
@@ -189,27 +187,12 @@ def _parse_time(value: str | datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def _audit_between(table: str, target: str, week: Week) -> list[AuditEntry]:
-    """The target's audit entries of the week, oldest first (sort keys start with the time)."""
-    kwargs = {
-        "TableName": table,
-        "KeyConditionExpression": "pk = :pk AND sk BETWEEN :a AND :b",
-        "ExpressionAttributeValues": {":pk": {"S": f"target#{target}"}, ":a": {"S": week.start.strftime(_SK_TIME)},
-                                      ":b": {"S": week.end.strftime(_SK_TIME)}},
-    }
-    entries = []
+def _audit_between(stores: Stores, target: str, week: Week) -> list[AuditEntry]:
+    """The target's audit entries of the week, oldest first."""
     try:
-        for page in aws_client("dynamodb").get_paginator("query").paginate(**kwargs):
-            for raw in page.get("Items", []):
-                item = {k: _DESER.deserialize(v) for k, v in raw.items()}
-                at = datetime.strptime(item["sk"].split("#")[0], _SK_TIME).replace(tzinfo=UTC)
-                entries.append(AuditEntry(target=target, at=at, operation=item["operation"], step=item["step"],
-                                          outcome=item["outcome"], actor=item["actor"],
-                                          backup_id=item.get("backup_id"),
-                                          details=json.loads(item.get("details", "{}"))))
-    except ClientError as err:
-        raise ReportError(f"cannot read the audit trail of {target}: {err.response['Error']['Code']}") from err
-    return entries
+        return stores.audit.between(target, week.start, week.end)
+    except AuditError as err:
+        raise ReportError(str(err)) from err
 
 
 def _slow_queries_from_audit(entries: Iterable[AuditEntry]) -> list[str]:
@@ -702,33 +685,29 @@ def svg_health(days: list[datetime], health: HealthWeek) -> str:
 # -- entry points ------------------------------------------------------------------------------
 
 
-def render_report(settings: Settings, now: datetime, *, charts: Charts = "auto",
+def render_report(stores: Stores, now: datetime, *, charts: Charts = "auto",
                   actor: str = "") -> tuple[str, str]:
     """The report of the last complete week before `now`: (HTML page, short text summary)."""
-    data = collect_week(settings, now, charts=charts)
+    data = collect_week(stores, now, charts=charts)
     return render_html(data, actor=actor), summarize(data)
 
 
-def run_report(settings: Settings, now: datetime, actor: str, *, charts: Charts = "auto") -> dict[str, str]:
+def run_report(stores: Stores, now: datetime, actor: str, *, charts: Charts = "auto") -> dict[str, str]:
     """Render the week's report, store it in S3 (SSE-KMS) and publish the summary to SNS.
 
     Returns `{"key": <S3 key>, "summary": <text>}`. Running again for the same week overwrites
     the same object.
     """
-    if not settings.bucket:
+    settings = stores.settings
+    if stores.missing("artifacts"):
         raise ConfigError("the report needs the bucket (WARDEN_BUCKET)")
-    html, summary = render_report(settings, now, charts=charts, actor=actor)
+    html, summary = render_report(stores, now, charts=charts, actor=actor)
     key = report_key(settings.stage, report_week(now))
-    put: dict[str, Any] = {"Bucket": settings.bucket, "Key": key, "Body": html.encode(),
-                           "ContentType": "text/html; charset=utf-8", "ServerSideEncryption": "aws:kms",
-                           "Metadata": {"generated-by": actor[:200]}}
-    if settings.kms_key_id:
-        put["SSEKMSKeyId"] = settings.kms_key_id
     try:
-        aws_client("s3").put_object(**put)
-    except ClientError as err:
-        raise ReportError(f"cannot store the report at s3://{settings.bucket}/{key}: "
-                          f"{err.response['Error']['Code']}") from err
+        stores.artifacts.put_bytes(key, html.encode(), content_type="text/html; charset=utf-8",
+                                   metadata={"generated-by": actor[:200]})
+    except ArtifactError as err:
+        raise ReportError(f"cannot store the report at s3://{settings.bucket}/{key}: {err.code}") from err
     if settings.topic_arn:
         message = f"{summary}\n\nFull report: s3://{settings.bucket}/{key}"
         try:

@@ -34,14 +34,12 @@ from warden.config.backup import RDS_SNAPSHOT, SnapshotRef
 from warden.config.target import Target
 from warden.engines import rds_snapshot
 from warden.engines.rds_snapshot import CONSISTENCY, SnapshotSource, SnapshotTimeout
-from warden.errors import BackupRefused, WardenError
+from warden.errors import BackupRefused, ConfigError, WardenError
 from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
-from warden.settings import Settings
-from warden.stores import audit as audit_log
-from warden.stores.artifacts import get_json, put_json
-from warden.stores.catalog import Catalog, new_backup_id, object_prefix
+from warden.stores import CatalogStore, Stores
+from warden.stores.catalog import new_backup_id, object_prefix
 from warden.stores.clients import aws_client
-from warden.stores.leases import Lease, Leases
+from warden.stores.leases import Lease
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +58,19 @@ def is_snapshot(record: BackupRecord) -> bool:
 
 # -- backup -------------------------------------------------------------------------------------
 
-def back_up_snapshot(settings: Settings, target: Target, catalog: Catalog, leases: Leases, lease: Lease,
-                     actor: str, trigger: str) -> BackupRecord:
+def back_up_snapshot(stores: Stores, target: Target, lease: Lease, actor: str, trigger: str) -> BackupRecord:
     """One rds-snapshot backup under the target's lease (see the module docstring). Returns the
     record: COMPLETED, or RUNNING while RDS is still making the snapshot. A snapshot still being made
     by an earlier run is returned instead of starting a second one."""
-    assert target.rds is not None and settings.bucket
+    if target.rds is None:
+        raise ConfigError(f"target {target.name} backs up by rds-snapshot but names no RDS instance or cluster")
+    catalog = stores.catalog
     rds = _rds()
     for pending in [r for r in catalog.list(target.name) if r.status is BackupStatus.RUNNING and is_snapshot(r)]:
-        settled = settle_snapshot(settings, catalog, pending, actor, rds=rds)
+        settled = settle_snapshot(stores, pending, actor, rds=rds)
         if settled.status is BackupStatus.RUNNING:
             assert settled.snapshot is not None
-            audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="start",
+            stores.audit.audit(target=target.name, operation="backup", step="start",
                             outcome="skipped", actor=actor, backup_id=settled.backup_id,
                             reason=f"RDS snapshot {settled.snapshot.snapshot_id} is still being made")
             return settled
@@ -83,10 +82,10 @@ def back_up_snapshot(settings: Settings, target: Target, catalog: Catalog, lease
         target=target.name, backup_id=backup_id, engine=target.engine, method=METHOD,
         status=BackupStatus.RUNNING, started_at=started, trigger=trigger, actor=actor,
     ))
-    audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="start", outcome="ok",
+    stores.audit.audit(target=target.name, operation="backup", step="start", outcome="ok",
                     actor=actor, backup_id=backup_id, trigger=trigger, method=METHOD)
     try:
-        leases.update(lease, backup_id=backup_id)  # the crashed-run cleanup settles this record
+        stores.leases.update(lease, backup_id=backup_id)  # the crashed-run cleanup settles this record
         identifier, kind = ((target.rds.instance_id, "instance") if target.rds.instance_id
                             else (target.rds.cluster_id, "cluster"))
         assert identifier
@@ -94,7 +93,7 @@ def back_up_snapshot(settings: Settings, target: Target, catalog: Catalog, lease
         described = rds_snapshot.start_snapshot(source, target=target.name, backup_id=backup_id, rds=rds)
         ref = SnapshotRef.model_validate(rds_snapshot.snapshot_of(source, described))
         record = record.model_copy(update={
-            "snapshot": ref, "manifest_key": _write_manifest(settings, record, ref),
+            "snapshot": ref, "manifest_key": _write_manifest(stores, record, ref),
             "server_version": ref.engine_version, "format_version": f"{METHOD}/{source.kind}",
             "consistency": CONSISTENCY,
         })
@@ -106,7 +105,7 @@ def back_up_snapshot(settings: Settings, target: Target, catalog: Catalog, lease
             latest = rds_snapshot.describe_snapshot(ref.snapshot_id, ref.kind, rds=rds) or described
             record = record.model_copy(update={"snapshot": _refreshed(ref, latest)})
             catalog.save(record, expect_status=BackupStatus.RUNNING)
-            audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="waiting",
+            stores.audit.audit(target=target.name, operation="backup", step="waiting",
                             outcome="ok", actor=actor, backup_id=backup_id, snapshot_id=ref.snapshot_id,
                             detail=str(waiting))
             log.info("rds snapshot still being made", extra={"target": target.name, "backup_id": backup_id,
@@ -119,50 +118,50 @@ def back_up_snapshot(settings: Settings, target: Target, catalog: Catalog, lease
             "duration_s": round(time.monotonic() - clock, 3),
         })
         catalog.save(failed)
-        audit_log.audit(settings.audit_table, target=target.name, operation="backup", step="fail",
+        stores.audit.audit(target=target.name, operation="backup", step="fail",
                         outcome="failed", actor=actor, backup_id=backup_id, error=failed.error)
         raise
-    _audit_finish(settings, record, actor)
+    _audit_finish(stores, record, actor)
     return record
 
 
-def settle_snapshot(settings: Settings, catalog: Catalog, record: BackupRecord, actor: str, *,
-                    rds: Any | None = None) -> BackupRecord:
+def settle_snapshot(stores: Stores, record: BackupRecord, actor: str, *, rds: Any | None = None) -> BackupRecord:
     """Finish a RUNNING rds-snapshot record from what RDS says now: available → COMPLETED; failed or
     gone → FAILED; still being made → RUNNING (its progress updated). Other records are returned
     as they are. A record whose run stopped before it recorded its snapshot is looked up by the
     snapshot id the run would have used (and its manifest written)."""
     if record.status is not BackupStatus.RUNNING or not is_snapshot(record):
         return record
+    catalog = stores.catalog
     rds = rds or _rds()
     ref = record.snapshot
     if ref is None:
         snap_id = rds_snapshot.snapshot_id(record.target, record.backup_id)
         found = _find_any(snap_id, rds)
         if found is None:
-            return _fail(settings, catalog, record, actor,
+            return _fail(stores, record, actor,
                          f"the run stopped before RDS started snapshot {snap_id}; no snapshot was made")
         ref = found
-        record = record.model_copy(update={"snapshot": ref, "manifest_key": _write_manifest(settings, record, ref),
+        record = record.model_copy(update={"snapshot": ref, "manifest_key": _write_manifest(stores, record, ref),
                                            "server_version": ref.engine_version})
     described = rds_snapshot.describe_snapshot(ref.snapshot_id, ref.kind, rds=rds)
     if described is None:
-        return _fail(settings, catalog, record, actor, f"RDS snapshot {ref.snapshot_id} no longer exists")
+        return _fail(stores, record, actor, f"RDS snapshot {ref.snapshot_id} no longer exists")
     ref = _refreshed(ref, described)
     status = described.get("Status")
     if status == "available":
         record = _complete(catalog, record, ref)
-        _audit_finish(settings, record, actor)
+        _audit_finish(stores, record, actor)
         return record
     if status in rds_snapshot.FAILED_STATUSES:
-        return _fail(settings, catalog, record.model_copy(update={"snapshot": ref}), actor,
+        return _fail(stores, record.model_copy(update={"snapshot": ref}), actor,
                      f"RDS snapshot {ref.snapshot_id} ended in status {status!r}")
     return catalog.save(record.model_copy(update={"snapshot": ref}), expect_status=BackupStatus.RUNNING)
 
 
 # -- verify -------------------------------------------------------------------------------------
 
-def verify_snapshot(settings: Settings, catalog: Catalog, record: BackupRecord, *, actor: str) -> BackupRecord:
+def verify_snapshot(stores: Stores, record: BackupRecord, *, actor: str) -> BackupRecord:
     """VERIFIED when the snapshot exists, is available and encrypted, and the manifest names it;
     CORRUPT with the reasons otherwise. A RUNNING record is settled first (and returned RUNNING if
     RDS is still making the snapshot)."""
@@ -170,7 +169,7 @@ def verify_snapshot(settings: Settings, catalog: Catalog, record: BackupRecord, 
         if record.snapshot is None:
             raise BackupRefused(f"backup {record.backup_id} of {record.target} is RUNNING and has no snapshot "
                                 "recorded yet: the next backup run settles it")
-        record = settle_snapshot(settings, catalog, record, actor)
+        record = settle_snapshot(stores, record, actor)
         if record.status is not BackupStatus.COMPLETED:
             return record
     if record.status not in (*GOOD_BACKUP, BackupStatus.CORRUPT):
@@ -189,24 +188,24 @@ def verify_snapshot(settings: Settings, catalog: Catalog, record: BackupRecord, 
                 problems.append(f"RDS snapshot {ref.snapshot_id} is {described.get('Status')!r}, not available")
             if not ref.encrypted:
                 problems.append(f"RDS snapshot {ref.snapshot_id} is not encrypted")
-        problems += _manifest_problems(settings, record, ref)
+        problems += _manifest_problems(stores, record, ref)
     previous = record.status
     record = record.model_copy(update={
         "status": BackupStatus.CORRUPT if problems else BackupStatus.VERIFIED, "snapshot": ref,
         "verified_at": datetime.now(UTC), "error": "; ".join(problems) if problems else None,
     })
-    catalog.save(record, expect_status=previous)
-    audit_log.audit(settings.audit_table, target=record.target, operation="verify", step="finish",
+    stores.catalog.save(record, expect_status=previous)
+    stores.audit.audit(target=record.target, operation="verify", step="finish",
                     outcome="corrupt" if problems else "ok", actor=actor, backup_id=record.backup_id,
                     problems=problems, snapshot_id=ref.snapshot_id if ref else None)
     return record
 
 
-def _manifest_problems(settings: Settings, record: BackupRecord, ref: SnapshotRef) -> list[str]:
-    if not record.manifest_key or not settings.bucket:
+def _manifest_problems(stores: Stores, record: BackupRecord, ref: SnapshotRef) -> list[str]:
+    if not record.manifest_key or stores.missing("artifacts"):
         return ["the record has no manifest"]
     try:
-        manifest = get_json(aws_client("s3"), settings.bucket, record.manifest_key)
+        manifest = stores.artifacts.get_json(record.manifest_key)
     except WardenError as err:
         return [f"manifest: {err}"]
     named = (manifest.get("snapshot") or {}).get("snapshot_id")
@@ -269,7 +268,7 @@ def _refreshed(ref: SnapshotRef, described: dict[str, Any]) -> SnapshotRef:
     })
 
 
-def _complete(catalog: Catalog, record: BackupRecord, ref: SnapshotRef) -> BackupRecord:
+def _complete(catalog: CatalogStore, record: BackupRecord, ref: SnapshotRef) -> BackupRecord:
     finished = datetime.now(UTC)
     return catalog.save(record.model_copy(update={
         "status": BackupStatus.COMPLETED, "finished_at": finished, "snapshot": ref,
@@ -278,27 +277,26 @@ def _complete(catalog: Catalog, record: BackupRecord, ref: SnapshotRef) -> Backu
     }), expect_status=BackupStatus.RUNNING)
 
 
-def _fail(settings: Settings, catalog: Catalog, record: BackupRecord, actor: str, reason: str) -> BackupRecord:
-    failed = catalog.save(record.model_copy(update={
+def _fail(stores: Stores, record: BackupRecord, actor: str, reason: str) -> BackupRecord:
+    failed = stores.catalog.save(record.model_copy(update={
         "status": BackupStatus.FAILED, "finished_at": datetime.now(UTC), "error": reason,
     }), expect_status=BackupStatus.RUNNING)
-    audit_log.audit(settings.audit_table, target=record.target, operation="backup", step="fail", outcome="failed",
+    stores.audit.audit(target=record.target, operation="backup", step="fail", outcome="failed",
                     actor=actor, backup_id=record.backup_id, error=reason)
     return failed
 
 
-def _audit_finish(settings: Settings, record: BackupRecord, actor: str) -> None:
+def _audit_finish(stores: Stores, record: BackupRecord, actor: str) -> None:
     assert record.snapshot is not None
-    audit_log.audit(settings.audit_table, target=record.target, operation="backup", step="finish", outcome="ok",
+    stores.audit.audit(target=record.target, operation="backup", step="finish", outcome="ok",
                     actor=actor, backup_id=record.backup_id, snapshot_id=record.snapshot.snapshot_id,
                     snapshot_arn=record.snapshot.snapshot_arn, duration_s=record.duration_s)
 
 
-def _write_manifest(settings: Settings, record: BackupRecord, ref: SnapshotRef) -> str:
+def _write_manifest(stores: Stores, record: BackupRecord, ref: SnapshotRef) -> str:
     """manifest.json where a logical backup's data would be, naming the snapshot that holds the data."""
-    assert settings.bucket
     key = f"{object_prefix(record.target, record.backup_id)}manifest.json"
-    put_json(aws_client("s3"), settings.bucket, key, {
+    stores.artifacts.put_json(key, {
         "manifest_version": MANIFEST_VERSION,
         "target": record.target,
         "backup_id": record.backup_id,
@@ -311,7 +309,7 @@ def _write_manifest(settings: Settings, record: BackupRecord, ref: SnapshotRef) 
         "snapshot": ref.model_dump(mode="json", exclude={"status", "percent_progress"}),
         "consistency": CONSISTENCY,
         "started_at": record.started_at.isoformat(),
-    }, kms_key_id=settings.kms_key_id)
+    })
     return key
 
 

@@ -26,7 +26,11 @@ DEFAULT_PART_SIZE = 16 * MiB  # S3's minimum is 5 MiB (all parts but the last); 
 
 
 class ArtifactError(WardenError):
-    """Storing or reading a backup artifact failed."""
+    """Storing or reading a backup artifact failed; `code` is S3's error code when S3 said no."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class OutOfTime(ArtifactError):
@@ -39,6 +43,7 @@ class ArtifactInfo:
     size_bytes: int
     sha256: str
     parts: int
+    version_id: str | None = None  # the object version the upload made (versioned bucket)
 
 
 class Sink(Protocol):
@@ -76,6 +81,7 @@ class S3MultipartSink:
         except ClientError as err:
             raise ArtifactError(f"cannot start upload of s3://{bucket}/{key}: {_code(err)}") from err
         self._parts: list[dict[str, Any]] = []
+        self.version_id: str | None = None
         self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=queue_parts)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._upload_loop, name=f"upload-{key}", daemon=True)
@@ -111,12 +117,13 @@ class S3MultipartSink:
         self._finish_thread()
         self._raise_if_failed()
         try:
-            self.s3.complete_multipart_upload(
+            response = self.s3.complete_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                 MultipartUpload={"Parts": sorted(self._parts, key=lambda p: p["PartNumber"])},
             )
         except ClientError as err:
-            raise ArtifactError(f"cannot complete s3://{self.bucket}/{self.key}: {_code(err)}") from err
+            raise ArtifactError(f"cannot complete s3://{self.bucket}/{self.key}: {_code(err)}", _code(err)) from err
+        self.version_id = response.get("VersionId")
 
     def abort(self) -> None:
         self._error = self._error or ArtifactError("aborted")
@@ -195,7 +202,8 @@ class ArtifactWriter:
             self._flush()
         self._release()
         self.sink.complete()
-        self.info = ArtifactInfo(key=self.key, size_bytes=self._size, sha256=self._hash.hexdigest(), parts=self._part)
+        self.info = ArtifactInfo(key=self.key, size_bytes=self._size, sha256=self._hash.hexdigest(), parts=self._part,
+                                 version_id=getattr(self.sink, "version_id", None))
         return self.info
 
     def abort(self) -> None:
@@ -219,12 +227,14 @@ class ArtifactWriter:
             self.abort()
 
 
-def iter_object(s3: Any, bucket: str, key: str, chunk_size: int = MiB) -> Iterator[bytes]:
-    """The stored object's bytes, streamed."""
+def iter_object(s3: Any, bucket: str, key: str, chunk_size: int = MiB, *,
+                version_id: str | None = None) -> Iterator[bytes]:
+    """The stored object's bytes (that version, or the current one), streamed."""
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        body = s3.get_object(Bucket=bucket, Key=key, **({"VersionId": version_id} if version_id else {}))["Body"]
     except ClientError as err:
-        raise ArtifactError(f"cannot read s3://{bucket}/{key}: {_code(err)}") from err
+        where = f"s3://{bucket}/{key}" + (f" version {version_id}" if version_id else "")
+        raise ArtifactError(f"cannot read {where}: {_code(err)}", _code(err)) from err
     try:
         while chunk := body.read(chunk_size):
             yield chunk
@@ -232,28 +242,125 @@ def iter_object(s3: Any, bucket: str, key: str, chunk_size: int = MiB) -> Iterat
         body.close()
 
 
-def digest_object(s3: Any, bucket: str, key: str) -> tuple[int, str]:
+def digest_object(s3: Any, bucket: str, key: str, *, version_id: str | None = None) -> tuple[int, str]:
     """(size, SHA-256) of the stored object, recomputed from its bytes."""
     digest, size = hashlib.sha256(), 0
-    for chunk in iter_object(s3, bucket, key):
+    for chunk in iter_object(s3, bucket, key, version_id=version_id):
         digest.update(chunk)
         size += len(chunk)
     return size, digest.hexdigest()
 
 
-def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any], *, kms_key_id: str | None = None) -> None:
+def json_bytes(document: dict[str, Any]) -> bytes:
+    """The bytes a manifest is stored as (their SHA-256 is the manifest's own, on the record)."""
+    return json.dumps(document, indent=2, sort_keys=True).encode()
+
+
+def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any], *, kms_key_id: str | None = None) -> str | None:
+    """Store a JSON document; returns the version id S3 gave it (versioned bucket) or None."""
     extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
     if kms_key_id:
         extra["SSEKMSKeyId"] = kms_key_id
     try:
-        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(document, indent=2, sort_keys=True).encode(),
-                      ContentType="application/json", **extra)
+        response = s3.put_object(Bucket=bucket, Key=key, Body=json_bytes(document),
+                                 ContentType="application/json", **extra)
     except ClientError as err:
-        raise ArtifactError(f"cannot write s3://{bucket}/{key}: {_code(err)}") from err
+        raise ArtifactError(f"cannot write s3://{bucket}/{key}: {_code(err)}", _code(err)) from err
+    return response.get("VersionId") if isinstance(response, dict) else None
 
 
-def get_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
-    return dict(json.loads(b"".join(iter_object(s3, bucket, key))))
+def get_json(s3: Any, bucket: str, key: str, *, version_id: str | None = None) -> dict[str, Any]:
+    return dict(json.loads(b"".join(iter_object(s3, bucket, key, version_id=version_id))))
+
+
+class S3Artifacts:
+    """The backup bucket as an ArtifactStore (warden.stores.base), SSE-KMS with the stage's key.
+
+    `s3`: the client to use (tests hand in a wrapped one); the cached client otherwise.
+    """
+
+    def __init__(self, bucket: str, *, kms_key_id: str | None = None, s3: Any | None = None) -> None:
+        self.bucket, self.kms_key_id, self._client = bucket, kms_key_id, s3
+
+    @property
+    def s3(self) -> Any:
+        if self._client is not None:
+            return self._client
+        from warden.stores.clients import aws_client
+
+        return aws_client("s3")
+
+    def start_upload(self, key: str, *, metadata: dict[str, str] | None = None) -> S3MultipartSink:
+        return S3MultipartSink(self.s3, self.bucket, key, kms_key_id=self.kms_key_id, metadata=metadata)
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        abort_upload(self.s3, self.bucket, key, upload_id)
+
+    def put_json(self, key: str, document: dict[str, Any]) -> str | None:
+        return put_json(self.s3, self.bucket, key, document, kms_key_id=self.kms_key_id)
+
+    def put_bytes(self, key: str, body: bytes, *, content_type: str,
+                  metadata: dict[str, str] | None = None) -> str | None:
+        extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms", "ContentType": content_type}
+        if self.kms_key_id:
+            extra["SSEKMSKeyId"] = self.kms_key_id
+        if metadata:
+            extra["Metadata"] = metadata
+        try:
+            response = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+        except ClientError as err:
+            raise ArtifactError(f"cannot write s3://{self.bucket}/{key}: {_code(err)}", _code(err)) from err
+        return response.get("VersionId") if isinstance(response, dict) else None
+
+    def get_json(self, key: str, version_id: str | None = None) -> dict[str, Any]:
+        return get_json(self.s3, self.bucket, key, version_id=version_id)
+
+    def get_bytes(self, key: str, version_id: str | None = None) -> bytes:
+        return b"".join(iter_object(self.s3, self.bucket, key, version_id=version_id))
+
+    def iter_object(self, key: str, version_id: str | None = None) -> Iterator[bytes]:
+        return iter_object(self.s3, self.bucket, key, version_id=version_id)
+
+    def digest(self, key: str, version_id: str | None = None) -> tuple[int, str]:
+        return digest_object(self.s3, self.bucket, key, version_id=version_id)
+
+    def head(self, key: str, version_id: str | None = None) -> dict[str, Any] | None:
+        """HeadObject's answer, or None when there is no such object (version)."""
+        try:
+            return dict(self.s3.head_object(Bucket=self.bucket, Key=key,
+                                            **({"VersionId": version_id} if version_id else {})))
+        except ClientError as err:
+            if _code(err) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise ArtifactError(f"cannot read s3://{self.bucket}/{key}: {_code(err)}", _code(err)) from err
+
+    def version_pages(self, prefix: str) -> Iterator[list[dict[str, Any]]]:
+        """Every version and delete marker under `prefix`, one list per ListObjectVersions page;
+        each {"Key", "VersionId", "IsLatest", "Size", "DeleteMarker"}."""
+        try:
+            for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+                yield ([{**obj, "DeleteMarker": False} for obj in page.get("Versions", [])]
+                       + [{**obj, "DeleteMarker": True} for obj in page.get("DeleteMarkers", [])])
+        except ClientError as err:
+            raise ArtifactError(f"cannot list s3://{self.bucket}/{prefix}: {_code(err)}", _code(err)) from err
+
+    def delete_versions(self, objects: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Delete those versions (at most 1000, one DeleteObjects call); returns the per-key failures."""
+        try:
+            response = self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+        except ClientError as err:
+            raise ArtifactError(f"DeleteObjects on {self.bucket} failed: {_code(err)}", _code(err)) from err
+        return list(response.get("Errors", []))
+
+    def object_lock_enabled(self) -> bool:
+        try:
+            config = self.s3.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration", {})
+        except ClientError as err:
+            if _code(err) == "ObjectLockConfigurationNotFoundError":
+                return False
+            raise ArtifactError(f"cannot read the Object Lock configuration of {self.bucket}: {_code(err)}",
+                                _code(err)) from err
+        return bool(config.get("ObjectLockEnabled") == "Enabled")
 
 
 def _code(err: ClientError) -> str:

@@ -8,16 +8,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from warden.errors import WardenError
 from warden.models import AuditEntry
-from warden.stores.clients import aws_client
+from warden.stores.clients import aws_client, from_dynamodb, to_dynamodb
 
-_SER, _DESER = TypeSerializer(), TypeDeserializer()
-
-
+_SK_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 class AuditError(WardenError):
@@ -26,7 +23,7 @@ class AuditError(WardenError):
 
 def record(table: str, entry: AuditEntry) -> AuditEntry:
     """Append one entry. The sort key (time + random suffix) makes every put a new item."""
-    sk = f"{entry.at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{uuid.uuid4().hex[:12]}"
+    sk = f"{entry.at.astimezone(UTC).strftime(_SK_TIME)}#{uuid.uuid4().hex[:12]}"
     item = {
         "pk": f"target#{entry.target}",
         "sk": sk,
@@ -41,7 +38,7 @@ def record(table: str, entry: AuditEntry) -> AuditEntry:
     try:
         aws_client("dynamodb").put_item(
             TableName=table,
-            Item={k: _SER.serialize(v) for k, v in item.items()},
+            Item={k: to_dynamodb(v) for k, v in item.items()},
             ConditionExpression="attribute_not_exists(pk)",
         )
     except ClientError as err:
@@ -66,11 +63,49 @@ def tail(table: str, target: str, limit: int = 50) -> list[AuditEntry]:
         ScanIndexForward=False,
         Limit=limit,
     )
-    entries = []
-    for raw in response.get("Items", []):
-        item = {k: _DESER.deserialize(v) for k, v in raw.items()}
-        at = datetime.strptime(item["sk"].split("#")[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-        entries.append(AuditEntry(target=target, at=at, operation=item["operation"], step=item["step"],
-                                  outcome=item["outcome"], actor=item["actor"], backup_id=item.get("backup_id"),
-                                  details=json.loads(item.get("details", "{}"))))
-    return entries
+    return [_entry(target, raw) for raw in response.get("Items", [])]
+
+
+def between(table: str, target: str, start: datetime, end: datetime) -> list[AuditEntry]:
+    """The target's entries from `start` to `end`, oldest first (sort keys start with the time)."""
+    kwargs = {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk AND sk BETWEEN :a AND :b",
+        "ExpressionAttributeValues": {":pk": {"S": f"target#{target}"},
+                                      ":a": {"S": start.astimezone(UTC).strftime(_SK_TIME)},
+                                      ":b": {"S": end.astimezone(UTC).strftime(_SK_TIME)}},
+    }
+    try:
+        return [_entry(target, raw) for page in aws_client("dynamodb").get_paginator("query").paginate(**kwargs)
+                for raw in page.get("Items", [])]
+    except ClientError as err:
+        raise AuditError(f"cannot read the audit trail of {target}: {err.response['Error']['Code']}") from err
+
+
+def _entry(target: str, raw: dict[str, Any]) -> AuditEntry:
+    item = {k: from_dynamodb(v) for k, v in raw.items()}
+    at = datetime.strptime(item["sk"].split("#")[0], _SK_TIME).replace(tzinfo=UTC)
+    return AuditEntry(target=target, at=at, operation=item["operation"], step=item["step"],
+                      outcome=item["outcome"], actor=item["actor"], backup_id=item.get("backup_id"),
+                      details=json.loads(item.get("details", "{}")))
+
+
+class AuditLog:
+    """The audit table as a store; without a table (a stage that has none) writes are no-ops."""
+
+    def __init__(self, table: str | None) -> None:
+        self.table = table
+
+    def append(self, entry: AuditEntry) -> AuditEntry:
+        return record(self.table, entry) if self.table else entry
+
+    def audit(self, *, target: str, operation: str, step: str, outcome: str, actor: str,
+              backup_id: str | None = None, **details: Any) -> AuditEntry | None:
+        return audit(self.table, target=target, operation=operation, step=step, outcome=outcome, actor=actor,
+                     backup_id=backup_id, **details)
+
+    def tail(self, target: str, limit: int = 50) -> list[AuditEntry]:
+        return tail(self.table, target, limit) if self.table else []
+
+    def between(self, target: str, start: datetime, end: datetime) -> list[AuditEntry]:
+        return between(self.table, target, start, end) if self.table else []

@@ -10,14 +10,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from warden.errors import WardenError
 from warden.models import BackupRecord, BackupStatus
-from warden.stores.clients import aws_client
-
-_SER, _DESER = TypeSerializer(), TypeDeserializer()
+from warden.stores.clients import aws_client, from_dynamodb, to_dynamodb
 
 
 class CatalogError(WardenError):
@@ -50,13 +47,13 @@ def _key(target: str, backup_id: str) -> dict[str, Any]:
 def _to_item(record: BackupRecord) -> dict[str, Any]:
     # DynamoDB numbers are decimals: floats (durations, RTOs) go through their JSON text exactly.
     data = json.loads(record.model_dump_json(exclude_none=True), parse_float=Decimal)
-    item = {k: _SER.serialize(v) for k, v in data.items()}
+    item = {k: to_dynamodb(v) for k, v in data.items()}
     item.update(_key(record.target, record.backup_id))
     return item
 
 
 def _from_item(item: dict[str, Any]) -> BackupRecord:
-    data = {k: _plain(_DESER.deserialize(v)) for k, v in item.items() if k not in ("pk", "sk")}
+    data = {k: _plain(from_dynamodb(v)) for k, v in item.items() if k not in ("pk", "sk")}
     return BackupRecord.model_validate(data)
 
 

@@ -1,4 +1,6 @@
-"""The recovery state record of each target (DynamoDB, the state table): who is recovering it, the step it is at, and the steps done. Visible to the CLI at every step; one execution owns a record at a time."""
+"""The recovery state record of each target (DynamoDB, the state table): who is recovering it, the
+step it is at, and the steps done. Visible to the CLI at every step; one execution owns a record at
+a time."""
 
 from __future__ import annotations
 
@@ -8,6 +10,10 @@ from typing import Any
 from warden.errors import WardenError
 from warden.models import RecoveryState
 from warden.stores.clients import aws_client
+
+
+class NotTheOwner(WardenError):
+    """The recovery record belongs to another execution: this one may not change it."""
 
 
 class StateStore:
@@ -32,7 +38,7 @@ class StateStore:
     def update(self, target: str, execution: str, **changes: Any) -> RecoveryState:
         state = self.get(target)
         if state.execution != execution:
-            raise WardenError(f"the recovery record of {target} belongs to {state.execution}, not {execution}")
+            raise NotTheOwner(f"the recovery record of {target} belongs to {state.execution}, not {execution}")
         progress = changes.pop("step_done", None)
         state = state.model_copy(update=changes)
         if progress:

@@ -40,3 +40,10 @@ def load_secret(target: Target) -> DatabaseSecret:
         raise SecretError(f"secret {target.secret_name!r} is for {secret.engine}, target is {target.engine}")
     check_tls(target, secret)  # verified TLS unless the target opted out (warden.tls)
     return secret
+
+
+class SecretsManagerSecrets:
+    """Secrets Manager as a SecretStore (warden.stores.base)."""
+
+    def load(self, target: Target) -> DatabaseSecret:
+        return load_secret(target)

@@ -50,3 +50,19 @@ def _parse(parameter: str, value: str) -> Target:
         return Target.model_validate(json.loads(value))
     except (ValueError, ValidationError) as err:
         raise ConfigError(f"target parameter {parameter} is not a valid target: {err}") from err
+
+
+class ParameterStoreTargets:
+    """The stage's targets in Parameter Store as a TargetStore (warden.stores.base)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def all(self) -> dict[str, Target]:
+        return load_targets(self.settings)
+
+    def get(self, name: str) -> Target:
+        return get_target(self.settings, name)
+
+    def select(self, name: str | None) -> list[Target]:
+        return select_targets(self.settings, name)
