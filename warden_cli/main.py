@@ -127,14 +127,15 @@ def cmd_report(args: argparse.Namespace) -> Result:
     from datetime import UTC, datetime
 
     from warden.report import render_report, run_report
+    from warden.stores import Stores
 
     handle = open_stage(args.stage)
     now = datetime.now(UTC)
     if args.output:  # write locally only: no S3, no SNS
-        html, summary = render_report(handle.settings, now)
+        html, summary = render_report(Stores.from_settings(handle.settings), now)
         Path(args.output).write_text(html)
         return {"file": str(args.output), "summary": summary}, f"{summary}\n\nwritten to {args.output}", 0
-    result = run_report(handle.settings, now, actor())
+    result = run_report(Stores.from_settings(handle.settings), now, actor())
     return result, f"{result['summary']}\n\ns3://{handle.settings.bucket}/{result['key']}", 0
 
 
@@ -175,12 +176,14 @@ def cmd_backup_verify(args: argparse.Namespace) -> Result:
 
 def cmd_backup_restore(args: argparse.Namespace) -> Result:
     from warden.backup import restore_backup
+    from warden.stores import Stores
     from warden.stores.targets import get_target
 
     handle = open_stage(args.stage)
     target = get_target(handle.settings, args.target)
     into = secret_from_uri(args.into, password_env=args.password_env)
-    result = restore_backup(handle.settings, target, args.backup_id, into, actor=actor(), replace=args.replace)
+    result = restore_backup(Stores.from_settings(handle.settings), target, args.backup_id, into, actor=actor(),
+                            replace=args.replace)
     data = {"target": args.target, "backup_id": args.backup_id, "counts": result.counts,
             "duration_s": result.duration_s, "details": result.details}
     total = sum(result.counts.values())
@@ -299,9 +302,10 @@ def cmd_recovery_status(args: argparse.Namespace) -> Result:
 
 def cmd_recovery_answer(args: argparse.Namespace, approve: bool) -> Result:
     from warden.recovery import answer_approval
+    from warden.stores import Stores
 
     handle = open_stage(args.stage)
-    execution = answer_approval(handle.settings, args.target, approve=approve, actor=actor(),
+    execution = answer_approval(Stores.from_settings(handle.settings), args.target, approve=approve, actor=actor(),
                                 reason=getattr(args, "reason", "") or "")
     verb = "approved" if approve else "rejected"
     return {"target": args.target, "execution": execution, "answer": verb}, f"{args.target}: {verb}", 0
@@ -309,6 +313,7 @@ def cmd_recovery_answer(args: argparse.Namespace, approve: bool) -> Result:
 
 def cmd_recovery_cancel(args: argparse.Namespace) -> Result:
     from warden.recovery import cancel
+    from warden.stores import Stores
     from warden.stores.clients import aws_client
     from warden.stores.recovery_state import StateStore
 
@@ -318,7 +323,7 @@ def cmd_recovery_cancel(args: argparse.Namespace) -> Result:
         sfn = aws_client("stepfunctions")
         if sfn.describe_execution(executionArn=state.execution)["status"] == "RUNNING":
             sfn.stop_execution(executionArn=state.execution, error="Cancelled", cause=f"cancelled by {actor()}")
-    final = cancel(handle.settings, args.target, actor=actor())
+    final = cancel(Stores.from_settings(handle.settings), args.target, actor=actor())
     return final.model_dump(mode="json", exclude={"task_token"}), f"{args.target}: cancelled ({final.error})", 0
 
 
