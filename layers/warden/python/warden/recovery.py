@@ -252,7 +252,6 @@ def restore(stores: Stores, plan: Plan, replica: ReplicaSettings | None = None) 
 
 def validate(stores: Stores, plan: Plan, replica: ReplicaSettings | None = None) -> dict[str, Any]:
     """Compare staging with the backup's manifest (counts, schema) and check it answers."""
-    from warden.engines import engine_for
     _need(stores.settings.state_table, "a state table")
     stores.recovery_state.update(plan.target, plan.execution, status=RecoveryStatus.VALIDATION)
     target, _, staging = _staging_for(stores, plan)
