@@ -85,9 +85,9 @@ def assert_failed_out_of_time(settings: Settings, target: str) -> BackupRecord:
 
 def test_postgres_backup_past_its_deadline_stops_cleanly(aws: LocalAws, settings: Settings, pg_target: Target,
                                                           budget_db: str) -> None:
-    # When a backup starts with its time already spent
+    # When a backup starts with 50 ms left (none at all is refused: tests/unit/test_backup_integrity.py)
     with pytest.raises(BackupOutOfTime, match="did not finish within its time budget"):
-        run_backup(Stores.from_settings(settings), pg_target, actor="test", deadline=time.monotonic())
+        run_backup(Stores.from_settings(settings), pg_target, actor="test", deadline=time.monotonic() + 0.05)
     # Then it is FAILED with the reason, audited, and nothing is stored or left uploading
     assert_failed_out_of_time(settings, pg_target.name)
     assert_nothing_stored(aws, settings, pg_target.name)
@@ -110,7 +110,7 @@ def test_neo4j_backup_past_its_deadline_stops_cleanly(aws: LocalAws, settings: S
         session.run("UNWIND range(1, 3000) AS i CREATE (:Budget {i: i, s: 'x' + toString(i)})").consume()
     target = local_targets["graph-local"]
     with pytest.raises(BackupOutOfTime, match="did not finish within its time budget"):
-        run_backup(Stores.from_settings(settings), target, actor="test", deadline=time.monotonic())
+        run_backup(Stores.from_settings(settings), target, actor="test", deadline=time.monotonic() + 0.05)
     assert_failed_out_of_time(settings, target.name)
     assert_nothing_stored(aws, settings, target.name)
     outcome = run_backup(Stores.from_settings(settings), target, actor="test")

@@ -8,6 +8,8 @@ audited, and the error propagates (so the invocation fails and the alarm fires).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from warden.errors import BackupRefused, WardenError
 from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
 from warden.settings import Settings
 from warden.stores import Stores
-from warden.stores.artifacts import ArtifactWriter, OutOfTime
+from warden.stores.artifacts import ArtifactWriter, OutOfTime, json_bytes
 from warden.stores.catalog import new_backup_id, object_prefix
 from warden.stores.leases import Lease, LeaseHeld
 
@@ -42,6 +44,10 @@ FINISH_MARGIN_S = 30
 
 class BackupOutOfTime(WardenError):
     """The backup could not finish within its invocation's time budget; it was stopped cleanly."""
+
+
+class BackupNotStarted(BackupOutOfTime):
+    """The invocation had less time left than the finish margin: the backup was refused, nothing touched."""
 
 
 def _out_of_time(target: Target, written: int, budget_s: float) -> BackupOutOfTime:
@@ -81,6 +87,14 @@ def run_backup(stores: Stores, target: Target, *, actor: str, trigger: str = "ma
     writing then is stopped, its upload aborted and the record FAILED with `BackupOutOfTime`.
     """
     stores.require("catalog", "leases", "artifacts")
+    if deadline is not None and (budget := deadline - time.monotonic()) <= 0:
+        refused = BackupNotStarted(
+            f"the backup of {target.name} was not started: its time budget of {budget:.0f} s leaves no time "
+            f"to export (the invocation had less than the {FINISH_MARGIN_S} s finish margin left); nothing "
+            "was touched; see the README section \"A backup's time budget\"")
+        stores.audit.audit(target=target.name, operation="backup", step="start", outcome="refused", actor=actor,
+                           trigger=trigger, reason=str(refused))
+        raise refused
     load = secret_loader or stores.secrets.load
     if held_lease is not None:
         return BackupOutcome(record=_backup_under_lease(stores, target, held_lease, actor, trigger,
@@ -174,10 +188,12 @@ def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
             "finished_at": finished.isoformat(),
         }
         manifest_key = f"{prefix}manifest.json"
-        artifacts.put_json(manifest_key, manifest)
+        manifest_version = artifacts.put_json(manifest_key, manifest)
         record = record.model_copy(update={
             "status": BackupStatus.COMPLETED, "finished_at": finished, "data_key": data_key,
             "manifest_key": manifest_key, "size_bytes": info.size_bytes, "sha256": info.sha256,
+            "manifest_sha256": hashlib.sha256(json_bytes(manifest)).hexdigest(),
+            "data_version_id": info.version_id, "manifest_version_id": manifest_version,
             "counts": result.counts, "server_version": result.server_version, "method": result.method,
             "format_version": result.format_version, "consistency": result.consistency,
             "duration_s": round(time.monotonic() - clock, 3), "upload_id": None,
@@ -213,8 +229,9 @@ def verify_backup(stores: Stores, target: str, backup_id: str, *, actor: str) ->
         raise BackupRefused(f"backup {backup_id} of {target} names no data or manifest object")
     problems: list[str] = []
     try:
-        size, sha256 = artifacts.digest(record.data_key)
-        manifest = artifacts.get_json(record.manifest_key)
+        size, sha256 = artifacts.digest(record.data_key, record.data_version_id)
+        manifest = _read_manifest(stores, record, problems)
+        problems += _version_problems(stores, record)
     except WardenError as err:
         problems.append(str(err))
     else:
@@ -234,6 +251,35 @@ def verify_backup(stores: Stores, target: str, backup_id: str, *, actor: str) ->
     stores.audit.audit(target=target, operation="verify", step="finish",
                        outcome="corrupt" if problems else "ok", actor=actor, backup_id=backup_id, problems=problems)
     return record
+
+
+def _read_manifest(stores: Stores, record: BackupRecord, problems: list[str]) -> dict[str, Any]:
+    """The recorded version of the manifest; a SHA-256 that is not the recorded one is a problem."""
+    key = record.manifest_key or ""
+    raw = stores.artifacts.get_bytes(key, record.manifest_version_id)
+    digest = hashlib.sha256(raw).hexdigest()
+    if record.manifest_sha256 and digest != record.manifest_sha256:
+        problems.append(f"manifest {key}: sha256 {digest} != recorded {record.manifest_sha256} (the manifest "
+                        "was changed after the backup)")
+    try:
+        return dict(json.loads(raw))
+    except ValueError:
+        problems.append(f"manifest {key} is not JSON")
+        return {}
+
+
+def _version_problems(stores: Stores, record: BackupRecord) -> list[str]:
+    """A pinned object written over later: the current version is not the one the backup wrote."""
+    problems = []
+    for key, version in ((record.data_key, record.data_version_id), (record.manifest_key, record.manifest_version_id)):
+        if not key or not version:
+            continue  # written before version pinning
+        head = stores.artifacts.head(key)
+        current = head.get("VersionId") if head else None
+        if current != version:
+            problems.append(f"s3://{stores.artifacts.bucket}/{key}: the current object (version {current}) is not "
+                            f"the recorded version {version}")
+    return problems
 
 
 def restore_backup(stores: Stores, target: Target, backup_id: str, into: DatabaseSecret, *, actor: str,
@@ -260,12 +306,15 @@ def restore_backup(stores: Stores, target: Target, backup_id: str, into: Databas
         raise RestoreRefused(f"backup {backup_id} of {target.name} is CORRUPT: {checked.error}")
     if not (checked.data_key and checked.manifest_key):
         raise RestoreRefused(f"backup {backup_id} of {target.name} names no data or manifest object")
-    manifest = artifacts.get_json(checked.manifest_key)
+    problems: list[str] = []
+    manifest = _read_manifest(stores, checked, problems)  # the bytes loaded now, checked again
+    if problems:
+        raise RestoreRefused(f"backup {backup_id} of {target.name}: {'; '.join(problems)}")
     stores.audit.audit(target=target.name, operation="restore", step="start", outcome="ok",
                        actor=actor, backup_id=backup_id, replace=replace)
     try:
         result = engine_for(target.engine).restore_backup(
-            into, artifacts.iter_object(checked.data_key), manifest, replace=replace,
+            into, artifacts.iter_object(checked.data_key, checked.data_version_id), manifest, replace=replace,
             **{**engine_options(settings, target.engine), **(restore_options or {})})
     except BaseException as err:
         stores.audit.audit(target=target.name, operation="restore", step="fail",

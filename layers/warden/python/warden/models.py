@@ -85,6 +85,11 @@ class BackupRecord(BaseModel):
     manifest_key: str | None = None
     size_bytes: int | None = None
     sha256: str | None = None
+    # The manifest's own SHA-256 and the S3 version ids of the data and the manifest the backup wrote:
+    # verify, restore and recovery read exactly those versions. None on records written before.
+    manifest_sha256: str | None = None
+    data_version_id: str | None = None
+    manifest_version_id: str | None = None
     counts: dict[str, int] = {}
     server_version: str | None = None
     format_version: str | None = None

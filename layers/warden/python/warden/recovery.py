@@ -24,7 +24,6 @@ from warden.config.protection import ReplicaSettings
 from warden.config.target import Engine, Target
 from warden.engines import engine_for
 from warden.engines.base import RestoreRefused
-from warden.engines.postgres.promote import _maintenance_db, _rename_swap, _swap_back, _terminate
 from warden.errors import ConfigError, WardenError
 from warden.events import RecoveryInput
 from warden.models import GOOD_BACKUP, BackupStatus, RecoveryState, RecoveryStatus
@@ -258,7 +257,7 @@ def validate(stores: Stores, plan: Plan, replica: ReplicaSettings | None = None)
     record = _catalog(stores).get(plan.target, plan.backup_id)
     read = _read_stores(stores, plan.source, replica)
     _need(read.settings.bucket, "a bucket")
-    manifest = read.artifacts.get_json(record.manifest_key or "")
+    manifest = read.artifacts.get_json(record.manifest_key or "", record.manifest_version_id)
     engine = engine_for(target.engine)
     errors: list[str] = []
     try:
@@ -326,6 +325,8 @@ def promote(stores: Stores, plan: Plan, replica: ReplicaSettings | None = None) 
     target, production, _ = _staging_for(stores, plan)
     if plan.promotion == "swap":
         if plan.staging["kind"] == "database" and isinstance(production, PostgresSecret):
+            from warden.engines.postgres.promote import _rename_swap  # psycopg: PostgreSQL swaps only
+
             previous = _rename_swap(production, plan.staging["name"])
             store.update(plan.target, plan.execution, previous_database=previous, step_done="promote:swapped")
         else:
@@ -401,6 +402,8 @@ def rollback(stores: Stores, plan: Plan, error: dict[str, Any] | None) -> dict[s
     target = stores.targets.get(plan.target)
     production = stores.secrets.load(target)
     if "promote:swapped" in done and state.previous_database and isinstance(production, PostgresSecret):
+        from warden.engines.postgres.promote import _swap_back  # psycopg: PostgreSQL swaps only
+
         _swap_back(production, state.previous_database, plan.staging["name"])
         undone.append("swapped back")
     if "promote:pointer-moved" in done and state.previous_active:
@@ -458,6 +461,7 @@ def _cleanup_staging(stores: Stores, plan: Plan, *, promoted: bool) -> None:
     from psycopg import sql
 
     from warden.engines.postgres import connect
+    from warden.engines.postgres.promote import _maintenance_db, _terminate
 
     with connect(production, dbname=_maintenance_db(production), timeout=60) as conn:
         _terminate(conn, [plan.staging["name"]])

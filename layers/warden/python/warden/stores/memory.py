@@ -314,7 +314,7 @@ class MemoryRecoveryState:
 def memory_stores(*, targets: list[Target] | None = None, secrets: dict[str, DatabaseSecret] | None = None,
                   clock: Clock = time.time, stage: str = "memory") -> Stores:
     """A fresh bundle of in-memory stores (every store configured)."""
-    settings = Settings(WARDEN_STAGE=stage, WARDEN_CATALOG_TABLE="memory-catalog",  # type: ignore[call-arg]
+    settings = Settings(WARDEN_STAGE=stage, WARDEN_CATALOG_TABLE="memory-catalog",
                         WARDEN_AUDIT_TABLE="memory-audit", WARDEN_STATE_TABLE="memory-state",
                         WARDEN_BUCKET="memory-bucket")
     return Stores(settings=settings, catalog=MemoryCatalog(), audit=MemoryAudit(), leases=MemoryLeases(clock),
