@@ -7,46 +7,50 @@ Plain constants and string formatting only: anything may import this module, a c
 
 from __future__ import annotations
 
+from typing import Final
+
 # -- environment of a function ------------------------------------------------------------------
 
-ENV_PREFIX = "WARDEN_"  # Settings.from_env reads only the variables that start with it
+ENV_PREFIX: Final = "WARDEN_"  # Settings.from_env reads only the variables that start with it
 
 # Set on every function by infra.functions.WardenFunction.
-ENV_STAGE = "WARDEN_STAGE"
-ENV_FUNCTION = "WARDEN_FUNCTION"  # the job: functions/<job>/handler.py
-ENV_POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
-ENV_POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
-SERVICE_NAME = "warden"  # POWERTOOLS_SERVICE_NAME: the `service` dimension of every metric
-METRICS_NAMESPACE = "Warden"  # POWERTOOLS_METRICS_NAMESPACE of every function (docs/metrics.md)
+ENV_STAGE: Final = "WARDEN_STAGE"
+ENV_FUNCTION: Final = "WARDEN_FUNCTION"  # the job: functions/<job>/handler.py
+ENV_POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
+ENV_POWERTOOLS_METRICS_NAMESPACE: Final = "POWERTOOLS_METRICS_NAMESPACE"
+SERVICE_NAME: Final = "warden"  # POWERTOOLS_SERVICE_NAME: the `service` dimension of every metric
+METRICS_NAMESPACE: Final = "Warden"  # POWERTOOLS_METRICS_NAMESPACE of every function (docs/metrics.md)
 
 # Set by the grant that gives a function the resource (infra/functions.py).
-ENV_CATALOG_TABLE = "WARDEN_CATALOG_TABLE"
-ENV_AUDIT_TABLE = "WARDEN_AUDIT_TABLE"
-ENV_STATE_TABLE = "WARDEN_STATE_TABLE"
-ENV_BUCKET = "WARDEN_BUCKET"
-ENV_TOPIC_ARN = "WARDEN_TOPIC_ARN"
-ENV_KMS_KEY_ID = "WARDEN_KMS_KEY_ID"
-ENV_PG_BIN_DIR = "WARDEN_PG_BIN_DIR"  # where the TLS-capable pg_dump / pg_restore live
-ENV_BACKUP_FUNCTION = "WARDEN_BACKUP_FUNCTION"  # remediate: the function that starts a backup
+ENV_CATALOG_TABLE: Final = "WARDEN_CATALOG_TABLE"
+ENV_AUDIT_TABLE: Final = "WARDEN_AUDIT_TABLE"
+ENV_STATE_TABLE: Final = "WARDEN_STATE_TABLE"
+ENV_BUCKET: Final = "WARDEN_BUCKET"
+ENV_TOPIC_ARN: Final = "WARDEN_TOPIC_ARN"
+ENV_KMS_KEY_ID: Final = "WARDEN_KMS_KEY_ID"
+ENV_PG_BIN_DIR: Final = "WARDEN_PG_BIN_DIR"  # where the TLS-capable pg_dump / pg_restore live
+ENV_BACKUP_FUNCTION: Final = "WARDEN_BACKUP_FUNCTION"  # remediate: the function that starts a backup
 # verify and recovery, when the stage replicates its backups (warden.config.protection.ReplicaSettings).
-ENV_REPLICA_BUCKET = "WARDEN_REPLICA_BUCKET"
-ENV_REPLICA_REGION = "WARDEN_REPLICA_REGION"
-ENV_REPLICA_KMS_KEY = "WARDEN_REPLICA_KMS_KEY"
+ENV_REPLICA_BUCKET: Final = "WARDEN_REPLICA_BUCKET"
+ENV_REPLICA_REGION: Final = "WARDEN_REPLICA_REGION"
+ENV_REPLICA_KMS_KEY: Final = "WARDEN_REPLICA_KMS_KEY"
 
 # -- a deployed stage ---------------------------------------------------------------------------
 
-STACK_NAME = "Warden-{stage}"
+STACK_NAME: Final = "Warden-{stage}"
 
 # Stack outputs (infra.stack.WardenStack): what the CLI reads to find a stage's resources.
-OUTPUT_CATALOG_TABLE = "CatalogTable"
-OUTPUT_AUDIT_TABLE = "AuditTable"
-OUTPUT_STATE_TABLE = "StateTable"
-OUTPUT_BUCKET = "Bucket"
-OUTPUT_TOPIC = "Topic"
-OUTPUT_KEY = "Key"
-OUTPUT_RECOVERY_STATE_MACHINE = "RecoveryStateMachine"
-OUTPUT_DB_CLIENTS_SECURITY_GROUP = "DbClientsSecurityGroup"  # only a stage with a network
-FUNCTION_OUTPUT_SUFFIX = "Function"  # one output per function: `<Job>Function`, e.g. `LicenseCheckFunction`
+OUTPUT_CATALOG_TABLE: Final = "CatalogTable"
+OUTPUT_AUDIT_TABLE: Final = "AuditTable"
+OUTPUT_STATE_TABLE: Final = "StateTable"
+OUTPUT_BUCKET: Final = "Bucket"
+OUTPUT_TOPIC: Final = "Topic"
+OUTPUT_KEY: Final = "Key"
+OUTPUT_RECOVERY_STATE_MACHINE: Final = "RecoveryStateMachine"
+# Only a stage with a network; made inside the Network construct, so the output key CloudFormation
+# shows is `Network<this><hash>` (match it with `"DbClientsSecurityGroup" in key`).
+OUTPUT_DB_CLIENTS_SECURITY_GROUP: Final = "DbClientsSecurityGroup"
+FUNCTION_OUTPUT_SUFFIX: Final = "Function"  # one output per function: `<Job>Function`, e.g. `LicenseCheckFunction`
 
 # Output → the environment variable of a function that holds the same value.
 OUTPUT_ENV = {
@@ -60,13 +64,13 @@ OUTPUT_ENV = {
 
 # -- Parameter Store ----------------------------------------------------------------------------
 
-TARGETS_PATH = "/warden/{stage}/targets"  # one parameter per target below it, its configuration as JSON
-TARGET_PARAMETER = TARGETS_PATH + "/{target}"
-ACTIVE_PARAMETER = "/warden/{stage}/active/{target}"  # the endpoint a swap promotion moves
+TARGETS_PATH: Final = "/warden/{stage}/targets"  # one parameter per target below it, its configuration as JSON
+TARGET_PARAMETER: Final = TARGETS_PATH + "/{target}"
+ACTIVE_PARAMETER: Final = "/warden/{stage}/active/{target}"  # the endpoint a swap promotion moves
 
 # -- alarms -------------------------------------------------------------------------------------
 
-ALARM_PREFIX = "warden-{stage}-"  # every alarm of a stage is named `warden-<stage>-...`
+ALARM_PREFIX: Final = "warden-{stage}-"  # every alarm of a stage is named `warden-<stage>-...`
 
 
 def stack_name(stage: str) -> str:

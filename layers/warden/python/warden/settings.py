@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from warden import names
+from . import names  # relative, so mypy (which sees the layer as layers.warden.python.warden) reads the literals
 
 
 class Settings(BaseModel):
