@@ -46,14 +46,15 @@ from constructs import Construct
 
 from infra.functions import WardenFunction
 from infra.storage import Storage
+from warden import names
 from warden.backup import BACKUP_TIMEOUT_S, FINISH_MARGIN_S
 from warden.config.backup import RDS_SNAPSHOT
 from warden.config.health import license_of, thresholds_of
 from warden.config.stage import StageConfig
 from warden.config.target import Engine, Target
 
-NAMESPACE = "Warden"  # POWERTOOLS_METRICS_NAMESPACE of every Warden function
-SERVICE = "warden"  # POWERTOOLS_SERVICE_NAME: Powertools adds it to every metric as dimension `service`
+NAMESPACE = names.METRICS_NAMESPACE  # POWERTOOLS_METRICS_NAMESPACE of every Warden function
+SERVICE = names.SERVICE_NAME  # POWERTOOLS_SERVICE_NAME: Powertools adds it to every metric as dimension `service`
 
 MIN_HEALTH_PERIOD = Duration.minutes(5)
 EVENT_PERIOD = Duration.minutes(5)  # failures, corruption, Lambda and Step Functions events
@@ -255,7 +256,7 @@ class Alarms(Construct):
         datapoints: int = 1,
         periods: int = 1,
     ) -> cw.Alarm:
-        name = f"warden-{self.stage.name}-{subject}-{what}"
+        name = f"{names.alarm_prefix(self.stage.name)}{subject}-{what}"
         stat = metric.to_metric_config().metric_stat
         assert stat is not None, f"{name}: alarms here are on plain metrics, not math expressions"
         period = stat.period

@@ -40,6 +40,7 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from constructs import Construct
 
 from infra.alarms import Alarms
+from warden import names
 from warden.config.monitoring import InstanceMonitoring
 from warden.config.target import Target
 
@@ -85,7 +86,7 @@ def add_target_alarm(
 ) -> cw.Alarm:
     """One alarm `warden-<stage>-<target>-<what>` on the stage's topic (ALARM and OK), registered
     with the stage's `Alarms` so the dashboard and the tests see it beside the others."""
-    name = f"warden-{alarms.stage.name}-{target}-{what}"
+    name = f"{names.alarm_prefix(alarms.stage.name)}{target}-{what}"
     if name in alarms.alarms:
         raise ValueError(f"alarm {name} exists twice")
     alarm = cw.Alarm(

@@ -21,6 +21,7 @@ from constructs import Construct
 from infra import nag
 from infra.functions import WardenFunction, encrypted_log_group
 from infra.storage import Storage
+from warden import names
 from warden.config.stage import StageConfig
 
 TRANSIENT_ERRORS = ["DatabaseUnavailable", "Lambda.ServiceException", "Lambda.AWSLambdaException",
@@ -137,4 +138,5 @@ class RecoveryStateMachine(Construct):
 def active_parameter_arns(stack: Stack, stage: StageConfig) -> list[str]:
     """The active-endpoint parameters a swap promotion moves, one per target."""
     return [stack.format_arn(service="ssm", resource="parameter",
-                             resource_name=f"warden/{stage.name}/active/{t.name}") for t in stage.targets]
+                             resource_name=names.active_parameter(stage.name, t.name).lstrip("/"))
+            for t in stage.targets]

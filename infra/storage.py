@@ -21,6 +21,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from warden import names
 from warden.config.stage import StageConfig
 from warden.config.target import Target
 
@@ -33,12 +34,12 @@ _MAX_PARAMETER_BYTES = 4096
 
 def targets_path(stage: str) -> str:
     """The Parameter Store path under which a stage's target configurations live."""
-    return f"/warden/{stage}/targets"
+    return names.targets_path(stage)
 
 
 def target_parameter_name(stage: str, target: str) -> str:
     """The Parameter Store name of one target's configuration."""
-    return f"{targets_path(stage)}/{target}"
+    return names.target_parameter(stage, target)
 
 
 def target_parameter_value(target: Target) -> str:
