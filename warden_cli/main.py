@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ def open_stage(name: str) -> Any:
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
         reset_clients()
+        lambda_client.cache_clear()
         return handle
     return deployed_stage(name)
 
@@ -56,13 +58,36 @@ def actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def invoke(handle: Any, job: str, event: dict[str, Any], *, wait: bool = True) -> Any:
-    from warden.stores.clients import aws_client
+# A function runs for up to 900 s (Lambda's maximum); the reply may come a little after that.
+INVOKE_READ_TIMEOUT_S = 910
 
-    response = aws_client("lambda").invoke(
-        FunctionName=handle.function(job), Payload=json.dumps(event).encode(),
-        InvocationType="RequestResponse" if wait else "Event",
-    )
+
+@cache
+def lambda_client() -> Any:
+    """The CLI's own Lambda client: one attempt per invoke, and a read timeout longer than any
+    function runs. An invocation that may have started is never sent again (a retry would run the
+    backup, prune or verify a second time); `WARDEN_CLI_READ_TIMEOUT` shortens the wait."""
+    import boto3
+    from botocore.config import Config
+
+    read_timeout = int(os.environ.get("WARDEN_CLI_READ_TIMEOUT", INVOKE_READ_TIMEOUT_S))
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=10,
+                    read_timeout=read_timeout, tcp_keepalive=True)
+    return boto3.session.Session().client("lambda", config=config)
+
+
+def invoke(handle: Any, job: str, event: dict[str, Any], *, wait: bool = True) -> Any:
+    from botocore.exceptions import ReadTimeoutError
+
+    client = lambda_client()
+    try:
+        response = client.invoke(
+            FunctionName=handle.function(job), Payload=json.dumps(event).encode(),
+            InvocationType="RequestResponse" if wait else "Event",
+        )
+    except ReadTimeoutError:
+        raise CliError(f"no reply from the {job} function within {client.meta.config.read_timeout} s; it may "
+                       f"still be running: see `warden audit tail`") from None
     if not wait:
         return {"status": "started", "function": handle.function(job)}
     payload = json.loads(response["Payload"].read() or b"null")

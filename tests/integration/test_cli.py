@@ -4,7 +4,9 @@ real databases behind it, exactly what `warden local up` gives an operator."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +161,6 @@ def test_restore_target_uri_of_another_kind_is_refused() -> None:
 
 def test_recovery_drill_with_manual_approval_answered_by_the_cli(local_home: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    import time
 
     _, out = run(capsys, "--format", "json", "backup", "create", "--target", "pg-local", "--wait")
     backup_id = json.loads(out)["backup_id"]
@@ -205,3 +206,74 @@ def test_report_is_written_to_s3_and_to_a_file(local_home: Path, capsys: pytest.
     assert json.loads(out)["key"].startswith("reports/local/")
     code, out = run(capsys, "report", "--output", str(tmp_path / "r.html"))
     assert code == 0 and (tmp_path / "r.html").read_text().lstrip().lower().startswith("<!doctype html")
+
+
+# -- issue 18: one call runs its operation once ------------------------------------------------
+
+@pytest.fixture
+def locked_notes(cli_db: str) -> Iterator[Callable[[float], None]]:
+    """`lock(seconds)`: an application transaction holds an exclusive lock on `notes` for that long,
+    so a backup (pg_dump waits for the lock) takes at least as long."""
+    conns: list[psycopg.Connection[Any]] = []
+    timers: list[threading.Timer] = []
+
+    def lock(seconds: float) -> None:
+        conn = psycopg.connect(cli_db)
+        conn.execute("LOCK TABLE notes IN ACCESS EXCLUSIVE MODE")
+        conns.append(conn)
+        timers.append(threading.Timer(seconds, conn.rollback))
+        timers[-1].start()
+
+    yield lock
+    for timer in timers:
+        timer.join()
+    for conn in conns:
+        conn.close()
+
+
+def _backup_starts(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    _, out = run(capsys, "--format", "json", "audit", "tail", "--target", "pg-local", "--limit", "50")
+    return [e["outcome"] for e in json.loads(out) if (e["operation"], e["step"]) == ("backup", "start")]
+
+
+def test_backup_slower_than_the_functions_read_timeout_runs_once_and_reports_its_outcome(
+        local_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        locked_notes: Callable[[float], None]) -> None:
+    from botocore.config import Config
+
+    from warden.stores import clients
+
+    # Given the functions' AWS clients give up on a reply after 2 s (60 s in the layer) and a
+    # backup that takes longer: the table is locked for 5 s
+    monkeypatch.setattr(clients, "_CONFIG", Config(retries={"mode": "standard", "max_attempts": 5},
+                                                  connect_timeout=5, read_timeout=2))
+    locked_notes(5)
+    # When the operator waits for the backup
+    code, out = run(capsys, "--format", "json", "backup", "create", "--target", "pg-local", "--wait")
+    # Then the CLI invoked the function once, waited, and reports the backup it made
+    assert code == 0, (out, run.err)
+    assert json.loads(out)["status"] == "COMPLETED"
+    assert _backup_starts(capsys) == ["ok"]
+
+
+def test_a_call_slower_than_the_clis_read_timeout_is_not_sent_again(
+        local_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        locked_notes: Callable[[float], None]) -> None:
+    # Given the CLI waits 2 s for a reply and the backup takes 5 s
+    monkeypatch.setenv("WARDEN_CLI_READ_TIMEOUT", "2")
+    locked_notes(5)
+    # When the operator waits for the backup
+    code, _ = run(capsys, "backup", "create", "--target", "pg-local", "--wait")
+    # Then the CLI says it did not see the outcome, and the function ran once
+    assert code == 1 and "no reply from the backup function within 2 s" in run.err, run.err
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "finish" not in _audit_steps(capsys):
+        time.sleep(0.5)
+    assert _backup_starts(capsys) == ["ok"]
+    assert "finish" in _audit_steps(capsys)
+
+
+def _audit_steps(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    _, out = run(capsys, "--format", "json", "audit", "tail", "--target", "pg-local")
+    return [e["step"] for e in json.loads(out) if e["operation"] == "backup"]
+
