@@ -25,7 +25,6 @@ from local.postgres import PostgresEndpoint, create_database
 from local.runtime import postgres_secret
 from tests.conftest import STAGE, invoke
 from tests.integration.test_recovery import start, wait
-from warden import replication
 from warden.config.protection import ENV_REPLICA_BUCKET, ENV_REPLICA_KMS_KEY, ENV_REPLICA_REGION
 from warden.config.retention import RetentionPolicy
 from warden.config.target import Engine, Target
@@ -35,6 +34,7 @@ from warden.settings import Settings
 from warden.stores import Stores
 from warden.stores.artifacts import S3Artifacts
 from warden.stores.catalog import Catalog, new_backup_id, object_prefix
+from warden.stores.clients import reset_clients
 from warden.stores.recovery_state import StateStore
 
 pytestmark = pytest.mark.integration
@@ -146,7 +146,7 @@ def test_a_legal_hold_keeps_a_backup_from_prune_too(aws: LocalAws, locked_bucket
 def replicated(aws: LocalAws, local_template: dict[str, Any], local_targets: dict[str, Any]) -> Deployment:
     """The local stage deployed with a replica: its bucket in the second region, and the variables
     the stack sets on verify and recovery when `backup_protection.replication` is on."""
-    replication.replica_s3.cache_clear()
+    reset_clients()  # the replica region's client too
     boto3.client("s3", region_name=REPLICA_REGION).create_bucket(
         Bucket=REPLICA_BUCKET, CreateBucketConfiguration={"LocationConstraint": REPLICA_REGION})
     boto3.client("s3", region_name=REPLICA_REGION).put_bucket_versioning(

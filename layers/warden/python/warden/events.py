@@ -147,7 +147,7 @@ class ReportRequest(ScheduledRequest):
 class RotationEvent(BaseModel):
     """What Secrets Manager sends a rotation function: `{"SecretId", "ClientRequestToken", "Step"}`."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
 
     secret_id: Annotated[str, Field(alias="SecretId", min_length=1, max_length=2048)]
     token: Annotated[str, Field(alias="ClientRequestToken", min_length=32, max_length=64)]

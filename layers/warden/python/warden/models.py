@@ -72,7 +72,7 @@ GOOD_BACKUP = frozenset({BackupStatus.COMPLETED, BackupStatus.VERIFIED})
 class BackupRecord(BaseModel):
     """One backup in the catalog. `backup_id` sorts by time: `YYYYMMDDTHHMMSSZ-<8 hex>`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     target: str
     backup_id: Annotated[str, Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")]
@@ -125,7 +125,7 @@ class RecoveryStatus(StrEnum):
 
 
 class AuditEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     target: str
     at: datetime
@@ -140,7 +140,7 @@ class AuditEntry(BaseModel):
 class RecoveryState(BaseModel):
     """The target's recovery record, as `warden recovery status` shows it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     target: str
     status: RecoveryStatus = RecoveryStatus.NOT_RECOVERING

@@ -17,11 +17,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
-
-import boto3
-from botocore.config import Config
 
 from warden.config.protection import ReplicaSettings
 from warden.errors import ConfigError, WardenError
@@ -30,16 +26,15 @@ from warden.settings import Settings
 from warden.stores import ArtifactStore, Stores
 from warden.stores.artifacts import ArtifactError, S3Artifacts
 from warden.stores.catalog import StaleRecord
+from warden.stores.clients import aws_client
 
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
 # How many not-yet-COMPLETED replicas one verify run looks at again (newest first).
 RECHECK_LIMIT = 10
 
 
-@cache
 def replica_s3(region: str) -> Any:
     """An S3 client in the replica's region (cached; endpoint from AWS_ENDPOINT_URL like every client)."""
-    return boto3.session.Session().client("s3", region_name=region, config=_CONFIG)
+    return aws_client("s3", region)
 
 
 def _head(artifacts: ArtifactStore, key: str) -> dict[str, Any] | None:

@@ -19,4 +19,5 @@ BACKUP_ID = r"^\d{8}T\d{6}Z-[0-9a-f]{8}$"
 class Model(BaseModel):
     """Unknown fields are errors; instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Validators are built on first use: a function builds the few models it validates, not all of them.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)

@@ -8,8 +8,8 @@ from typing import Any
 
 
 @cache
-def aws_client(service: str) -> Any:
-    """One boto3 client per service for this execution environment.
+def aws_client(service: str, region: str | None = None) -> Any:
+    """One boto3 client per service (and region: None is the function's own) for this execution environment.
 
     The endpoint comes from the standard `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` variables,
     which is how the local runtime points functions at its moto server.
@@ -18,7 +18,7 @@ def aws_client(service: str) -> Any:
     from botocore.config import Config
 
     config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
-    return boto3.session.Session().client(service, config=config)
+    return boto3.session.Session().client(service, region_name=region, config=config)
 
 
 @cache
@@ -30,7 +30,7 @@ def _dynamodb_codec() -> tuple[Any, Any]:
 
 def to_dynamodb(value: Any) -> dict[str, Any]:
     """A Python value as a DynamoDB attribute value (boto3's TypeSerializer, loaded on first use)."""
-    return _dynamodb_codec()[0].serialize(value)  # type: ignore[no-any-return]
+    return _dynamodb_codec()[0].serialize(value)
 
 
 def from_dynamodb(value: dict[str, Any]) -> Any:
