@@ -12,6 +12,7 @@ import argparse
 import getpass
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,15 @@ class CliError(WardenError):
     """An operation failed; the message says why."""
 
 
+class RequestRefused(ConfigError):
+    """A function refused the request as bad input or configuration: nothing was touched (exit 2)."""
+
+
+# The `errorType`s of a function that refused its input (ConfigError and its subclasses, BadRequest
+# among them); ValidationError: handlers that still let pydantic's escape.
+BAD_REQUEST_ERRORS = frozenset({"BadRequest", "ConfigError", "TargetNotFound", "ValidationError"})
+
+
 # -- stage -------------------------------------------------------------------------------------
 
 def state_file() -> Path:
@@ -44,6 +54,8 @@ def open_stage(name: str) -> Any:
 
     if name == "local":
         handle, _ = local_stage(state_file())
+        if not handle.endpoint_url:
+            raise ConfigError(f"{state_file()} names no endpoint: restart the runtime with `warden local up`")
         os.environ["AWS_ENDPOINT_URL"] = handle.endpoint_url
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -92,7 +104,10 @@ def invoke(handle: Any, job: str, event: dict[str, Any], *, wait: bool = True) -
         return {"status": "started", "function": handle.function(job)}
     payload = json.loads(response["Payload"].read() or b"null")
     if response.get("FunctionError"):
-        raise CliError(f"{job} failed: {payload.get('errorType')}: {payload.get('errorMessage')}")
+        error = f"{payload.get('errorType')}: {payload.get('errorMessage')}"
+        if payload.get("errorType") in BAD_REQUEST_ERRORS:
+            raise RequestRefused(f"{job} refused the request: {error}")
+        raise CliError(f"{job} failed: {error}")
     return payload
 
 
@@ -177,8 +192,10 @@ def cmd_backup_create(args: argparse.Namespace) -> Result:
 
 def cmd_backup_list(args: argparse.Namespace) -> Result:
     from warden.stores.catalog import Catalog
+    from warden.stores.targets import get_target
 
     handle = open_stage(args.stage)
+    get_target(handle.settings, args.target)  # an unknown name is bad input, not "no backups"
     records = [r.model_dump(mode="json") for r in Catalog(_need(handle.settings.catalog_table)).list(args.target)]
     lines = [f"{'backup id':<26} {'status':<10} {'size':>12} {'duration':>9}  method"]
     for r in records:
@@ -247,8 +264,10 @@ def cmd_prune(args: argparse.Namespace) -> Result:
 
 def cmd_audit_tail(args: argparse.Namespace) -> Result:
     from warden.stores.audit import tail
+    from warden.stores.targets import get_target
 
     handle = open_stage(args.stage)
+    get_target(handle.settings, args.target)  # an unknown name is bad input, not "no entries"
     entries = tail(_need(handle.settings.audit_table), args.target, args.limit)
     lines = [f"{e.at:%Y-%m-%d %H:%M:%S} {e.operation:<8} {e.step:<8} {e.outcome:<8} {e.actor:<40} "
              f"{e.backup_id or ''}" for e in entries] or [f"no audit entries for {args.target}"]
@@ -256,8 +275,13 @@ def cmd_audit_tail(args: argparse.Namespace) -> Result:
 
 
 def cmd_recovery_start(args: argparse.Namespace) -> Result:
+    from botocore.exceptions import ClientError
+
+    from warden.config.base import TARGET_NAME
     from warden.stores.clients import aws_client
 
+    if not re.fullmatch(TARGET_NAME, args.target):  # it names the execution: Step Functions' InvalidName
+        raise ConfigError(f"{args.target!r} is not a valid target name ({TARGET_NAME})")
     handle = open_stage(args.stage)
     arn = handle.outputs.get("RecoveryStateMachine")
     if not arn:
@@ -265,8 +289,13 @@ def cmd_recovery_start(args: argparse.Namespace) -> Result:
     payload = {"target": args.target, "backup_id": args.backup_id, "promotion": args.promotion,
                "approval": args.approval, "requested_by": actor()}
     sfn = aws_client("stepfunctions")
-    execution = sfn.start_execution(stateMachineArn=arn, name=execution_name(args.target),
-                                    input=json.dumps(payload))["executionArn"]
+    try:
+        execution = sfn.start_execution(stateMachineArn=arn, name=execution_name(args.target),
+                                        input=json.dumps(payload))["executionArn"]
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        raise CliError(f"cannot start the recovery of {args.target}: {error.get('Code')}: "
+                       f"{error.get('Message')}") from None
     if not args.wait:
         return {"execution": execution, **payload}, f"recovery of {args.target} started: {execution}", 0
     return _follow(handle, sfn, execution, args.target)
@@ -484,8 +513,18 @@ def build_parser() -> argparse.ArgumentParser:
     audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="cmd", required=True)
     tail = add(audit, "tail", cmd_audit_tail, "newest audit entries of a target")
     tail.add_argument("--target", required=True)
-    tail.add_argument("--limit", type=int, default=20)
+    tail.add_argument("--limit", type=_at_least_one, default=20)
     return parser
+
+
+def _at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -503,10 +542,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WardenError as err:
         print(f"warden: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    if args.format == "json":
-        print(json.dumps(data, indent=2, default=str))
-    elif text:
-        print(text)
+    try:
+        if args.format == "json":
+            print(json.dumps(data, indent=2, default=str))
+        elif text:
+            print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `warden ... | head`: the reader has what it wanted
+        # Python flushes stdout again at exit: point it at /dev/null so that flush is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
 
 

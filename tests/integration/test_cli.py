@@ -129,8 +129,8 @@ def test_health_is_unhealthy_without_backups_and_healthy_with_verified_ones(
 
 def test_unknown_target_is_a_clear_error(local_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = run(capsys, "backup", "create", "--target", "nope", "--wait")
-    assert code == 1
-    assert "TargetNotFound" in run.err
+    assert code == 2  # bad input: the function refused it, nothing was touched
+    assert "TargetNotFound" in run.err and "unknown target 'nope'" in run.err
 
 
 def test_without_a_running_local_runtime_the_cli_says_how_to_start_it(
@@ -276,4 +276,61 @@ def test_a_call_slower_than_the_clis_read_timeout_is_not_sent_again(
 def _audit_steps(capsys: pytest.CaptureFixture[str]) -> list[str]:
     _, out = run(capsys, "--format", "json", "audit", "tail", "--target", "pg-local")
     return [e["step"] for e in json.loads(out) if e["operation"] == "backup"]
+
+
+# -- issue 18: CLI edges -----------------------------------------------------------------------
+
+def test_audit_tail_refuses_a_limit_below_one(local_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for limit in ("0", "-3"):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["audit", "tail", "--target", "pg-local", "--limit", limit])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--limit: must be at least 1, got {limit}" in err and "Traceback" not in err
+
+
+def test_input_the_function_rejects_is_exit_2(local_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = run(capsys, "backup", "verify", "--target", "pg-local", "--backup-id", "not-a-backup-id")
+    assert code == 2 and "backup_id" in run.err, run.err
+
+
+def test_recovery_start_refuses_a_target_name_step_functions_would_reject(
+        local_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ('pg"local', "pg/local", "../../etc/passwd"):
+        code, _ = run(capsys, "recovery", "start", "--target", name)
+        assert code == 2 and f"{name!r} is not a valid target name" in run.err, run.err
+
+
+def test_recovery_start_says_why_step_functions_refused(local_home: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a stage whose recovery state machine is gone
+    state = json.loads((local_home / "state.json").read_text())
+    state["outputs"]["RecoveryStateMachine"] += "-gone"
+    (local_home / "state.json").write_text(json.dumps(state))
+    code, _ = run(capsys, "recovery", "start", "--target", "pg-local")
+    assert code == 1 and "cannot start the recovery of pg-local: StateMachineDoesNotExist" in run.err, run.err
+
+
+def test_backup_list_and_audit_tail_refuse_an_unknown_target(local_home: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (("backup", "list"), ("audit", "tail")):
+        code, out = run(capsys, *command, "--target", "../../etc/passwd")
+        assert code == 2 and out == "", out
+        assert "unknown target '../../etc/passwd'" in run.err and "pg-local" in run.err, run.err
+
+
+def test_output_into_a_closed_pipe_ends_quietly(local_home: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # Given a reader that has gone away (`warden ... | head` after head exits)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "warden_cli.main", "backup", "list", "--target", "pg-local"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
 
