@@ -34,6 +34,11 @@ class BackupFailed(WardenError):
     """The engine could not produce a complete backup."""
 
 
+class ServerStalled(BackupFailed):
+    """The export's deadline passed while it waited for a server that sent nothing (stopped, hung,
+    or a network that drops packets): the export was stopped instead of blocking past it."""
+
+
 @dataclass(frozen=True)
 class ExportResult:
     method: str  # "neo4j-logical" | "pg_dump"

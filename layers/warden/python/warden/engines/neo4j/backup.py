@@ -28,7 +28,7 @@ from typing import Any
 import neo4j
 
 from warden.config.credentials import Neo4jSecret
-from warden.engines.base import BackupFailed, ExportResult, Writable
+from warden.engines.base import BackupFailed, ExportResult, ServerStalled, Writable
 from warden.engines.neo4j.connection import server_info
 from warden.engines.neo4j.format import (
     COMPRESSION_LEVEL,
@@ -39,6 +39,7 @@ from warden.engines.neo4j.format import (
 )
 from warden.engines.neo4j.inventory import _counts_key, _totals
 from warden.engines.neo4j.session import _call, _session, _translated
+from warden.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ def export_backup(
     batch_size: int = EXPORT_BATCH,
     compression_level: int = COMPRESSION_LEVEL,
     on_section: SectionHook | None = None,
+    deadline: float | None = None,
 ) -> ExportResult:
     """Stream a logical backup of the secret's database (nodes, relationships, constraints, indexes)
     into `out` as a `warden-neo4j/1` archive, in constant memory.
@@ -227,8 +229,44 @@ def export_backup(
 
     Raises DatabaseUnavailable (unreachable, credentials refused, transient failure), BackupFailed
     (a query failed, a value the format cannot hold); an exception raised by `out` propagates as is.
+
+    `deadline` (`time.monotonic()`): the transaction's timeout ends there (a live server stops it),
+    and so does every read of the connection (a server that sends nothing, stopped or unreachable):
+    `ServerStalled` instead of a read blocked past it.
     """
     started = time.monotonic()
+    try:
+        return _export(secret, out, batch_size, compression_level, on_section, deadline, started)
+    except DatabaseUnavailable as err:
+        if deadline is not None and time.monotonic() >= deadline - _DEADLINE_SLACK_S:
+            raise ServerStalled(f"the server stalled: the backup's deadline passed while waiting for Neo4j at "
+                                f"{secret.uri} ({err})") from None
+        raise
+
+
+_DEADLINE_SLACK_S = 0.5  # a read that timed out at the deadline reports a little before or after it
+
+
+def _bound_reads(tx: Any, deadline: float | None) -> Any:
+    """Bound every read of the transaction's connection by `deadline`; returns the previous timeout.
+    The driver has no public read timeout: its socket's is the one a server's
+    `connection.recv_timeout_seconds` hint sets, used here the same way."""
+    sock = getattr(getattr(tx, "_connection", None), "socket", None)
+    if deadline is None or not hasattr(sock, "set_read_timeout"):
+        return None
+    previous = sock.get_read_timeout()
+    sock.set_read_timeout(max(deadline - time.monotonic(), 0.1))
+    return previous
+
+
+def _restore_reads(tx: Any, previous: Any) -> None:
+    sock = getattr(getattr(tx, "_connection", None), "socket", None)
+    if hasattr(sock, "set_read_timeout"):
+        sock.set_read_timeout(previous)  # the connection goes back to the pool
+
+
+def _export(secret: Neo4jSecret, out: Writable, batch_size: int, compression_level: int,
+            on_section: SectionHook | None, deadline: float | None, started: float) -> ExportResult:
     info = server_info(secret)
     writer = ArchiveWriter(out, level=compression_level)
     counts: dict[str, int] = {}
@@ -236,7 +274,9 @@ def export_backup(
     with _translated(secret, "exporting", BackupFailed), \
             _session(secret, neo4j.READ_ACCESS, fetch_size=EXPORT_FETCH_RECORDS) as session:
         before, bookmark_before = _totals(session)
-        with session.begin_transaction() as tx:
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.1)
+        with session.begin_transaction(timeout=timeout) as tx:
+            previous_timeout = _bound_reads(tx, deadline)
             schema = _read_schema(tx)
             writer.record(["header", {
                 "format": FORMAT_VERSION,
@@ -257,6 +297,7 @@ def export_backup(
             if on_section:
                 on_section("relationships", relationships)
             tx.commit()
+            _restore_reads(tx, previous_timeout)
         after, bookmark_after = _totals(session)
 
     counts.update(nodes=nodes, relationships=relationships)

@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import select
 import subprocess
 import threading
 import time
@@ -33,7 +34,7 @@ from typing import Literal
 import psycopg
 
 from warden.config.credentials import PostgresSecret
-from warden.engines.base import BackupFailed, ExportResult, Writable
+from warden.engines.base import BackupFailed, ExportResult, ServerStalled, Writable
 from warden.engines.postgres.archive import ARCHIVE_MAGIC, parse_header
 from warden.engines.postgres.connection import _first_line
 from warden.engines.postgres.inventory import _count_rows, _schema_summary, _snapshot_connection
@@ -124,6 +125,7 @@ def export_backup(
     configured_bin_dir: Path | None = None,
     compression: str | None = None,
     row_counts: Literal["during", "after"] | None = "during",
+    deadline: float | None = None,
 ) -> ExportResult:
     """Stream `pg_dump --format=custom` of the secret's database into `out`.
 
@@ -140,6 +142,11 @@ def export_backup(
     reason) when pg_dump fails or the server goes away part-way; `PgToolsError` when pg_dump is
     missing or older than the server. An exception raised by `out` stops pg_dump and propagates
     unchanged.
+
+    `deadline` (`time.monotonic()`): waiting for a server that sends nothing (stopped, hung, a
+    network dropping packets) ends then: pg_dump is killed and `ServerStalled` raised, so the caller
+    still has its margin to abort the upload and record why. Data that keeps arriving is the
+    caller's to stop (its writer checks the same deadline).
     """
     if row_counts not in ("during", "after", None):
         raise ValueError(f"row_counts must be 'during', 'after' or None, not {row_counts!r}")
@@ -164,13 +171,13 @@ def export_backup(
         if row_counts == "during":
             counter.start()
         try:
-            written, head = _run_pg_dump(tool, secret, snapshot, compress, out)
-        except BaseException:
-            counter.cancel()
+            written, head = _run_pg_dump(tool, secret, snapshot, compress, out, deadline)
+        except BaseException as err:
+            counter.cancel(server_answers=not isinstance(err, ServerStalled))
             raise
         if row_counts == "after":
             counter.start()
-        counts = counter.result() if row_counts else {}
+        counts = counter.result(deadline) if row_counts else {}
         conn.rollback()
     finally:
         conn.close()
@@ -223,16 +230,21 @@ class _Counter:
     def start(self) -> None:
         self._thread.start()
 
-    def cancel(self) -> None:
+    def cancel(self, *, server_answers: bool = True) -> None:
         if self._thread.ident is None:
             return  # never started ("after": pg_dump failed first)
+        if not server_answers:
+            return  # a stalled server answers no cancel either: closing the connection ends the count
         if self._thread.is_alive():
             with contextlib.suppress(Exception):
                 self.conn.cancel_safe(timeout=5)
         self._thread.join(30)
 
-    def result(self) -> dict[str, int]:
-        self._thread.join()
+    def result(self, deadline: float | None = None) -> dict[str, int]:
+        self._thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        if self._thread.is_alive():
+            raise ServerStalled("the server stalled while counting rows in the backup snapshot: the backup's "
+                                "deadline passed while waiting for it")
         if self.error is not None:
             err = self.error
             msg = _first_line(err) if isinstance(err, psycopg.Error) else str(err)
@@ -241,7 +253,7 @@ class _Counter:
 
 
 def _run_pg_dump(tool: PgTool, secret: PostgresSecret, snapshot: str, compress: str,
-                 out: Writable) -> tuple[int, bytes]:
+                 out: Writable, deadline: float | None = None) -> tuple[int, bytes]:
     args = [
         str(tool.path), "--format=custom", f"--compress={compress}", f"--snapshot={snapshot}",
         f"--lock-wait-timeout={LOCK_WAIT_TIMEOUT}", "--no-password",
@@ -258,7 +270,14 @@ def _run_pg_dump(tool: PgTool, secret: PostgresSecret, snapshot: str, compress: 
             # batches of WRITE_BATCH, so the writer's per-call work is paid once per MiB.
             fd, buffer = proc.stdout.fileno(), memoryview(bytearray(READ_BUFFER))
             fill = 0
+            waiting = _PipeWait(fd, deadline)
             while True:
+                if not waiting.readable():
+                    proc.kill()  # not SIGTERM: pg_dump would first send a cancel to the stalled server, and wait
+                    raise ServerStalled(
+                        f"the server stalled: no data from the server for {waiting.idle_s:.0f} s and the backup's "
+                        f"deadline passed while waiting for it ({(written + fill) / MiB:.1f} MiB written); "
+                        f"pg_dump of {secret.dbname} was stopped")
                 got = os.readv(fd, [buffer[fill:]])
                 fill += got
                 if fill >= WRITE_BATCH or (fill and not got):
@@ -280,6 +299,29 @@ def _run_pg_dump(tool: PgTool, secret: PostgresSecret, snapshot: str, compress: 
     if not head.startswith(ARCHIVE_MAGIC):
         raise BackupFailed(f"pg_dump of {secret.dbname} produced no archive header ({written} bytes)")
     return written, head
+
+
+class _PipeWait:
+    """Waits for pg_dump's stdout until `deadline` (None: reads block, as without a deadline)."""
+
+    def __init__(self, fd: int, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.last_data = time.monotonic()
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+
+    @property
+    def idle_s(self) -> float:
+        return time.monotonic() - self.last_data
+
+    def readable(self) -> bool:
+        """Data (or EOF) is there to read; False when the deadline passed first."""
+        if self.deadline is None:
+            return True
+        ready = self._poll.poll(max(self.deadline - time.monotonic(), 0.0) * 1000)
+        if ready:
+            self.last_data = time.monotonic()
+        return bool(ready)
 
 
 def _grow_pipe(fd: int) -> None:
