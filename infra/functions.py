@@ -25,6 +25,7 @@ from constructs import Construct
 from infra import nag
 from infra.layers import PG_TOOLS_MOUNT, SharedLayers
 from infra.storage import Storage
+from warden import names
 from warden.config.stage import StageConfig
 from warden.config.target import Target
 
@@ -37,15 +38,15 @@ HANDLER = "handler.handler"
 DEFAULT_TIMEOUT = Duration.minutes(1)
 _JOB = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
-# Environment variables the runtime (and the local runtime) reads.
-ENV_FUNCTION = "WARDEN_FUNCTION"
-ENV_STAGE = "WARDEN_STAGE"
-ENV_BUCKET = "WARDEN_BUCKET"
-ENV_KMS_KEY_ID = "WARDEN_KMS_KEY_ID"
-ENV_TOPIC_ARN = "WARDEN_TOPIC_ARN"
-ENV_PG_BIN_DIR = "WARDEN_PG_BIN_DIR"
-ENV_TABLES = {"catalog": "WARDEN_CATALOG_TABLE", "audit": "WARDEN_AUDIT_TABLE", "state": "WARDEN_STATE_TABLE"}
-_RESERVED_ENV = {ENV_FUNCTION, ENV_STAGE, "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
+# Environment variables the runtime (and the local runtime) reads: warden.names, warden.settings.
+ENV_FUNCTION = names.ENV_FUNCTION
+ENV_STAGE = names.ENV_STAGE
+ENV_BUCKET = names.ENV_BUCKET
+ENV_KMS_KEY_ID = names.ENV_KMS_KEY_ID
+ENV_TOPIC_ARN = names.ENV_TOPIC_ARN
+ENV_PG_BIN_DIR = names.ENV_PG_BIN_DIR
+ENV_TABLES = {"catalog": names.ENV_CATALOG_TABLE, "audit": names.ENV_AUDIT_TABLE, "state": names.ENV_STATE_TABLE}
+_RESERVED_ENV = {ENV_FUNCTION, ENV_STAGE, names.ENV_POWERTOOLS_SERVICE_NAME, names.ENV_POWERTOOLS_METRICS_NAMESPACE}
 
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,
@@ -149,8 +150,8 @@ class WardenFunction(Construct):
             memory_size=memory_size,
             description=description or f"Warden {stage.name} {job}",
             environment={
-                "POWERTOOLS_SERVICE_NAME": "warden",
-                "POWERTOOLS_METRICS_NAMESPACE": "Warden",
+                names.ENV_POWERTOOLS_SERVICE_NAME: names.SERVICE_NAME,
+                names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
                 ENV_FUNCTION: job,
                 ENV_STAGE: stage.name,
                 **(environment or {}),
@@ -408,19 +409,10 @@ def grant_rds_snapshots(fn: WardenFunction, targets: Iterable[Target], job: str)
     for arn in [*snapshots, *cluster_snapshots]:
         nag.acknowledge(
             fn.role,
-            f"AwsSolutions-IAM5[Resource::{_nag_spelling(stack, arn)}]",
+            f"AwsSolutions-IAM5[Resource::{nag.spelling(stack, arn)}]",
             "Warden names each RDS snapshot warden-<target>-<backup id> at run time; the grant covers only "
             "the snapshots of that one target, and the actions are listed one by one.",
         )
-
-
-def _nag_spelling(stack: Stack, value: str) -> str:
-    """How cdk-nag writes a (possibly tokenized) ARN in a finding: `{"Ref": X}` becomes `<X>`."""
-    resolved = stack.resolve(value)
-    if isinstance(resolved, str):
-        return resolved
-    parts = resolved["Fn::Join"][1]
-    return "".join(p if isinstance(p, str) else f"<{p['Ref']}>" for p in parts)
 
 
 def _grant_table(fn: WardenFunction, storage: Storage, name: str, actions: list[str]) -> None:

@@ -50,6 +50,15 @@ def ref(resource: IConstruct, attribute: str | None = None) -> str:
     return f"<{logical_id}.{attribute}>" if attribute else f"<{logical_id}>"
 
 
+def spelling(stack: Stack, value: str) -> str:
+    """How cdk-nag writes a (possibly tokenized) ARN in a finding: `{"Ref": X}` becomes `<X>`."""
+    resolved = stack.resolve(value)
+    if isinstance(resolved, str):
+        return resolved
+    parts = resolved["Fn::Join"][1]
+    return "".join(p if isinstance(p, str) else f"<{p['Ref']}>" for p in parts)
+
+
 def unacknowledged_findings(outdir: str | Path) -> list[str]:
     """The findings that fail the build, from the validation report of a synthesized assembly.
 

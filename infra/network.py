@@ -1,15 +1,16 @@
-"""Private networking of a stage (`StageConfig.network`, warden.network_config).
+"""Private networking of a stage (`StageConfig.network`, warden.config.network).
 
 The VPC is an existing one, found by id with a context lookup: the lookup result is checked in
 (cdk.context.json), so synthesis needs no AWS credentials and no network. The functions that talk to
-databases (DB_FUNCTIONS) run in the configured private subnets with one security group,
-`warden-<stage>-db-clients`, that has no ingress and egress only to the databases' ports and to
-HTTPS of the VPC endpoints. The endpoints (gateways for S3 and DynamoDB, interface endpoints with
-private DNS for the rest) are created here unless the stage reuses the VPC's own; interface
-endpoints get a group of their own that admits HTTPS from the function group only. No NAT gateway
-is made or needed.
+databases (`vpc=True` in the job table, infra/jobs.py) run in the configured private subnets with
+one security group, `warden-<stage>-db-clients`, that has no ingress and egress only to the
+databases' ports and to HTTPS of the VPC endpoints. The endpoints (gateways for S3 and DynamoDB,
+interface endpoints with private DNS for the rest) are created here unless the stage reuses the
+VPC's own; interface endpoints get a group of their own that admits HTTPS from the function group
+only. No NAT gateway is made or needed.
 
-`WardenStack` makes one `Network` before its functions; `WardenFunction` asks it for `placement(job)`.
+`WardenStack` makes one `Network` before its functions; `StageFunctions` (infra/jobs.py) gives each job
+that runs in the VPC its `placement()`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from constructs import Construct
 
 from infra import nag
 from infra.config import ConfigError
-from infra.functions import _nag_spelling
-from warden.config.network import DB_FUNCTIONS, GATEWAY_ENDPOINTS, INTERFACE_ENDPOINTS, NetworkConfig
+from warden import names
+from warden.config.network import GATEWAY_ENDPOINTS, INTERFACE_ENDPOINTS, NetworkConfig
 from warden.config.stage import StageConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ class Network(Construct):
         self.subnet_selection = ec2.SubnetSelection(subnets=self.subnets)
         self.security_group = self._build_function_group()
         # The databases' own groups admit this one (README "Networking and TLS"): operators need its id.
-        CfnOutput(self, "DbClientsSecurityGroup", value=self.security_group.security_group_id,
+        CfnOutput(self, names.OUTPUT_DB_CLIENTS_SECURITY_GROUP, value=self.security_group.security_group_id,
                   description="Security group of the Warden functions that connect to databases")
         self.endpoint_security_group: ec2.SecurityGroup | None = None
         self.gateway_endpoints: dict[str, ec2.GatewayVpcEndpoint] = {}
@@ -203,10 +204,8 @@ class Network(Construct):
 
     # -- functions -------------------------------------------------------------------------------
 
-    def placement(self, job: str) -> Placement | None:
-        """Where the function of `job` runs: in the VPC when it talks to databases, else None."""
-        if job not in DB_FUNCTIONS:
-            return None
+    def placement(self) -> Placement:
+        """Where a function that talks to databases runs: the selected subnets, the function group."""
         return Placement(vpc=self.vpc, subnets=self.subnet_selection, security_groups=[self.security_group],
                          network=self)
 
@@ -233,7 +232,7 @@ class Network(Construct):
             "ec2:DescribeNetworkInterfaces and ec2:DescribeSubnets support no resource-level permissions; "
             "Lambda calls them to attach the function to its VPC subnets.")
         nag.acknowledge(
-            policy, f"AwsSolutions-IAM5[Resource::{_nag_spelling(stack, interfaces)}]",
+            policy, f"AwsSolutions-IAM5[Resource::{nag.spelling(stack, interfaces)}]",
             "Lambda creates the function's network interfaces at run time, so their ids are unknown here; "
             "creation is limited to the stage's subnets and security group, and the actions are listed.")
         return policy

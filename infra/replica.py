@@ -1,10 +1,11 @@
 """Replication of the backup bucket to a second region: the replica stack (`Warden-<stage>-replica`,
 deployed in the replica region: a KMS key of its own, the replica bucket, its access-log bucket) and,
-in the stage's stack, the replication rule and its role.
+in the stage's stack, the replication rule and its role, and what verify and recovery may do with
+the replica (`grant_replica_*`, applied from the job table, infra/jobs.py).
 
 The two stacks never refer to each other's resources: both derive the replica bucket's name, the
 replica key's alias and the replication role's name from the stage configuration
-(warden.protection_config), so the stage's stack synthesizes without cross-region references
+(warden.config.protection), so the stage's stack synthesizes without cross-region references
 (which would need custom resources) and deploys after the replica stack (a stack dependency).
 """
 
@@ -17,7 +18,9 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra import nag
+from infra.functions import WardenFunction
 from infra.storage import ACCESS_LOG_EXPIRATION, Storage
+from warden import names
 from warden.config.protection import ReplicationConfig, replica_bucket_name, replica_key_alias, replication_role_name
 from warden.config.stage import StageConfig
 
@@ -58,6 +61,35 @@ def acknowledge_replica_key(scope: Construct, stage: StageConfig, replication: R
         "The replica key lives in the replica region's stack and its ARN is random; the statement is narrowed "
         f"to that one key by the condition kms:ResourceAliases = {replica_key_alias(stage.name)}.",
     )
+
+
+def grant_replica_read(fn: WardenFunction, stage: StageConfig) -> None:
+    """Where the replica is (`WARDEN_REPLICA_*`) and read access to its objects: verify checks the
+    copy is there (HeadObject), recovery reads it back. Nothing when the stage does not replicate."""
+    replication = stage.backup_protection.replication
+    if replication is None:
+        return
+    fn.function.add_environment(names.ENV_REPLICA_BUCKET,
+                                replica_bucket_name(stage.name, Stack.of(fn).account, replication.region))
+    fn.function.add_environment(names.ENV_REPLICA_REGION, replication.region)
+    fn.function.add_environment(names.ENV_REPLICA_KMS_KEY, replica_key_alias_arn(stage, replication))
+    fn.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject", "s3:GetObjectVersion"],
+                                         resources=[f"{replica_bucket_arn(stage, replication)}/*"]))
+    nag.acknowledge(
+        fn.role,
+        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
+        f"{replica_bucket_name(stage.name, '<AWS::AccountId>', replication.region)}/*]",
+        "Backup object keys are <target>/<date>/<backup id>/..., created at run time; the replica "
+        "has the same keys. Read actions only.")
+
+
+def grant_replica_decrypt(fn: WardenFunction, stage: StageConfig) -> None:
+    """Decrypt with the replica key (recovery restores from the replica). Nothing without replication."""
+    replication = stage.backup_protection.replication
+    if replication is None:
+        return
+    fn.add_to_policy(replica_key_statement(stage, replication, ["kms:Decrypt"]))
+    acknowledge_replica_key(fn.role, stage, replication)
 
 
 class ReplicaStack(Stack):

@@ -1,34 +1,22 @@
-"""The weekly report: its function (functions/report) with exactly the access it needs, and one
-EventBridge Scheduler schedule per stage, Mondays 07:00 UTC (after the night's backups, verification
-and pruning), with a role that may invoke that function and nothing else.
-
-Wire it from `WardenStack.__init__` before the alarms and the dashboard (so they cover it):
-`self.report = add_report(self)`.
+"""The weekly report: the access its function needs beyond the common grants (`grant_report_access`,
+applied from the job table, infra/jobs.py), and one EventBridge Scheduler schedule per stage,
+Mondays 07:00 UTC (after the night's backups, verification and pruning), with a role that may invoke
+that function and nothing else (`schedule_report`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_scheduler as scheduler
+from constructs import Construct
 
 from infra import nag
-from infra.functions import (
-    ENV_BUCKET,
-    ENV_TABLES,
-    WardenFunction,
-    grant_catalog_read,
-    grant_key_use,
-    grant_notify,
-    grant_target_config_read,
-)
-
-if TYPE_CHECKING:
-    from infra.stack import WardenStack
+from infra.functions import ENV_BUCKET, ENV_TABLES, WardenFunction, grant_key_use, grant_notify
+from infra.storage import Storage
+from warden.config.stage import StageConfig
 
 REPORT_SCHEDULE = "cron(0 7 ? * MON *)"
 REPORT_PREFIX = "reports/"
@@ -41,14 +29,17 @@ class Report:
     scheduler_role: iam.Role
 
 
-def add_report(stack: WardenStack) -> Report:
-    """The report function and its weekly schedule in `stack` (a WardenStack)."""
-    storage = stack.storage
-    fn = stack._function("report", timeout=Duration.minutes(5), memory_size=512,
-                         description=f"Warden {stack.stage.name} weekly report")
-    grant_target_config_read(fn, storage)
-    grant_catalog_read(fn, storage)
-    _grant_audit_query(fn, stack)
+def schedule_report(scope: Construct, *, stage: StageConfig, function: WardenFunction) -> Report:
+    """The weekly schedule of the report `function`, and its role, in `scope` (the stage's stack)."""
+    schedule, role = _build_schedule(scope, stage.name, function)
+    return Report(function=function, schedule=schedule, scheduler_role=role)
+
+
+def grant_report_access(fn: WardenFunction, storage: Storage) -> None:
+    """What the report reads and writes beyond the stage's target configs and the catalog: the
+    audit trail (Query), the state table (read only), its own prefix of the bucket (put), the
+    topic (the summary), and alarm history and metrics (CloudWatch, read only)."""
+    _grant_audit_query(fn, storage)
     # The state table is read only: leases and recovery records describe what is going on.
     fn.add_to_policy(iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:Query"],
                                          resources=[storage.state.table_arn]))
@@ -74,26 +65,23 @@ def add_report(stack: WardenStack) -> Report:
         "Report keys are reports/<stage>/<yyyy>-W<ww>.html, one per week: PutObject is limited to the "
         "reports/ prefix of the bucket.",
     )
-    schedule, role = _build_schedule(stack, fn)
-    return Report(function=fn, schedule=schedule, scheduler_role=role)
 
 
-def _grant_audit_query(fn: WardenFunction, stack: WardenStack) -> None:
+def _grant_audit_query(fn: WardenFunction, storage: Storage) -> None:
     """Read the audit trail (Query only). `grant_audit_append` deliberately gives PutItem alone, so
     history cannot be rewritten; reading it is this function's need, not every function's."""
-    audit = stack.storage.audit
+    audit = storage.audit
     fn.add_to_policy(iam.PolicyStatement(actions=["dynamodb:Query"], resources=[audit.table_arn]))
     fn.function.add_environment(ENV_TABLES["audit"], audit.table_name)
-    grant_key_use(fn, stack.storage)
+    grant_key_use(fn, storage)
 
 
-def _build_schedule(stack: WardenStack, fn: WardenFunction) -> tuple[scheduler.CfnSchedule, iam.Role]:
-    stage = stack.stage.name
-    role = iam.Role(stack, "ReportSchedulerRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
+def _build_schedule(scope: Construct, stage: str, fn: WardenFunction) -> tuple[scheduler.CfnSchedule, iam.Role]:
+    role = iam.Role(scope, "ReportSchedulerRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
                     description=f"EventBridge Scheduler: invoke the Warden {stage} report function")
     role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[fn.function.function_arn]))
     schedule = scheduler.CfnSchedule(
-        stack,
+        scope,
         "ReportSchedule",
         name=f"warden-{stage}-weekly-report",
         description=f"Warden {stage}: the weekly report",

@@ -8,25 +8,23 @@ them (deleting the stack removes the schedule, never the secret).
 The function may read, write and relabel the rotated secrets and nothing else (and read the master
 secrets of alternating targets); Secrets Manager may invoke it from this account only.
 
-Wire it from `WardenStack.__init__` before the alarms and the dashboard (so they cover it):
-`self.rotation = add_rotation(self)`.
+The rotate function is a row of the job table (infra/jobs.py), made only when a target rotates:
+`grant_rotated_secrets` is its own grant, `rotate_secrets` attaches the schedules to it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
 
 from infra import nag
-from infra.functions import WardenFunction, grant_audit_append, grant_key_use, grant_target_config_read
+from infra.functions import WardenFunction
+from warden.config.stage import StageConfig
 from warden.config.target import Target
-
-if TYPE_CHECKING:
-    from infra.stack import WardenStack
 
 ROTATE_JOB = "rotate"
 SECRETS_MANAGER = "secretsmanager.amazonaws.com"
@@ -58,16 +56,16 @@ def secret_arn(stack: Stack, name_or_arn: str) -> str:
                             arn_format=ArnFormat.COLON_RESOURCE_NAME)
 
 
-def add_rotation(stack: WardenStack) -> Rotation | None:
-    """The rotate function and the rotation schedules of `stack`'s rotating targets (or None)."""
-    targets = rotated_targets(stack.stage.targets)
-    if not targets:
-        return None
-    fn = stack._function(ROTATE_JOB, timeout=Duration.minutes(1), memory_size=256,
-                         description=f"Warden {stack.stage.name} credential rotation (Secrets Manager)")
-    grant_target_config_read(fn, stack.storage)  # which target a secret is, and how it rotates
-    grant_audit_append(fn, stack.storage)
-    grant_key_use(fn, stack.storage)
+def stage_rotates(stage: StageConfig) -> bool:
+    """Whether any target of `stage` rotates its credentials (else there is no rotate function)."""
+    return bool(rotated_targets(stage.targets))
+
+
+def grant_rotated_secrets(fn: WardenFunction, targets: list[Target]) -> None:
+    """Read, write and relabel the rotated secrets of `targets` (and read the master secrets of
+    alternating ones); GetRandomPassword, which acts on no resource."""
+    targets = rotated_targets(targets)
+    stack = Stack.of(fn)
     rotated = sorted({secret_arn(stack, t.secret_name) for t in targets})
     fn.add_to_policy(iam.PolicyStatement(actions=ROTATED_SECRET_ACTIONS, resources=rotated))
     masters = sorted({secret_arn(stack, t.rotation.master_secret_name) for t in targets
@@ -81,15 +79,21 @@ def add_rotation(stack: WardenStack) -> Rotation | None:
         "secretsmanager:GetRandomPassword acts on no resource and supports no resource-level permission; "
         "'*' is the only resource it accepts. Every other secret action is limited to the rotated secrets.",
     )
+
+
+def rotate_secrets(scope: Construct, *, stage: StageConfig, function: WardenFunction) -> Rotation:
+    """A rotation schedule on each rotating target's secret, in `scope` (the stage's stack), run by
+    `function`, which Secrets Manager of this account only may invoke."""
+    fn = function
     permission = fn.function.add_permission(
         "SecretsManagerInvoke",
         principal=iam.ServicePrincipal(SECRETS_MANAGER),
-        source_account=stack.account,
+        source_account=Stack.of(scope).account,
     )
     schedules = {}
-    for target in targets:
+    for target in rotated_targets(stage.targets):
         schedule = secretsmanager.CfnRotationSchedule(
-            stack,
+            scope,
             f"Rotation{_pascal(target.name)}",
             secret_id=target.secret_name,
             rotation_lambda_arn=fn.function.function_arn,

@@ -16,13 +16,13 @@ from constructs import Construct
 
 from infra.functions import WardenFunction
 from warden.config.stage import StageConfig
-
-# Jobs that run per target on a schedule (the Schedules model's fields).
-SCHEDULED_JOBS = ("backup", "verify", "prune", "health", "license_check", "maintenance")
+from warden.config.target import Schedules
 
 
 class TargetSchedules(Construct):
-    """Schedules for every target of the stage and every scheduled job the stack has a function for.
+    """Schedules for every target of the stage and every function of `functions` (the jobs whose
+    row in the job table, infra/jobs.py, has `Trigger.PER_TARGET_SCHEDULE`); each job's expression
+    is the target's `schedules.<job>`.
 
     Attributes: `group`, `roles` {job: Role}, `schedules` {(target, job): CfnSchedule}.
     """
@@ -33,9 +33,10 @@ class TargetSchedules(Construct):
         self.group = scheduler.CfnScheduleGroup(self, "Group", name=f"warden-{stage.name}")
         self.roles: dict[str, iam.Role] = {}
         self.schedules: dict[tuple[str, str], scheduler.CfnSchedule] = {}
-        for job in SCHEDULED_JOBS:
-            fn = functions.get(job)
-            if fn is None or not stage.targets:
+        for job, fn in functions.items():
+            if job not in Schedules.model_fields:
+                raise ValueError(f"job {job!r} runs per target on a schedule, but targets' schedules have no {job!r}")
+            if not stage.targets:
                 continue
             role = iam.Role(self, f"{job}-role", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
                             description=f"EventBridge Scheduler: invoke the Warden {stage.name} {job} function")

@@ -1,7 +1,6 @@
 """infra/remediation.py as synthesized (cdk-nag on): the alarm rule feeds only this stage's alarms
 going into ALARM to the remediate function; each function's role holds what its job needs and no
-more. Builds its own small stage; when WardenStack already calls add_remediation_and_maintenance,
-the stack's own functions are checked."""
+more. Builds its own small stage; the functions are the stack's own (rows of infra/jobs.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from infra_helpers import logical_id, resources
 
 from infra.config import read_cdk_json_context
 from infra.nag import enable_nag
-from infra.remediation import ENV_BACKUP_FUNCTION, add_remediation_and_maintenance
+from infra.remediation import ENV_BACKUP_FUNCTION
 from infra.stack import WardenStack
 from warden.config.stage import StageConfig
 from warden.config.target import Target
@@ -33,8 +32,6 @@ def built(tmp_path_factory: pytest.TempPathFactory, dependency_layer_dir: Path) 
     enable_nag(app)
     stack = WardenStack(app, "Warden-rem", stage=STAGE, dependency_layer_dir=dependency_layer_dir)
     wired = "remediate" in stack.functions
-    if not wired:
-        add_remediation_and_maintenance(stack)
     template = app.synth().get_stack_by_name(stack.stack_name).template  # raises on an unacknowledged finding
     ids = {job: logical_id(stack, stack.functions[job].function) for job in ("remediate", "maintenance", "backup")}
     roles = {job: logical_id(stack, stack.functions[job].role) for job in ("remediate", "maintenance")}

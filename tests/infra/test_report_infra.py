@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from infra_helpers import logical_id, resources
 
-from infra.report import REPORT_SCHEDULE, add_report
+from infra.report import REPORT_SCHEDULE
 from infra.stack import build_app
 from warden.config.stage import StageConfig
 from warden.config.target import Target
@@ -26,8 +26,6 @@ def built(tmp_path_factory: pytest.TempPathFactory, dependency_layer_dir: Path) 
     app, stacks = build_app({"stages": {STAGE.name: STAGE.model_dump(mode="json", exclude={"name"})},
                              "stage": STAGE.name}, outdir=str(outdir), dependency_layer_dir=dependency_layer_dir)
     stack = stacks[STAGE.name]
-    if "report" not in stack.functions:  # until stack.py wires it
-        add_report(stack)
     app.synth()
     template = json.loads((outdir / f"{stack.artifact_id}.template.json").read_text())
     fn = stack.functions["report"]
