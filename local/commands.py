@@ -1,4 +1,7 @@
-"""The local runtime's commands of the `warden` CLI: `warden local up|down|status` and `warden demo`. Registered through the `warden.commands` entry point (pyproject.toml), so the CLI never imports the local runtime and the local runtime stays out of the Lambda layer."""
+"""The local runtime's commands of the `warden` CLI: `warden local up|down|status` and `warden demo`.
+Registered through the `warden.commands` entry point (pyproject.toml), so the CLI never imports the
+local runtime and the local runtime stays out of the Lambda layer.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The health-check framework the engines' checks are written in: a Check is one named query with a limit, a CheckGroup shares one session, a Tier groups checks under one timeout; run_tier runs a tier so that one slow or dead database never stalls the others. MetricDef / MetricPoint describe the metrics a check's details become."""
+"""The health-check framework the engines' checks are written in: a Check is one named query with a
+limit, a CheckGroup shares one session, a Tier groups checks under one timeout; run_tier runs a tier
+so that one slow or dead database never stalls the others. MetricDef / MetricPoint describe the
+metrics a check's details become.
+"""
 
 from __future__ import annotations
 

@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict
 TARGET_NAME = r"^[a-z][a-z0-9-]{0,47}$"
 # A Secrets Manager name (letters, digits and /_+=.@-) or a secret's ARN.
 SECRET_NAME = r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]+$"  # noqa: S105 - a pattern
+# A target group's name, a tag's key and value (groups and tags select targets for fan-out, the
+# dashboard's drill-down, the report and the CLI's fleet views).
+GROUP_NAME = r"^[a-z][a-z0-9-]{0,31}$"
+TAG_KEY = r"^[A-Za-z][A-Za-z0-9_.:/-]{0,63}$"
+TAG_VALUE = r"^[A-Za-z0-9_.:/+=@ -]{0,128}$"
 # A backup id sorts by time: `YYYYMMDDTHHMMSSZ-<8 hex>`.
 BACKUP_ID = r"^\d{8}T\d{6}Z-[0-9a-f]{8}$"
 

@@ -1,4 +1,6 @@
-"""The shape of a target's Secrets Manager secret, per engine (the RDS secret layout for PostgreSQL). Credentials never appear in a target's configuration; `Target.secret_name` names the secret."""
+"""The shape of a target's Secrets Manager secret, per engine (the RDS secret layout for PostgreSQL).
+Credentials never appear in a target's configuration; `Target.secret_name` names the secret.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""How long backups of a target are kept: the policy a target states (`Target.retention`); warden.retention applies it."""
+"""How long backups of a target are kept: the policy a target states (`Target.retention`);
+warden.retention applies it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""One protected database as a stage configures it: engine, secret, schedules, retention, recovery, thresholds and the rest (each concern's model lives in its own module of warden.config)."""
+"""One protected database as a stage configures it: engine, secret, schedules, retention, recovery,
+thresholds and the rest (each concern's model lives in its own module of warden.config).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from warden.config.backup import BackupConfig, check_backup_method
-from warden.config.base import SECRET_NAME, TARGET_NAME, Model
+from warden.config.base import GROUP_NAME, SECRET_NAME, TAG_KEY, TAG_VALUE, TARGET_NAME, Model
 from warden.config.health import HealthThresholds, LicenseConfig, RequiredSchema
 from warden.config.monitoring import InstanceMonitoring, LogMonitoring, check_monitoring
 from warden.config.network import TlsConfig
@@ -88,6 +90,9 @@ class Target(Model):
     # no credentials.
     secret_name: Annotated[str, Field(min_length=1, max_length=512, pattern=SECRET_NAME)]
     description: str = ""
+    # The group it belongs to (fleet fan-out, dashboards, the report) and free-form tags (team, tier…).
+    group: Annotated[str, Field(pattern=GROUP_NAME)] = "default"
+    tags: dict[Annotated[str, Field(pattern=TAG_KEY)], Annotated[str, Field(pattern=TAG_VALUE)]] = {}
     schedules: Schedules = Schedules()
     retention: RetentionPolicy = RetentionPolicy()
     recovery: RecoveryConfig = RecoveryConfig()
