@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,19 @@ def test_dependency_layer_native_code_is_built_for_aarch64_cpython312(dependency
 def test_warden_layer_ships_the_library_without_bytecode_caches(warden_asset: Path) -> None:
     assert (warden_asset / "python" / "warden" / "models.py").is_file()
     assert not list(warden_asset.rglob("__pycache__"))
+
+
+def test_warden_layer_zip_ships_the_library_and_no_cli_or_local_runtime(warden_asset: Path, tmp_path: Path) -> None:
+    # Given the layer's asset zipped as CDK uploads it
+    archive = shutil.make_archive(str(tmp_path / "warden-layer"), "zip", warden_asset)
+    with zipfile.ZipFile(archive) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+    # Then it holds the library under python/, and nothing of the CLI or the local runtime
+    assert "python/warden/backup.py" in names and "python/warden/observability.py" in names
+    assert all(n.startswith("python/warden/") for n in names), sorted({n.split("/")[1] for n in names})
+    developer_side = [n for n in names if n.split("/")[1] in ("warden_cli", "local")
+                      or n in ("python/warden/cli.py", "python/warden/stage.py")]
+    assert developer_side == []
 
 
 def test_building_the_dependency_layer_again_is_a_no_op(dependency_layer_dir: Path) -> None:
