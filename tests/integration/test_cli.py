@@ -334,3 +334,31 @@ def test_output_into_a_closed_pipe_ends_quietly(local_home: Path) -> None:
         os.close(write_end)
     assert done.returncode == 0 and done.stderr == "", done.stderr
 
+
+# -- issue 18: a rejection keeps its reason ----------------------------------------------------
+
+def test_rejected_recovery_keeps_the_operators_reason_on_the_record_and_in_the_audit(
+        local_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out = run(capsys, "--format", "json", "backup", "create", "--target", "pg-local", "--wait")
+    backup_id = json.loads(out)["backup_id"]
+    assert run(capsys, "backup", "verify", "--target", "pg-local", "--backup-id", backup_id)[0] == 0
+    code, out = run(capsys, "--format", "json", "recovery", "start", "--target", "pg-local", "--approval", "manual",
+                    "--wait")
+    assert code == 0 and json.loads(out)["status"] == "AWAITING_APPROVAL", out
+    # When the operator rejects it with a reason
+    assert run(capsys, "recovery", "reject", "--target", "pg-local", "--reason", "staging counts look wrong")[0] == 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _, out = run(capsys, "--format", "json", "recovery", "status", "--target", "pg-local")
+        status = json.loads(out)
+        if status["finished_at"]:
+            break
+        time.sleep(0.5)
+    # Then the record and the audit say who rejected it and why
+    assert status["status"] == "RECOVERY_FAILED"
+    assert "Rejected" in status["error"] and "cli:" in status["error"], status["error"]
+    assert "staging counts look wrong" in status["error"], status["error"]
+    _, out = run(capsys, "--format", "json", "audit", "tail", "--target", "pg-local")
+    entries = {e["step"]: e for e in json.loads(out) if e["operation"] == "recovery"}
+    assert entries["reject"]["details"]["reason"] == "staging counts look wrong"
+    assert "staging counts look wrong" in entries["rollback"]["details"]["error"]

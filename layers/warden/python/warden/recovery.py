@@ -301,17 +301,19 @@ def answer_approval(stores: Stores, target: str, *, approve: bool, actor: str, r
     state = stores.recovery_state.get(target)
     if state.status is not RecoveryStatus.AWAITING_APPROVAL or not state.task_token:
         raise ConfigError(f"no recovery of {target} is waiting for approval (status {state.status})")
+    cause = f"rejected by {actor}" + (f": {reason}" if reason else "")
     # The token leaves the record before the answer is sent: once answered, the execution moves on
-    # and writes the record itself.
-    stores.recovery_state.update(target, state.execution or "", task_token=None)
+    # and writes the record itself. A rejection's reason goes on the record first: Rollback keeps it.
+    stores.recovery_state.update(target, state.execution or "", task_token=None,
+                                 **({} if approve else {"error": f"Rejected: {cause}"}))
     sfn = aws_client("stepfunctions")
     if approve:
         sfn.send_task_success(taskToken=state.task_token, output=json.dumps({"approved_by": actor}))
     else:
-        sfn.send_task_failure(taskToken=state.task_token, error="Rejected",
-                              cause=f"rejected by {actor}" + (f": {reason}" if reason else ""))
+        sfn.send_task_failure(taskToken=state.task_token, error="Rejected", cause=cause)
     stores.audit.audit(target=target, operation="recovery",
-                    step="approve" if approve else "reject", outcome="ok", actor=actor, backup_id=state.backup_id)
+                    step="approve" if approve else "reject", outcome="ok", actor=actor, backup_id=state.backup_id,
+                    **({} if approve else {"reason": reason}))
     return state.execution or ""
 
 
@@ -414,7 +416,9 @@ def rollback(stores: Stores, plan: Plan, error: dict[str, Any] | None) -> dict[s
         restore_backup(stores, target, state.safety_backup_id, production, actor=_actor(plan.execution),
                        replace=True)
         undone.append(f"production restored from safety backup {state.safety_backup_id}")
-    reason = _describe(error)
+    # A failure that came without its cause (moto drops send_task_failure's) keeps what the record
+    # says already: the operator's rejection and reason (answer_approval), or the first rollback's.
+    reason = state.error if state.error and not (error or {}).get("Cause") else _describe(error)
     store.update(plan.target, plan.execution, status=RecoveryStatus.RECOVERY_FAILED, error=reason,
                  finished_at=datetime.now(UTC), task_token=None, step_done="rollback")
     _release(stores, plan)
@@ -471,7 +475,7 @@ def _cleanup_staging(stores: Stores, plan: Plan, *, promoted: bool) -> None:
 def _describe(error: dict[str, Any] | None) -> str:
     if not error:
         return "unknown error"
-    cause = error.get("Cause", "")
+    cause = error.get("Cause") or ""
     try:
         parsed = json.loads(cause)
         cause = f"{parsed.get('errorType', '')}: {parsed.get('errorMessage', cause)}"
