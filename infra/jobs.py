@@ -56,11 +56,13 @@ from warden.config.stage import StageConfig
 class Trigger(StrEnum):
     """What starts a function (besides an operator: the CLI may invoke any of them)."""
 
-    PER_TARGET_SCHEDULE = "per-target schedule"  # EventBridge Scheduler, target.schedules.<job> (infra/schedules.py)
+    # Per target: the job's Fleet state machine on the stage's one schedule (infra/fleet.py), or the
+    # target's own schedule when its `schedules.<job>` overrides the fleet's (infra/schedules.py).
+    PER_TARGET_SCHEDULE = "per-target schedule"
     WEEKLY_SCHEDULE = "weekly schedule"  # one schedule for the stage (infra/report.py)
     ALARM_RULE = "alarm rule"  # EventBridge rule on the stage's alarms going into ALARM (infra/remediation.py)
     SECRET_ROTATION = "secret rotation"  # noqa: S105 (not a password) Secrets Manager rotation (infra/rotation.py)
-    STATE_MACHINE = "state machine"  # the Recovery state machine's tasks and its drills (infra/recovery.py)
+    STATE_MACHINE = "state machine"  # the Recovery state machine's tasks (infra/recovery.py), the Fleet ones' (infra/fleet.py)
     FUNCTION = "function"  # another Warden function (remediate starts a backup)
 
 
@@ -197,6 +199,9 @@ JOBS: tuple[Job, ...] = (
         grants=("target-config", "target-secrets",
                 "state",  # the lease and the last run of each task
                 "audit-append", "key")),
+    # Plans a Fleet state machine's run and sums it up: reads the targets' config, no database.
+    Job("fleet", timeout=Duration.minutes(1), memory=256, description="fleet runs (plan, delay, summary)",
+        triggers=(Trigger.STATE_MACHINE,), grants=("target-config",)),
     Job("rotate", timeout=Duration.minutes(1), memory=256, vpc=True,
         description="credential rotation (Secrets Manager)", triggers=(Trigger.SECRET_ROTATION,),
         only_when=stage_rotates,

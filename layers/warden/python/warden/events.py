@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from warden.config.base import TARGET_NAME, Model
+from warden.config.base import GROUP_NAME, TAG_KEY, TAG_VALUE, TARGET_NAME, Model
 from warden.errors import BadRequest
 
 Request = TypeVar("Request", bound=BaseModel)
@@ -68,6 +68,40 @@ class VerifyRequest(ScheduledRequest):
 
     target: Annotated[str, Field(pattern=TARGET_NAME)]
     backup_id: Annotated[str, Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")] | None = None
+
+
+class FleetInput(Model):
+    """A Fleet state machine's execution input: the stage's schedule sends `trigger` and
+    `scheduled_time`; an operator may select targets by name, group or tags (all must match)."""
+
+    trigger: Literal["schedule", "manual", "cli"] = "manual"
+    scheduled_time: str | None = None
+    requested_by: Annotated[str, Field(max_length=200)] | None = None
+    targets: list[Annotated[str, Field(pattern=TARGET_NAME)]] | None = None
+    group: Annotated[str, Field(pattern=GROUP_NAME)] | None = None
+    tags: dict[Annotated[str, Field(pattern=TAG_KEY)], Annotated[str, Field(pattern=TAG_VALUE)]] = {}
+
+
+class FleetStep(Model):
+    """What a Fleet state machine sends the fleet function (infra/fleet.py): `plan` with the job's
+    fleet configuration and the execution input, `delay` with an item's `not_before`, `summarise`
+    with the plan and the Map's per-target outcomes."""
+
+    step: Literal["plan", "delay", "summarise"]
+    job: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
+    config: dict[str, Any] | None = None  # warden.config.fleet.FleetJob
+    input: Any = None
+    not_before: str | None = None
+    plan: dict[str, Any] | None = None
+    results: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _has_what_the_step_needs(self) -> FleetStep:
+        if self.step == "plan" and self.config is None:
+            raise ValueError("step 'plan' needs the job's fleet config")
+        if self.step == "summarise" and (self.plan is None or self.results is None):
+            raise ValueError("step 'summarise' needs the plan and the results")
+        return self
 
 
 class RecoveryInput(Model):

@@ -107,3 +107,11 @@ def active_parameter(stage: str, target: str) -> str:
 def alarm_prefix(stage: str) -> str:
     """The prefix of every alarm name of a stage."""
     return ALARM_PREFIX.format(stage=stage)
+
+
+FLEET_OUTPUT_SUFFIX: Final = "FleetStateMachine"  # one output per fleet job: `<Job>FleetStateMachine`
+
+
+def fleet_output(job: str) -> str:
+    """The stack output naming the Fleet state machine of `job`: `license_check` → `LicenseCheckFleetStateMachine`."""
+    return job.replace("_", " ").title().replace(" ", "") + FLEET_OUTPUT_SUFFIX

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from warden.config.base import Model
+from warden.config.fleet import FleetConfig
 from warden.config.network import NetworkConfig, network_problems
 from warden.config.protection import BackupProtection, protection_problems
 from warden.config.target import Target
@@ -25,6 +26,8 @@ class StageConfig(Model):
     backup_protection: BackupProtection = BackupProtection()
     # The VPC the database-facing functions run in, and its endpoints (warden.config.network).
     network: NetworkConfig | None = None
+    # One schedule per job: its fan-out over the targets, concurrency cap and window (warden.config.fleet).
+    fleet: FleetConfig = FleetConfig()
 
     @model_validator(mode="after")
     def _target_names_unique(self) -> StageConfig:
