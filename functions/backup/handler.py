@@ -33,6 +33,7 @@ SETTINGS = Settings.from_env()
 def back_up(request: dict[str, Any], actor: str, deadline: float | None = None) -> dict[str, Any]:
     parsed = BackupRequest.model_validate(request)
     target = get_target(SETTINGS, parsed.target)
+    metrics.add_dimension(name="Stage", value=SETTINGS.stage)  # stages never share metrics
     metrics.add_dimension(name="Target", value=target.name)
     try:
         outcome = run_backup(Stores.from_settings(SETTINGS), target, actor=actor, trigger=parsed.trigger,

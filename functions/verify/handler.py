@@ -29,6 +29,7 @@ REPLICA = ReplicaSettings.from_env(os.environ)  # None unless the stage replicat
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(VerifyRequest, event)
     target = get_target(SETTINGS, request.target)
+    metrics.add_dimension(name="Stage", value=SETTINGS.stage)  # stages never share metrics
     metrics.add_dimension(name="Target", value=target.name)
     backup_id = request.backup_id
     if backup_id is None:

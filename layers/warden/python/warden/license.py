@@ -187,8 +187,8 @@ def check_licenses(stage: str, targets: Iterable[Target], *, configs: Mapping[st
 
 
 def license_metric_points(report: LicenseReport) -> list[MetricPoint]:
-    """`LicenseDaysLeft` {Target} for every target whose days left are known (docs/metrics.md)."""
-    return [MetricPoint("LicenseDaysLeft", "Count", float(t.days_left), {"Target": t.target})
+    """`LicenseDaysLeft` {Stage, Target} for every target whose days left are known (docs/metrics.md)."""
+    return [MetricPoint("LicenseDaysLeft", "Count", float(t.days_left), {"Stage": report.stage, "Target": t.target})
             for t in report.targets if t.days_left is not None]
 
 
