@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from warden.emf import publish
 from warden.events import HealthRequest, parse
-from warden.health import check_targets, metric_points
+from warden.health import check_targets, log_checks, metric_points
 from warden.observability import MetricUnit, lambda_handler, logger, metrics
 from warden.settings import Settings
 
@@ -32,6 +32,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     catalog = Catalog(config.catalog_table) if config.catalog_table else None
     report = check_targets(config.stage, targets, catalog=catalog)
     publish(metric_points(report), metrics.namespace)
+    log_checks(report)  # check durations and values: the log, not CloudWatch metrics
     metrics.add_metric(name="TargetsChecked", unit=MetricUnit.Count, value=len(report.targets))
     logger.info("health checked", extra={
         "status": report.status.value, "targets": len(report.targets),

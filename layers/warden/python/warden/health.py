@@ -281,21 +281,47 @@ def format_text(report: HealthReport) -> str:
 
 
 
+# The value metrics a health run sends to CloudWatch (docs/metrics.md, docs/cost.md): the ones the
+# alarms watch and the dashboards graph. Every other value stays in the report, the structured log
+# and the Prometheus exposition: a custom metric costs $0.30 a month per target.
+CLOUDWATCH_METRICS: frozenset[str] = frozenset({
+    "ActiveTransactions", "LongestTransactionSeconds", "HeapUsedPct",  # Neo4j
+    "ConnectionsUsedPct", "LongQueries", "MaxDeadTupleRatio", "ReplicationLagSeconds",  # PostgreSQL
+    "DatabaseSizeBytes", "BackupAgeHours",  # both
+})
+
+
 def metric_points(report: HealthReport) -> list[MetricPoint]:
-    """The metrics a report yields (documented in docs/metrics.md):
-    per target `Healthy` and `HealthStatus` {Target}; per check `CheckStatus` and `CheckDuration`
-    {Target, Check}; and each value in a check's `details["metrics"]` by its name {Target}."""
+    """The CloudWatch metrics a report yields (documented in docs/metrics.md), all with `Stage`:
+    per target `HealthStatus` {Stage, Target}; per tier that does not pass `TierStatus` {Stage,
+    Target, Tier} (1 warn, 2 fail; a passing tier sends nothing, so a healthy target pays nothing
+    for it); and each value of `CLOUDWATCH_METRICS` a check measured {Stage, Target}. Check
+    durations and the other values go to the structured log (`log_checks`)."""
     points: list[MetricPoint] = []
     for t in report.targets:
-        target = {"Target": t.target}
-        points.append(MetricPoint("Healthy", "Count", 1.0 if t.status is HealthStatus.HEALTHY else 0.0, target))
+        target = {"Stage": report.stage, "Target": t.target}
         points.append(MetricPoint("HealthStatus", "Count", float(_RANK[t.status]), target))
+        tiers: dict[str, int] = {}
         for c in t.checks:
-            dims = {"Target": t.target, "Check": c.name}
-            points.append(MetricPoint("CheckStatus", "Count", float(_CHECK_RANK[c.status]), dims))
-            points.append(MetricPoint("CheckDuration", "Milliseconds", c.duration_ms, dims))
+            tier = str(c.details.get("tier") or "connectivity")
+            tiers[tier] = max(tiers.get(tier, 0), _CHECK_RANK[c.status])
             values = c.details.get("metrics")
             for name, value in (values.items() if isinstance(values, dict) else ()):
-                if name in METRICS and isinstance(value, int | float) and not isinstance(value, bool):
+                if (name in CLOUDWATCH_METRICS and name in METRICS and isinstance(value, int | float)
+                        and not isinstance(value, bool)):
                     points.append(MetricPoint(name, METRICS[name].unit, float(value), target))
+        for tier, rank in tiers.items():
+            if rank:
+                points.append(MetricPoint("TierStatus", "Count", float(rank), {**target, "Tier": tier}))
     return points
+
+
+def log_checks(report: HealthReport) -> None:
+    """One structured log line per target: every check's status, duration and values (what the
+    CloudWatch metrics no longer carry; Logs Insights queries them)."""
+    for t in report.targets:
+        log.info("target checked", extra={
+            "stage": report.stage, "target": t.target, "engine": t.engine.value, "status": t.status.value,
+            "checks": {c.name: {"status": c.status.value, "duration_ms": c.duration_ms,
+                                "tier": c.details.get("tier"), "metrics": c.details.get("metrics")}
+                       for c in t.checks}})
