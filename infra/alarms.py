@@ -46,8 +46,8 @@ from constructs import Construct
 
 from infra.functions import WardenFunction
 from infra.storage import Storage
-from warden import names
-from warden.backup import BACKUP_TIMEOUT_S, FINISH_MARGIN_S
+from warden import fleet_alarms, names
+from warden.backup import BACKUP_TIMEOUT_S
 from warden.config.backup import RDS_SNAPSHOT
 from warden.config.health import license_of, thresholds_of
 from warden.config.stage import StageConfig
@@ -199,6 +199,41 @@ def _hours_text(hours: float) -> str:
     return f"{hours:g} h"
 
 
+@dataclass(frozen=True)
+class FleetSpec:
+    """What one condition asks of one target: threshold and M of N periods."""
+
+    threshold: float
+    period: Duration
+    datapoints: int = 1
+    periods: int = 1
+
+    def __hash__(self) -> int:
+        return hash((self.threshold, int(self.period.to_seconds()), self.datapoints, self.periods))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FleetSpec) and hash(self) == hash(other)
+
+
+@dataclass(frozen=True)
+class FleetAlarmSpec:
+    """One fleet alarm as built: condition, threshold and window, the targets it covers, its query."""
+
+    condition: str
+    spec: FleetSpec
+    targets: tuple[str, ...]
+    unreported: bool
+    query: str
+
+
+_COMPARISON = {fleet_alarms.GT: cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+               fleet_alarms.GE: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+               fleet_alarms.LT: cw.ComparisonOperator.LESS_THAN_THRESHOLD}
+_MISSING = {"notBreaching": cw.TreatMissingData.NOT_BREACHING, "ignore": cw.TreatMissingData.IGNORE,
+            "breaching": cw.TreatMissingData.BREACHING}
+_COMPARISON_TEXT = {fleet_alarms.GT: ">", fleet_alarms.GE: ">=", fleet_alarms.LT: "<"}
+
+
 # -- the construct -------------------------------------------------------------------------------
 
 
@@ -236,8 +271,10 @@ class Alarms(Construct):
         self.by_target: dict[str, list[cw.Alarm]] = {}
         self._action = cw_actions.SnsAction(storage.topic)
 
-        for target in stage.targets:
-            self.by_target[target.name] = self._build_target_alarms(target, self.settings[target.name])
+        # Every condition of Warden's own metrics is one fleet alarm over the stage's targets: only
+        # instance and log alarms stay per target, and they add themselves to `by_target`.
+        self.by_target = {t.name: [] for t in stage.targets}
+        self._build_fleet_alarms()
         for job, fn in self.functions.items():
             self._build_function_alarms(job, fn)
         for name, machine in self.state_machines.items():
@@ -278,205 +315,98 @@ class Alarms(Construct):
         self.alarms[name] = alarm
         return alarm
 
-    # -- per target
+    # -- per condition, over the fleet (warden.fleet_alarms)
 
-    def _build_target_alarms(self, target: Target, settings: AlarmSettings) -> list[cw.Alarm]:
-        t, stage = target.name, self.stage.name
+    def target_specs(self, target: Target, settings: AlarmSettings) -> dict[str, FleetSpec]:
+        """What each condition of today's per-target alarms asks of `target`: threshold and window."""
         period = health_period(target)
-        every = _period_text(period)
-        max_age = self.backup_max_age[t]
-        alarms = [
-            # Missing = breaching: a health function that stops reporting is itself an alarm.
-            self._alarm(
-                t,
-                "unhealthy",
-                metric=warden_metric("Healthy", target=t, statistic="Minimum", period=period),
-                threshold=1,
-                comparison=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
-                datapoints=settings.unhealthy_datapoints,
-                periods=settings.unhealthy_periods,
-                missing=cw.TreatMissingData.BREACHING,
-                description=(
-                    f"{t} ({target.engine.value}) was unhealthy, or reported no health at all, in "
-                    f"{settings.unhealthy_datapoints} of the last {settings.unhealthy_periods} {every} periods. "
-                    f"Run `warden health --stage {stage} --target {t}` to see which check fails. If no "
-                    f"report comes back, the health function is failing or not scheduled: read its logs "
-                    f"and the `{t}-health` schedule (group warden-{stage})."
-                ),
-            ),
-            # Missing = breaching: no freshness data means no backups yet or no health runs.
+        sustained = (settings.sustained_datapoints, settings.sustained_periods)
+        specs = {
+            # Missing health or backup age is the `fleet-unreported-*` alarms' business.
+            "unhealthy": FleetSpec(1, period, settings.unhealthy_datapoints, settings.unhealthy_periods),
             # Minimum: age only grows between backups, so it is the age at the end of the hour.
-            self._alarm(
-                t,
-                "backup-too-old",
-                metric=warden_metric(
-                    "BackupAgeHours", target=t, statistic="Minimum", period=_at_least(BACKUP_AGE_PERIOD, period)
-                ),
-                threshold=max_age,
-                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                missing=cw.TreatMissingData.BREACHING,
-                description=(
-                    f"The newest backup of {t} is older than {_hours_text(max_age)} (backup schedule "
-                    f"{target.schedules.backup} plus grace), or no backup age was reported. Check "
-                    f"`warden backup list --stage {stage} --target {t}` and the {t}-backup-failed alarm, "
-                    f"then take one: `warden backup create --stage {stage} --target {t} --wait`."
-                ),
-            ),
-            # Missing = notBreaching: no data means no failed backup. OK only says no new failure.
-            self._alarm(
-                t,
-                "backup-failed",
-                metric=warden_metric("BackupFailure", target=t, statistic="Sum"),
-                threshold=1,
-                comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                missing=cw.TreatMissingData.NOT_BREACHING,
-                description=(
-                    f"A backup of {t} failed. Its catalog record (status FAILED) gives the reason: "
-                    f"`warden backup list --stage {stage} --target {t}`; the backup function's logs "
-                    f"have the details. Fix the cause and run `warden backup create --stage {stage} "
-                    f"--target {t} --wait`. OK means no new failure, not a new backup: "
-                    f"{t}-backup-too-old tracks that."
-                ),
-            ),
-            # Missing = notBreaching: no data means no corrupt verification.
-            self._alarm(
-                t,
-                "backup-corrupt",
-                metric=warden_metric("BackupCorrupt", target=t, statistic="Sum"),
-                threshold=1,
-                comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                missing=cw.TreatMissingData.NOT_BREACHING,
-                description=(
-                    f"Verification found a backup of {t} whose stored object does not match its "
-                    f"manifest's SHA-256 (status CORRUPT). Never restore from it. Find it with `warden "
-                    f"backup list --stage {stage} --target {t}`, check the object's versions and the "
-                    f"bucket's access logs, then take and verify a fresh backup: `warden backup create "
-                    f"--stage {stage} --target {t} --wait`."
-                ),
-            ),
-        ]
+            "backup-too-old": FleetSpec(self.backup_max_age[target.name], _at_least(BACKUP_AGE_PERIOD, period)),
+            "backup-failed": FleetSpec(1, EVENT_PERIOD),
+            "backup-corrupt": FleetSpec(1, EVENT_PERIOD),
+        }
         if target.backup.method != RDS_SNAPSHOT:  # an export must finish inside one backup invocation
-            limit = round(BACKUP_TIMEOUT_S * NEAR_TIME_LIMIT)
-            # Missing = notBreaching: BackupDuration comes with each successful backup. A day's period
-            # keeps the alarm up until the next day's backup says whether it is still that slow.
-            alarms.append(self._alarm(
-                t,
-                "backup-near-time-limit",
-                metric=warden_metric("BackupDuration", target=t, statistic="Maximum", period=Duration.days(1)),
-                threshold=limit,
-                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                missing=cw.TreatMissingData.NOT_BREACHING,
-                description=(
-                    f"A backup of {t} took more than {limit // 60} min of the {BACKUP_TIMEOUT_S // 60} min one "
-                    f"invocation of the backup function allows. A backup still running "
-                    f"{FINISH_MARGIN_S} s before that limit is stopped and fails (BackupOutOfTime), so act "
-                    f"before the data grows further: see the README section \"A backup's time budget\""
-                    + (" (for RDS / Aurora, backup.method rds-snapshot has no such limit)."
-                       if target.engine is Engine.POSTGRES and target.rds is not None else ".")
-                ),
-            ))
+            # An hour, not a day: Metrics Insights alarms evaluate the last three hours only.
+            specs["backup-near-time-limit"] = FleetSpec(round(BACKUP_TIMEOUT_S * NEAR_TIME_LIMIT), BACKUP_AGE_PERIOD)
         if target.retention.storage_budget_gb is not None:
-            budget = target.retention.storage_budget_gb
-            # Missing = notBreaching: StoredBytes comes with each backup; no backup, no growth.
-            alarms.append(self._alarm(
-                t,
-                "backup-storage-over-budget",
-                metric=warden_metric("StoredBytes", target=t, statistic="Maximum", period=BACKUP_AGE_PERIOD),
-                threshold=budget * 1e9,
-                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                missing=cw.TreatMissingData.NOT_BREACHING,
-                description=(
-                    f"The backups of {t} take more than their budget of {budget:g} GB in S3. See what the "
-                    f"retention policy would delete: `warden prune --stage {stage} --target {t} --dry-run`; "
-                    f"remediation prunes when its `prune` action is enabled for {t}."
-                ),
-            ))
+            specs["backup-storage-over-budget"] = FleetSpec(target.retention.storage_budget_gb * 1e9, BACKUP_AGE_PERIOD)
         if target.engine is Engine.NEO4J:
-            alarms += self._build_neo4j_alarms(target, settings, period)
+            # An hour after each daily licence check (Metrics Insights: three hours at most).
+            specs["license-expiring"] = FleetSpec(settings.license_days_left, BACKUP_AGE_PERIOD)
+            specs["neo4j-long-running-transactions"] = FleetSpec(settings.neo4j_long_transaction_seconds, period,
+                                                                 *sustained)
         else:
-            alarms += self._build_postgres_alarms(target, settings, period)
-        return alarms
+            specs["pg-connections-saturated"] = FleetSpec(settings.pg_connections_used_percent, period, *sustained)
+            specs["pg-long-running-queries"] = FleetSpec(1, period, *sustained)
+        return specs
 
-    def _build_neo4j_alarms(self, target: Target, settings: AlarmSettings, period: Duration) -> list[cw.Alarm]:
-        t = target.name
-        sustained = f"{settings.sustained_datapoints} of the last {settings.sustained_periods} {_period_text(period)}"
-        return [
-            # Missing = notBreaching: Community edition has no licence expiry and reports no
-            # days-left; a silent licence check is caught by its function's errors alarm.
-            self._alarm(
-                t,
-                "license-expiring",
-                metric=warden_metric("LicenseDaysLeft", target=t, statistic="Minimum", period=LICENSE_PERIOD),
-                threshold=settings.license_days_left,
-                comparison=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
-                missing=cw.TreatMissingData.NOT_BREACHING,
-                description=(
-                    f"The Neo4j licence of {t} expires in under {settings.license_days_left} days (from "
-                    f"the licence expiry configured for the target). Renew it with Neo4j, then update "
-                    f"the target's licence expiry in cdk.json and deploy. Community edition reports "
-                    f"nothing and keeps this alarm OK."
-                ),
-            ),
-            # Missing = ignore: engine metrics come from health runs; a silent health run is the
-            # unhealthy alarm's business, and this one keeps its last known state meanwhile.
-            self._alarm(
-                t,
-                "neo4j-long-running-transactions",
-                metric=warden_metric("LongestTransactionSeconds", target=t, statistic="Maximum", period=period),
-                threshold=settings.neo4j_long_transaction_seconds,
-                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                datapoints=settings.sustained_datapoints,
-                periods=settings.sustained_periods,
-                missing=cw.TreatMissingData.IGNORE,
-                description=(
-                    f"{t} had a transaction open longer than {settings.neo4j_long_transaction_seconds:g} s in "
-                    f"{sustained} periods. "
-                    f"Find them with `SHOW TRANSACTIONS YIELD transactionId, elapsedTime, currentQuery, "
-                    f"username` and ask their owner; end one with `TERMINATE TRANSACTIONS '<id>'`. Long "
-                    f"transactions hold locks and memory and can stall backups."
-                ),
-            ),
-        ]
+    def _build_fleet_alarms(self) -> None:
+        """One Metrics Insights alarm per condition and distinct (threshold, window), covering every
+        target that has the condition; plus `fleet-unreported-*` where missing data was an alarm."""
+        stage = self.stage.name
+        by_condition: dict[str, dict[FleetSpec, list[str]]] = {}
+        for target in self.stage.targets:
+            for suffix, spec in self.target_specs(target, self.settings[target.name]).items():
+                by_condition.setdefault(suffix, {}).setdefault(spec, []).append(target.name)
+        self.fleet: dict[str, FleetAlarmSpec] = {}
+        for suffix, partitions in by_condition.items():
+            condition = fleet_alarms.CONDITIONS[suffix]
+            ordered = sorted(partitions.items(), key=lambda kv: (-len(kv[1]), kv[1]))
+            covered = [t for _, ts in ordered for t in ts]
+            outside = sorted({t.name for t in self.stage.targets} - set(covered))
+            for index, (spec, targets) in enumerate(ordered, start=1):
+                others = sorted(set(covered) - set(targets)) + outside
+                query = fleet_alarms.condition_query(
+                    condition, stage, **({"targets_not_in": others} if index == 1 else {"targets_in": targets}))
+                self._fleet_alarm(fleet_alarms.alarm_name(stage, suffix, index=index), condition, spec, query,
+                                  targets)
+            if condition.unreported:
+                spec = ordered[0][0]
+                query = fleet_alarms.reporting_query(condition, stage, targets_not_in=outside)
+                self._fleet_alarm(fleet_alarms.alarm_name(stage, suffix, unreported=True), condition,
+                                  FleetSpec(len(covered), spec.period, spec.datapoints, spec.periods), query,
+                                  covered, unreported=True)
 
-    def _build_postgres_alarms(self, target: Target, settings: AlarmSettings, period: Duration) -> list[cw.Alarm]:
-        t = target.name
-        sustained = f"{settings.sustained_datapoints} of the last {settings.sustained_periods} {_period_text(period)}"
-        # Missing = ignore on both: see neo4j-long-running-transactions.
-        return [
-            self._alarm(
-                t,
-                "pg-connections-saturated",
-                metric=warden_metric("ConnectionsUsedPct", target=t, statistic="Maximum", period=period),
-                threshold=settings.pg_connections_used_percent,
-                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                datapoints=settings.sustained_datapoints,
-                periods=settings.sustained_periods,
-                missing=cw.TreatMissingData.IGNORE,
-                description=(
-                    f"{t} used over {settings.pg_connections_used_percent:g}% of max_connections in "
-                    f"{sustained} periods; new connections will soon be refused. Look in pg_stat_activity "
-                    f"for idle-in-transaction and leaked sessions and for the application holding most; "
-                    f"end stuck ones with pg_terminate_backend(pid). Lasting fix: a connection pooler "
-                    f"(RDS Proxy, PgBouncer), smaller pools, or a larger max_connections."
-                ),
-            ),
-            self._alarm(
-                t,
-                "pg-long-running-queries",
-                metric=warden_metric("LongQueries", target=t, statistic="Maximum", period=period),
-                threshold=1,
-                comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                datapoints=settings.sustained_datapoints,
-                periods=settings.sustained_periods,
-                missing=cw.TreatMissingData.IGNORE,
-                description=(
-                    f"{t} had queries running past the health check's limit in {sustained} periods. Find "
-                    f"them in pg_stat_activity (query_start, state, wait_event) and ask their owner; "
-                    f"pg_cancel_backend(pid) first, pg_terminate_backend(pid) only if that fails. Long "
-                    f"queries hold back vacuum and can block DDL and backups."
-                ),
-            ),
-        ]
+    def _fleet_alarm(self, name: str, condition: fleet_alarms.Condition, spec: FleetSpec, query: str,
+                     targets: list[str], *, unreported: bool = False) -> cw.Alarm:
+        _check_evaluation_range(name, spec.period, spec.periods)
+        stage = self.stage.name
+        shown = ", ".join(targets[:20]) + (f" and {len(targets) - 20} more" if len(targets) > 20 else "")
+        if unreported:
+            what = (f"fewer than {len(targets)} targets reported {condition.metric} in {spec.datapoints} of the "
+                    f"last {spec.periods} {_period_text(spec.period)} periods: a target's health run stops "
+                    f"reporting, or (backup age) it has no backup yet")
+            comparison, missing = cw.ComparisonOperator.LESS_THAN_THRESHOLD, cw.TreatMissingData.BREACHING
+        else:
+            what = (f"{condition.function}({condition.metric}) {_COMPARISON_TEXT[condition.comparison]} "
+                    f"{spec.threshold:g} in {spec.datapoints} of the last {spec.periods} "
+                    f"{_period_text(spec.period)} periods, for any target")
+            comparison = _COMPARISON[condition.comparison]
+            missing = _MISSING[condition.missing]
+        alarm = cw.Alarm(
+            self, name, alarm_name=name,
+            alarm_description=(
+                f"Warden {stage} {condition.suffix} ({condition.check}): {what}. Targets: {shown}. The "
+                f"remediate function names each breaching target and its failing check on the stage's topic "
+                f"(and acts where remediation is enabled); `warden health --stage {stage}` shows them too. "
+                f"Per target, what to do: docs/monitoring.md."
+            )[:1024],
+            metric=cw.MathExpression(expression=query, using_metrics={}, period=spec.period, label=condition.metric),
+            threshold=spec.threshold,
+            comparison_operator=comparison,
+            evaluation_periods=spec.periods,
+            datapoints_to_alarm=spec.datapoints,
+            treat_missing_data=missing,
+        )
+        alarm.add_alarm_action(self._action)
+        alarm.add_ok_action(self._action)
+        self.alarms[name] = alarm
+        self.fleet[name] = FleetAlarmSpec(condition.suffix, spec, tuple(targets), unreported, query)
+        return alarm
 
     # -- per function and state machine
 
