@@ -44,7 +44,7 @@ from infra.functions import (
 from infra.layers import SharedLayers
 from infra.network import Network
 from infra.recovery import active_parameter_arns
-from infra.remediation import grant_invoke_backup
+from infra.remediation import grant_fleet_alarm_read, grant_invoke_backup
 from infra.replica import grant_replica_decrypt, grant_replica_read
 from infra.report import grant_report_access
 from infra.rotation import grant_rotated_secrets, stage_rotates
@@ -140,6 +140,7 @@ GRANTS: dict[str, Grant] = {
     "replica-read": lambda fn, ctx: grant_replica_read(fn, ctx.stage),
     "replica-decrypt": lambda fn, ctx: grant_replica_decrypt(fn, ctx.stage),
     "invoke-backup": lambda fn, ctx: grant_invoke_backup(fn, ctx.functions.get("backup")),
+    "fleet-alarms-read": lambda fn, ctx: grant_fleet_alarm_read(fn, ctx.stage),
     "report-access": lambda fn, ctx: grant_report_access(fn, ctx.storage),
     "rotated-secrets": lambda fn, ctx: grant_rotated_secrets(fn, ctx.stage.targets),
 }
@@ -192,7 +193,8 @@ JOBS: tuple[Job, ...] = (
                 "backups-delete",
                 "notify",  # every action is announced
                 "key", "invoke-backup",
-                "backup-locks-read")),  # remediate runs prune
+                "backup-locks-read",  # remediate runs prune
+                "fleet-alarms-read")),  # which targets a fleet alarm fires for
     # VACUUM and REINDEX CONCURRENTLY of a large table take minutes; each statement has its own timeout.
     Job("maintenance", timeout=_15_MIN, memory=256, vpc=True, description="database maintenance",
         triggers=(Trigger.PER_TARGET_SCHEDULE,),

@@ -8,12 +8,13 @@ maintenance is scheduled per target like the other scheduled jobs (infra/schedul
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from infra import nag
 from infra.functions import WardenFunction
 from warden import names
 from warden.config.stage import StageConfig
@@ -46,6 +47,25 @@ class AlarmRemediation(Construct):
         rule.add_target(targets.LambdaFunction(self.remediate.function, retry_attempts=2,
                                                max_event_age=Duration.hours(1)))
         return rule
+
+
+def grant_fleet_alarm_read(fn: WardenFunction, stage: StageConfig) -> None:
+    """Find which targets a fleet alarm fires for (warden.fleet_alarms.resolve): DescribeAlarms on the
+    stage's fleet alarms, and GetMetricData, which has no resource-level permissions."""
+    stack = Stack.of(fn.function)
+    fleet = f"{names.alarm_prefix(stage.name)}fleet-*"
+    policy = iam.Policy(fn.function, "FleetAlarmRead", statements=[
+        iam.PolicyStatement(actions=["cloudwatch:DescribeAlarms"], resources=[stack.format_arn(
+            service="cloudwatch", resource="alarm", resource_name=fleet, arn_format=ArnFormat.COLON_RESOURCE_NAME)]),
+        iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"])])
+    policy.attach_to_role(fn.role)
+    nag.acknowledge(policy, "AwsSolutions-IAM5[Resource::*]",
+                    "CloudWatch GetMetricData supports no resource-level permissions; '*' is the only "
+                    "resource it accepts, and it only reads metrics.")
+    nag.acknowledge(policy, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
+                    f"<AWS::AccountId>:alarm:{fleet}]",
+                    "The stage's fleet alarms by their name prefix: the remediate function reads the query "
+                    "and window of the one that fired.")
 
 
 def grant_invoke_backup(fn: WardenFunction, backup: WardenFunction | None) -> None:

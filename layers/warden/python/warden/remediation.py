@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from warden import fleet_alarms
 from warden.config.base import TARGET_NAME
 from warden.config.operations import ActionConfig, RemediationConfig
 from warden.config.target import Engine, Target
@@ -188,6 +189,10 @@ def remediate(stores: Stores, event: Any, *, actor: str, config: RemediationConf
     function has pg_dump and 15 minutes); without it the backup runs here, under our lease.
     """
     settings = stores.settings
+    fleet = _fleet_alarm_of(event, settings.stage)
+    if fleet is not None:
+        return remediate_fleet(stores, fleet, event, actor=actor, config=config, target_loader=target_loader,
+                               secret_loader=secret_loader, backup_function=backup_function)
     alarm, why = parse_alarm(event, settings.stage)
     if alarm is None:
         logger.warning("alarm event ignored", extra={"why": why})
@@ -207,6 +212,62 @@ def remediate(stores: Stores, event: Any, *, actor: str, config: RemediationConf
                       backup_function)
     _record(stores, result, actor)
     return result
+
+
+def _fleet_alarm_of(event: Any, stage: str) -> fleet_alarms.FleetAlarm | None:
+    try:
+        change = AlarmStateChange.model_validate(event)
+    except ValidationError:
+        return None
+    if change.detail.state.value != "ALARM":
+        return None
+    return fleet_alarms.parse_name(change.detail.alarm_name, stage)
+
+
+def remediate_fleet(stores: Stores, fleet: fleet_alarms.FleetAlarm, event: Any, *, actor: str,
+                    config: RemediationConfig | None = None,
+                    target_loader: Callable[[Settings, str], Target] | None = None,
+                    secret_loader: Callable[[Target], Any] | None = None,
+                    backup_function: str | None = None,
+                    resolver: Callable[..., list[fleet_alarms.Breach]] | None = None) -> Remediation:
+    """A fleet alarm went into ALARM: find the targets that breach (`fleet_alarms.resolve`), announce
+    them with their failing check on the stage's topic, then run the condition's action (when it
+    has one) per target, under the same safeguards as a per-target alarm."""
+    settings = stores.settings
+    change = AlarmStateChange.model_validate(event)
+    expected = list(stores.targets.all()) if fleet.unreported else []
+    found = (resolver or fleet_alarms.resolve)(aws_client("cloudwatch"), fleet.name, settings.stage,
+                                               expected=expected)
+    subject, body = fleet_alarms.message(settings.stage, fleet.name, found)
+    logger.warning("fleet alarm", extra={"alarm": fleet.name, "targets": [b.target for b in found],
+                                         "breaches": [b.text() for b in found]})
+    if settings.topic_arn:
+        try:
+            aws_client("sns").publish(TopicArn=settings.topic_arn, Subject=subject, Message=body)
+        except ClientError as err:
+            raise WardenError(f"cannot announce {fleet.name} on {settings.topic_arn}: "
+                              f"{err.response['Error']['Code']}") from err
+    results: list[dict[str, Any]] = []
+    action = ACTIONS.get(fleet.condition.suffix)
+    for breach in found if action is not None else []:
+        alarm = Alarm(name=fleet.name, target=breach.target, suffix=fleet.condition.suffix, action=action.name,
+                      state="ALARM", reason=f"{change.detail.state.reason} ({breach.text()})", event_id=change.id)
+        try:
+            target = target_loader(settings, breach.target) if target_loader else stores.targets.get(breach.target)
+        except TargetNotFound as err:
+            results.append({"target": breach.target, "outcome": "ignored", "why": str(err)})
+            continue
+        if target.engine not in action.engines:
+            continue
+        result = _guarded(stores, alarm, action, target, config or remediation_of(target), actor,
+                          secret_loader or stores.secrets.load, backup_function)
+        _record(stores, result, actor)
+        results.append(result.as_dict())
+    return Remediation(outcome="ok" if found else "nothing-to-do", why=subject,
+                       alarm=Alarm(name=fleet.name, target="", suffix=fleet.condition.suffix,
+                                   action=action.name if action else "", state="ALARM",
+                                   reason=change.detail.state.reason, event_id=change.id),
+                       summary=body, details={"breaches": [b.text() for b in found], "results": results})
 
 
 def _guarded(stores: Stores, alarm: Alarm, action: Action, target: Target, config: RemediationConfig,
