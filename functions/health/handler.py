@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from warden.emf import publish
 from warden.events import HealthRequest, parse
-from warden.health import check_targets, log_checks, metric_points
+from warden.health import check_targets, log_checks, metric_points, record_health
 from warden.observability import MetricUnit, lambda_handler, logger, metrics
 from warden.settings import Settings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
+from warden.stores.audit import AuditLog
 from warden.stores.catalog import Catalog
 from warden.stores.targets import select_targets
 
@@ -33,6 +34,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = check_targets(config.stage, targets, catalog=catalog)
     publish(metric_points(report), metrics.namespace)
     log_checks(report)  # check durations and values: the log, not CloudWatch metrics
+    record_health(AuditLog(config.audit_table), report, actor=f"function:{context.function_name}")
     metrics.add_metric(name="TargetsChecked", unit=MetricUnit.Count, value=len(report.targets))
     logger.info("health checked", extra={
         "status": report.status.value, "targets": len(report.targets),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from warden.checks import GRACE_S, Check, CheckGroup, MetricDef, MetricPoint, Outcome, Tier, run_tier, spawn_daemon
 from warden.config.health import HealthThresholds, RequiredSchema, schema_of, thresholds_of
@@ -42,6 +42,9 @@ from warden.models import (
 )
 from warden.stores.secrets import load_secret
 from warden.versions import VersionError, judge_support
+
+if TYPE_CHECKING:
+    from warden.stores.base import AuditStore
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +292,16 @@ CLOUDWATCH_METRICS: frozenset[str] = frozenset({
     "ConnectionsUsedPct", "LongQueries", "MaxDeadTupleRatio", "ReplicationLagSeconds",  # PostgreSQL
     "DatabaseSizeBytes", "BackupAgeHours",  # both
 })
+
+
+def record_health(audit: AuditStore, report: HealthReport, *, actor: str) -> None:
+    """One compact audit entry per target and run (operation "health", outcome its status), where
+    the weekly report reads a target's health in every stage (CloudWatch metrics need not exist:
+    moto serves none). Status, the non-passing checks and the server version: no check details."""
+    for t in report.targets:
+        audit.audit(target=t.target, operation="health", step="check", outcome=t.status.value, actor=actor,
+                    status=t.status.value, checked_at=t.checked_at, server_version=t.server_version,
+                    not_passing={c.name: c.status.value for c in t.checks if c.status is not CheckStatus.PASS})
 
 
 def metric_points(report: HealthReport) -> list[MetricPoint]:
