@@ -601,3 +601,38 @@ def test_wrong_credentials_are_database_unavailable_and_never_echo_the_password(
     with pytest.raises(DatabaseUnavailable, match="rejected the credentials") as raised:
         nb.export_backup(secret, io.BytesIO())
     assert "not-the-password-42" not in str(raised.value)
+
+
+def test_a_failed_index_is_backed_up_with_a_warning_and_restores_with_one(
+        source: tuple[Neo4jSecret, neo4j.Driver], target: tuple[Neo4jSecret, neo4j.Driver]) -> None:
+    # Given a TEXT index that is FAILED in the source (a value too large to index)
+    (src, src_driver), (dst, dst_driver) = source, target
+    run(src_driver, "CREATE (:Doc {body: $big}), (:Doc {body: 'small'})", big="x" * 40000)
+    run(src_driver, "CREATE TEXT INDEX doc_body FOR (d:Doc) ON (d.body)")
+    run(src_driver, "CREATE INDEX doc_title FOR (d:Doc) ON (d.title)")
+    with pytest.raises(neo4j.exceptions.Neo4jError):
+        run(src_driver, "CALL db.awaitIndexes(60)")
+    assert run(src_driver, "SHOW INDEXES YIELD name, state WHERE name = 'doc_body' RETURN state")[0][0] == "FAILED"
+    # When it is backed up
+    result, data = export(src)
+    # Then the backup records each index's state and warns about the FAILED one
+    states = {i["name"]: i["state"] for i in result.schema["indexes"]}
+    assert states == {"doc_body": "FAILED", "doc_title": "ONLINE"}
+    (warning,) = result.details["warnings"]
+    assert "doc_body" in warning and "FAILED in the source" in warning and "too large" in warning
+    # When it is restored
+    restored = nb.restore_backup(dst, chunked(data), manifest_of(result))
+    # Then the restore succeeds, re-created the index, and warns that it failed again, as in the source
+    assert restored.counts == result.counts
+    assert {r["name"]: r["state"] for r in run(dst_driver, "SHOW INDEXES YIELD name, state, type "
+                                                         "WHERE type <> 'LOOKUP' RETURN name, state")} == states
+    (warning,) = restored.details["warnings"]
+    assert "doc_body" in warning and "FAILED again" in warning
+    assert restored.details["index_states"] == states
+    # and validation compares index states with the source's: FAILED in both is a warning ...
+    errors, warnings = nb.ENGINE.compare_indexes(dst, manifest_of(result))
+    assert errors == [] and len(warnings) == 1 and "doc_body" in warnings[0]
+    # ... an index ONLINE in the source and missing here an error
+    run(dst_driver, "DROP INDEX doc_title")
+    errors, _ = nb.ENGINE.compare_indexes(dst, manifest_of(result))
+    assert errors == ["index doc_title: ONLINE in the source, missing here"]

@@ -68,6 +68,9 @@ class FakeEngine:
     def count_objects(self, secret: Any) -> dict[str, int]:
         return dict(self.counts)
 
+    def compare_indexes(self, secret: Any, manifest: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        return [], []
+
 
 class Clock:
     def __init__(self) -> None:

@@ -184,6 +184,7 @@ def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
             "schema": result.schema,
             "consistency": result.consistency,
             "details": result.details,
+            "warnings": result.details.get("warnings", []),
             "started_at": started.isoformat(),
             "finished_at": finished.isoformat(),
         }
@@ -196,6 +197,7 @@ def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
             "data_version_id": info.version_id, "manifest_version_id": manifest_version,
             "counts": result.counts, "server_version": result.server_version, "method": result.method,
             "format_version": result.format_version, "consistency": result.consistency,
+            "warnings": list(result.details.get("warnings", [])),
             "duration_s": round(time.monotonic() - clock, 3), "upload_id": None,
         })
         catalog.save(record, expect_status=BackupStatus.RUNNING)
@@ -210,7 +212,7 @@ def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
         raise
     stores.audit.audit(target=target.name, operation="backup", step="finish", outcome="ok",
                        actor=actor, backup_id=backup_id, size_bytes=record.size_bytes, sha256=record.sha256,
-                    duration_s=record.duration_s)
+                    duration_s=record.duration_s, **({"warnings": record.warnings} if record.warnings else {}))
     return record
 
 
@@ -322,5 +324,6 @@ def restore_backup(stores: Stores, target: Target, backup_id: str, into: Databas
                            backup_id=backup_id, error=f"{type(err).__name__}: {err}")
         raise
     stores.audit.audit(target=target.name, operation="restore", step="finish", outcome="ok",
-                       actor=actor, backup_id=backup_id, counts=result.counts, duration_s=result.duration_s)
+                       actor=actor, backup_id=backup_id, counts=result.counts, duration_s=result.duration_s,
+                       **({"warnings": result.details["warnings"]} if result.details.get("warnings") else {}))
     return result

@@ -96,6 +96,7 @@ class BackupRecord(BaseModel):
     consistency: str | None = None
     duration_s: float | None = None
     error: str | None = None
+    warnings: list[str] = []  # what a good backup should tell (e.g. an index FAILED in the source)
     hold: bool = False
     verified_at: datetime | None = None
     upload_id: str | None = None

@@ -260,9 +260,11 @@ def validate(stores: Stores, plan: Plan, replica: ReplicaSettings | None = None)
     manifest = read.artifacts.get_json(record.manifest_key or "", record.manifest_version_id)
     engine = engine_for(target.engine)
     errors: list[str] = []
+    warnings: list[str] = []  # index states as the source's (an index FAILED there fails here too)
     try:
         engine.server_info(staging)
         counts = engine.count_objects(staging)
+        errors, warnings = engine.compare_indexes(staging, manifest)
     except WardenError as err:
         errors.append(f"staging does not answer: {err}")
         counts = {}
@@ -274,8 +276,8 @@ def validate(stores: Stores, plan: Plan, replica: ReplicaSettings | None = None)
     if errors:
         _audit(stores, plan, "validate", "failed", errors=errors[:50])
         raise ValidationFailed(f"{len(errors)} validation error(s): {'; '.join(errors[:5])}")
-    _audit(stores, plan, "validate", "ok", objects=sum(counts.values()))
-    return {"counts": counts}
+    _audit(stores, plan, "validate", "ok", objects=sum(counts.values()), **({"warnings": warnings} if warnings else {}))
+    return {"counts": counts, **({"warnings": warnings} if warnings else {})}
 
 
 def request_approval(stores: Stores, plan: Plan, task_token: str) -> None:

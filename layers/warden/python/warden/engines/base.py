@@ -99,6 +99,11 @@ class DatabaseEngine(Protocol):
 
     def is_empty(self, secret: Any) -> bool: ...
 
+    def compare_indexes(self, secret: Any, manifest: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """(errors, warnings): the database's index states against the source's in the manifest. An
+        index ONLINE in the source and not here is an error; one FAILED in both is a warning."""
+        ...
+
     def health_tiers(self, secret: Any, *, thresholds: HealthThresholds, schema: RequiredSchema) -> list[Tier]:
         """The engine's schema, integrity and metrics tiers of health checks."""
         ...

@@ -14,7 +14,7 @@ from warden.engines.base import ExportResult, RestoreFailed, RestoreRefused, Res
 from warden.engines.neo4j import credentials, health
 from warden.engines.neo4j.backup import METHOD, NOT_POINT_IN_TIME, POINT_IN_TIME, export_backup
 from warden.engines.neo4j.connection import close_drivers, driver, server_info
-from warden.engines.neo4j.inventory import count_objects, is_empty
+from warden.engines.neo4j.inventory import compare_indexes, count_objects, is_empty
 from warden.engines.neo4j.restore import restore_backup
 
 if TYPE_CHECKING:
@@ -50,6 +50,9 @@ class Neo4jEngine:
 
     def is_empty(self, secret: Any) -> bool:
         return is_empty(secret)
+
+    def compare_indexes(self, secret: Any, manifest: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        return compare_indexes(secret, manifest)
 
     def health_tiers(self, secret: Any, *, thresholds: HealthThresholds, schema: RequiredSchema) -> list[Tier]:
         return health.tiers(secret, thresholds=thresholds, schema=schema)

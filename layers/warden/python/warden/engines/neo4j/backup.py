@@ -132,9 +132,29 @@ def _read_schema(tx: Any) -> dict[str, Any]:
         # LOOKUP indexes are built in (every new database has them); a constraint makes its own index.
         if row.get("type") == "LOOKUP" or row.get("owningConstraint") is not None:
             continue
-        indexes.append({k: _plain(row.get(k)) for k in _INDEX_FIELDS if k in row})
+        index = {k: _plain(row.get(k)) for k in _INDEX_FIELDS if k in row}
+        index["state"] = str(row.get("state"))  # a FAILED index fails again on restore: the restore expects it
+        if row.get("failureMessage"):
+            index["failureMessage"] = _failure(row["failureMessage"])
+        indexes.append(index)
     return {"constraints": sorted(constraints, key=lambda c: str(c["name"])),
             "indexes": sorted(indexes, key=lambda i: str(i["name"]))}
+
+
+def _failure(message: Any) -> str:
+    """An index's failure message, its first line (the rest is a Java stack trace)."""
+    text = str(message).strip()
+    return text.splitlines()[0][:500] if text else ""
+
+
+def failed_index_warnings(schema: dict[str, Any]) -> list[str]:
+    """One warning per index that is not ONLINE in the source (FAILED: a restore re-creates it and it
+    fails again; POPULATING: it was still being built)."""
+    return [f"index {i['name']} is {i['state']} in the source"
+            + (f": {i['failureMessage']}" if i.get("failureMessage") else "")
+            + ("; a restore re-creates it and it fails again unless the data that failed it changes"
+               if i["state"] == "FAILED" else "")
+            for i in schema.get("indexes", []) if i.get("state") not in (None, "ONLINE")]
 
 
 class _IdSet:
@@ -251,7 +271,7 @@ def _bound_reads(tx: Any, deadline: float | None) -> Any:
     """Bound every read of the transaction's connection by `deadline`; returns the previous timeout.
     The driver has no public read timeout: its socket's is the one a server's
     `connection.recv_timeout_seconds` hint sets, used here the same way."""
-    sock = getattr(getattr(tx, "_connection", None), "socket", None)
+    sock: Any = getattr(getattr(tx, "_connection", None), "socket", None)
     if deadline is None or not hasattr(sock, "set_read_timeout"):
         return None
     previous = sock.get_read_timeout()
@@ -260,7 +280,7 @@ def _bound_reads(tx: Any, deadline: float | None) -> Any:
 
 
 def _restore_reads(tx: Any, previous: Any) -> None:
-    sock = getattr(getattr(tx, "_connection", None), "socket", None)
+    sock: Any = getattr(getattr(tx, "_connection", None), "socket", None)
     if hasattr(sock, "set_read_timeout"):
         sock.set_read_timeout(previous)  # the connection goes back to the pool
 
@@ -307,7 +327,11 @@ def _export(secret: Neo4jSecret, out: Writable, batch_size: int, compression_lev
     bookmark_moved = bool(bookmark_before) and bool(bookmark_after) and bookmark_before != bookmark_after
     writes = bookmark_moved or changes > 0
     consistency = NOT_POINT_IN_TIME.format(changes=changes) if writes else POINT_IN_TIME
+    warnings = failed_index_warnings(schema)
+    for warning in warnings:
+        log.warning("neo4j backup warning", extra={"database": secret.database, "warning": warning})
     details: dict[str, Any] = {
+        "warnings": warnings,
         "writes_during_backup": writes,
         "concurrent_changes": changes,
         "dangling_relationships_skipped": dangling,

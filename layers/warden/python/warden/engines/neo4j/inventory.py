@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import neo4j
@@ -64,6 +65,26 @@ def _state(session: neo4j.Session) -> dict[str, int]:
                  "constraints": len(constraints), "indexes": len(indexes)}
         tx.commit()
     return state
+
+
+def compare_indexes(secret: Neo4jSecret, manifest: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(errors, warnings): each index the manifest records (with its state in the source) against
+    this database's. Manifests written before index states were recorded count them as ONLINE."""
+    with _translated(secret, "reading index states", DatabaseError), \
+            _session(secret, neo4j.READ_ACCESS) as session:
+        here = {str(r["name"]): str(r["state"]) for r in session.run(
+            "SHOW INDEXES YIELD name, state, type WHERE type <> 'LOOKUP' RETURN name, state")}
+    errors, warnings = [], []
+    for index in (manifest.get("schema") or {}).get("indexes") or []:
+        name, source = str(index.get("name")), str(index.get("state") or "ONLINE")
+        state = here.get(name)
+        if state is None:
+            errors.append(f"index {name}: {source} in the source, missing here")
+        elif state == "FAILED" and source == "FAILED":
+            warnings.append(f"index {name} is FAILED here as in the source")
+        elif state != "ONLINE" and source == "ONLINE":
+            errors.append(f"index {name}: ONLINE in the source, {state} here")
+    return errors, warnings
 
 
 def is_empty(secret: Neo4jSecret) -> bool:

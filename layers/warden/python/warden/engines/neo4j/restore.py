@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -11,8 +12,8 @@ import neo4j
 
 from warden.config.credentials import Neo4jSecret
 from warden.engines.base import RestoreFailed, RestoreRefused, RestoreResult
+from warden.engines.neo4j.backup import Group, _failure
 from warden.engines.neo4j.connection import server_info
-from warden.engines.neo4j.backup import Group
 from warden.engines.neo4j.format import (
     KNOWN_FORMATS,
     ArchiveError,
@@ -215,19 +216,45 @@ def _load(records: Iterator[list[Any]], loader: _Loader) -> tuple[dict[str, int]
     raise ArchiveError("the archive has no end record (truncated)")
 
 
-def _create_schema(session: neo4j.Session, schema: dict[str, Any], timeout_s: int) -> dict[str, int]:
+def _create_schema(session: neo4j.Session, schema: dict[str, Any], timeout_s: int) -> dict[str, Any]:
     """The archive's constraints then indexes, from Neo4j's own create statements; awaited ONLINE."""
     for item in (*schema["constraints"], *schema["indexes"]):
         statement = item.get("createStatement")
         if not statement:
             raise RestoreFailed(f"the archive's schema item {item.get('name')!r} has no createStatement")
         _run(session, statement)
-    _run(session, "CALL db.awaitIndexes($timeout)", timeout=timeout_s)
-    not_online = [(r["name"], r["state"]) for r in session.run(
-        "SHOW INDEXES YIELD name, state WHERE state <> 'ONLINE' RETURN name, state")]
+    states = _await_indexes(session, timeout_s)
+    source = {str(i.get("name")): str(i.get("state") or "ONLINE") for i in schema["indexes"]}
+    warnings, not_online = [], []
+    for name, (state, failure) in sorted(states.items()):
+        if state == "ONLINE":
+            continue
+        if state == "FAILED" and source.get(name) == "FAILED":  # the source's data fails it the same way
+            warnings.append(f"index {name} FAILED again, as it is FAILED in the source: {failure}")
+        else:
+            not_online.append((name, state) if not failure else (name, state, failure))
     if not_online:
         raise RestoreFailed(f"indexes not ONLINE after the restore: {not_online}")
-    return {"constraints": len(schema["constraints"]), "indexes": len(schema["indexes"])}
+    for warning in warnings:
+        log.warning("neo4j restore warning", extra={"warning": warning})
+    return {"constraints": len(schema["constraints"]), "indexes": len(schema["indexes"]), "warnings": warnings,
+            "index_states": {name: state for name, (state, _) in sorted(states.items())}}
+
+
+def _await_indexes(session: neo4j.Session, timeout_s: int) -> dict[str, tuple[str, str]]:
+    """Wait until no index is POPULATING (a FAILED one ends `db.awaitIndexes` early: the others are
+    still awaited); {name: (state, first line of its failure message)} of the user's indexes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(neo4j.exceptions.ClientError):  # an index entered FAILED: its state says so
+            _run(session, "CALL db.awaitIndexes($timeout)", timeout=max(int(deadline - time.monotonic()), 1))
+        states = {str(r["name"]): (str(r["state"]), _failure(r["failureMessage"])) for r in session.run(
+            "SHOW INDEXES YIELD name, state, type, failureMessage WHERE type <> 'LOOKUP' "
+            "RETURN name, state, failureMessage")}
+        if all(state != "POPULATING" for state, _ in states.values()) or time.monotonic() >= deadline:
+            return states
+        time.sleep(0.2)
+
 
 
 def _count_diff(expected: dict[str, int], actual: dict[str, int]) -> str:

@@ -54,6 +54,10 @@ class PostgresEngine:
     def is_empty(self, secret: Any) -> bool:
         return is_empty(secret)
 
+    def compare_indexes(self, secret: Any, manifest: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        # pg_restore builds every index or fails the restore (--exit-on-error): nothing to compare.
+        return [], []
+
     def health_tiers(self, secret: Any, *, thresholds: HealthThresholds, schema: RequiredSchema) -> list[Tier]:
         return health.tiers(secret, thresholds=thresholds, schema=schema)
 
