@@ -260,7 +260,13 @@ def grant_target_config_read(fn: WardenFunction, storage: Storage) -> None:
         stack.format_arn(service="ssm", resource="parameter", resource_name=name) for name in (path, f"{path}/")
     ]
     fn.add_to_policy(iam.PolicyStatement(actions=["ssm:GetParametersByPath"], resources=path_arns))
-    parameter_arns = [p.parameter_arn for p in storage.target_parameters.values()]
+    # ARNs from the names, not the parameters' tokens: the parameters live in the targets' group
+    # stacks (infra/targets.py), and a reference would become one nested-stack output per target.
+    parameter_arns = [
+        stack.format_arn(service="ssm", resource="parameter",
+                         resource_name=names.target_parameter(storage.stage.name, t.name).lstrip("/"))
+        for t in storage.stage.targets
+    ]
     if parameter_arns:
         fn.add_to_policy(
             iam.PolicyStatement(actions=["ssm:GetParameter", "ssm:GetParameters"], resources=parameter_arns)

@@ -156,12 +156,13 @@ class InstanceAlarms(Construct):
     dashboard. Attributes: `alarms` {name: Alarm}, `by_target` {target: [Alarm]}.
     """
 
-    def __init__(self, scope: Construct, id: str, *, alarms: Alarms) -> None:
+    def __init__(self, scope: Construct, id: str, *, alarms: Alarms,
+                 targets: Sequence[Target] | None = None) -> None:
         super().__init__(scope, id)
         self._stage_alarms = alarms
         self.alarms: dict[str, cw.Alarm] = {}
         self.by_target: dict[str, list[cw.Alarm]] = {}
-        for target in alarms.stage.targets:
+        for target in alarms.stage.targets if targets is None else targets:  # one target per group stack
             config = instance_monitoring_of(target)
             if config is None:
                 continue

@@ -21,6 +21,7 @@ action; they notify the stage's topic on ALARM and OK.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aws_cdk import Duration
@@ -169,12 +170,13 @@ class LogMonitors(Construct):
     Attributes: `filters` {target: [MetricFilter]}, `alarms` {name: Alarm}.
     """
 
-    def __init__(self, scope: Construct, id: str, *, alarms: Alarms) -> None:
+    def __init__(self, scope: Construct, id: str, *, alarms: Alarms,
+                 targets: Sequence[Target] | None = None) -> None:
         super().__init__(scope, id)
         self._stage_alarms = alarms
         self.filters: dict[str, list[logs.MetricFilter]] = {}
         self.alarms: dict[str, cw.Alarm] = {}
-        for target in alarms.stage.targets:
+        for target in alarms.stage.targets if targets is None else targets:  # one target per group stack
             if target.logs is not None:
                 self._build(target, target.logs)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
@@ -41,6 +42,28 @@ ROTATED_SECRET_ACTIONS = [
 class Rotation:
     function: WardenFunction
     schedules: dict[str, secretsmanager.CfnRotationSchedule]  # by target name
+    permission: lambda_.CfnPermission | None = None  # Secrets Manager's invoke permission
+
+    def build_target(self, scope: Construct, target: Target) -> None:
+        """`target`'s rotation schedule (when it rotates), in `scope` (its group stack's TargetResources)."""
+        if not target.rotation.enabled:
+            return
+        schedule = secretsmanager.CfnRotationSchedule(
+            scope,
+            f"Rotation{_pascal(target.name)}",
+            secret_id=target.secret_name,
+            rotation_lambda_arn=self.function.function.function_arn,
+            rotation_rules=secretsmanager.CfnRotationSchedule.RotationRulesProperty(
+                schedule_expression=target.rotation.schedule,
+                duration=target.rotation.window,
+            ),
+            # The first rotation waits for the schedule; `aws secretsmanager rotate-secret` starts one now.
+            rotate_immediately_on_update=False,
+        )
+        schedule.node.add_dependency(self.function.function)
+        if self.permission is not None:
+            schedule.node.add_dependency(self.permission)
+        self.schedules[target.name] = schedule
 
 
 def rotated_targets(targets: list[Target]) -> list[Target]:
@@ -81,34 +104,22 @@ def grant_rotated_secrets(fn: WardenFunction, targets: list[Target]) -> None:
     )
 
 
-def rotate_secrets(scope: Construct, *, stage: StageConfig, function: WardenFunction) -> Rotation:
+def rotate_secrets(scope: Construct, *, stage: StageConfig, function: WardenFunction,
+                   per_target: bool = True) -> Rotation:
     """A rotation schedule on each rotating target's secret, in `scope` (the stage's stack), run by
-    `function`, which Secrets Manager of this account only may invoke."""
+    `function`, which Secrets Manager of this account only may invoke. `per_target` False: each
+    target's schedule is built by `Rotation.build_target` (infra/targets.py)."""
     fn = function
     permission = fn.function.add_permission(
         "SecretsManagerInvoke",
         principal=iam.ServicePrincipal(SECRETS_MANAGER),
         source_account=Stack.of(scope).account,
     )
-    schedules = {}
-    for target in rotated_targets(stage.targets):
-        schedule = secretsmanager.CfnRotationSchedule(
-            scope,
-            f"Rotation{_pascal(target.name)}",
-            secret_id=target.secret_name,
-            rotation_lambda_arn=fn.function.function_arn,
-            rotation_rules=secretsmanager.CfnRotationSchedule.RotationRulesProperty(
-                schedule_expression=target.rotation.schedule,
-                duration=target.rotation.window,
-            ),
-            # The first rotation waits for the schedule; `aws secretsmanager rotate-secret` starts one now.
-            rotate_immediately_on_update=False,
-        )
-        schedule.node.add_dependency(fn.function)
-        if permission is not None:
-            schedule.node.add_dependency(permission)
-        schedules[target.name] = schedule
-    return Rotation(function=fn, schedules=schedules)
+    rotation = Rotation(function=fn, schedules={}, permission=permission)
+    if per_target:
+        for target in rotated_targets(stage.targets):
+            rotation.build_target(scope, target)
+    return rotation
 
 
 def _pascal(name: str) -> str:

@@ -89,6 +89,7 @@ class Storage(Construct):
         stage: StageConfig,
         noncurrent_version_expiration: Duration = NONCURRENT_VERSION_EXPIRATION,
         access_log_expiration: Duration = ACCESS_LOG_EXPIRATION,
+        target_parameters: bool = True,
     ) -> None:
         super().__init__(scope, id)
         self.stage = stage
@@ -101,7 +102,9 @@ class Storage(Construct):
         self.audit = self.tables["audit"]
         self.state = self.tables["state"]
         self.topic = self._build_topic()
-        self.target_parameters = {t.name: self._build_target_parameter(t) for t in stage.targets}
+        # False: each target's parameter is built with its other resources (infra/targets.py, a group stack).
+        self.target_parameters: dict[str, ssm.StringParameter] = (
+            {t.name: build_target_parameter(self, stage, t) for t in stage.targets} if target_parameters else {})
 
     def _build_key(self) -> kms.Key:
         key = kms.Key(
@@ -210,21 +213,24 @@ class Storage(Construct):
             topic.add_subscription(subscriptions.EmailSubscription(email))
         return topic
 
-    def _build_target_parameter(self, target: Target) -> ssm.StringParameter:
-        value = target_parameter_value(target)
-        if len(value.encode()) > _MAX_PARAMETER_BYTES:
-            raise ValueError(
-                f"stage {self.stage.name!r}, target {target.name!r}: configuration is "
-                f"{len(value.encode())} bytes, over the {_MAX_PARAMETER_BYTES}-byte Parameter Store limit"
-            )
-        return ssm.StringParameter(
-            self,
-            f"Target-{target.name}",
-            parameter_name=target_parameter_name(self.stage.name, target.name),
-            string_value=value,
-            description=f"Warden {self.stage.name} target {target.name} ({target.engine.value})",
-            tier=ssm.ParameterTier.STANDARD,
+
+
+def build_target_parameter(scope: Construct, stage: StageConfig, target: Target) -> ssm.StringParameter:
+    """The Parameter Store parameter holding `target`'s configuration, `Target-<name>` in `scope`."""
+    value = target_parameter_value(target)
+    if len(value.encode()) > _MAX_PARAMETER_BYTES:
+        raise ValueError(
+            f"stage {stage.name!r}, target {target.name!r}: configuration is "
+            f"{len(value.encode())} bytes, over the {_MAX_PARAMETER_BYTES}-byte Parameter Store limit"
         )
+    return ssm.StringParameter(
+        scope,
+        f"Target-{target.name}",
+        parameter_name=target_parameter_name(stage.name, target.name),
+        string_value=value,
+        description=f"Warden {stage.name} target {target.name} ({target.engine.value})",
+        tier=ssm.ParameterTier.STANDARD,
+    )
 
 
 # Object actions that change or remove backups, and the lock settings of object versions.

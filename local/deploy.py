@@ -9,7 +9,6 @@ layers, policies and alarms have no local behaviour and are recorded as skipped.
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from collections.abc import Mapping
@@ -84,14 +83,18 @@ class Deployment:
 
 
 def synthesize_stage(stage: StageConfig, outdir: Path | None = None) -> dict[str, Any]:
-    """Synthesize the WardenStack of `stage` (cdk-nag on, as always) and return its template."""
+    """Synthesize the WardenStack of `stage` (cdk-nag on, as always) and return its template, with
+    its nested stacks (the targets' group stacks, infra/targets.py) inlined: their templates are read
+    from the cloud assembly and their Parameters resolved to what the stage's stack passes, so
+    `deploy_template` creates their resources (SSM parameters, ...) like the stage's own."""
+    from infra.assembly import stage_template
     from infra.stack import build_app, stack_id
 
     outdir = outdir or Path(tempfile.mkdtemp(prefix="warden-synth-"))
     stage_json = stage.model_dump(mode="json", exclude={"name"})
     app, _ = build_app({"stages": {stage.name: stage_json}, "stage": stage.name}, outdir=str(outdir))
     assembly = app.synth()
-    return dict(json.loads((Path(assembly.directory) / f"{stack_id(stage)}.template.json").read_text()))
+    return stage_template(assembly.directory, stack_id(stage))
 
 
 def _name(stage: str, logical_id: str, limit: int = 63) -> str:
@@ -182,6 +185,10 @@ def deploy_template(aws: LocalAws, template: Mapping[str, Any], stage: str,
                                         else extra_environment)
     resolver = _Resolver(deployment)
     resources = template["Resources"]
+    nested = sorted(k for k, v in resources.items() if v["Type"] == "AWS::CloudFormation::Stack")
+    if nested:  # their resources would silently be missing
+        raise ValueError(f"nested stacks {nested[:3]}...: deploy the template synthesize_stage returns "
+                         "(infra.assembly.stage_template inlines them)")
     for logical_id, resource in resources.items():
         if resource["Type"] not in ORDER:
             deployment.skipped[logical_id] = resource["Type"]

@@ -3,7 +3,6 @@ synthesized CloudFormation templates."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from aws_cdk import App, Stack
 
+from infra.assembly import read_template, stage_template
 from infra.smoke import SmokeStack
 from infra.stack import WardenStack
 
@@ -37,11 +37,15 @@ class Synthesized:
     _templates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def template(self, stack: Stack) -> dict[str, Any]:
-        """The synthesized CloudFormation template of `stack`, as JSON."""
+        """The synthesized CloudFormation template of `stack`, as JSON, with its nested stacks (the
+        targets' group stacks) inlined and their parameters resolved: what the stage deploys."""
         if stack.artifact_id not in self._templates:
-            path = self.outdir / f"{stack.artifact_id}.template.json"
-            self._templates[stack.artifact_id] = json.loads(path.read_text())
+            self._templates[stack.artifact_id] = stage_template(self.outdir, stack.artifact_id)
         return self._templates[stack.artifact_id]
+
+    def parent_template(self, stack: Stack) -> dict[str, Any]:
+        """The template of `stack` alone, as synthesized (nested stacks as AWS::CloudFormation::Stack)."""
+        return read_template(self.outdir, stack.artifact_id)
 
     @property
     def all_stacks(self) -> list[Stack]:

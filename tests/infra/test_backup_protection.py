@@ -13,6 +13,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint
 from infra_helpers import as_list, logical_id, policy_statements, resources
 
+from infra.assembly import stage_template
 from infra.config import ConfigError, parse_stages
 from infra.nag import unacknowledged_findings
 from infra.stack import WardenStack, build_app
@@ -38,7 +39,7 @@ def protected(tmp_path_factory: pytest.TempPathFactory, dependency_layer_dir: Pa
     stack = stacks["vault"]
     assert stack.replica_stack is not None
     return {"outdir": outdir, "stack": stack, "replica": stack.replica_stack,
-            "template": json.loads((outdir / "Warden-vault.template.json").read_text()),
+            "template": stage_template(outdir, "Warden-vault"),
             "replica_template": json.loads((outdir / "Warden-vault-replica.template.json").read_text())}
 
 

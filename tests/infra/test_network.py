@@ -14,6 +14,7 @@ import pytest
 from aws_cdk import App, Environment, Stack
 from infra_helpers import Synthesized, as_list, logical_id, references, resources
 
+from infra.assembly import stage_template
 from infra.config import ConfigError, parse_stages
 from infra.nag import unacknowledged_findings
 from infra.network import Network, read_lookup_context
@@ -55,7 +56,7 @@ def variants(tmp_path_factory: pytest.TempPathFactory, dependency_layer_dir: Pat
     app, stacks = build_app({"stages": VARIANTS}, outdir=str(outdir), dependency_layer_dir=dependency_layer_dir)
     app.synth()  # raises on any unacknowledged cdk-nag finding
     assert unacknowledged_findings(outdir) == []
-    return {name: {"stack": stack, "template": json.loads((outdir / f"{stack.artifact_id}.template.json").read_text())}
+    return {name: {"stack": stack, "template": stage_template(outdir, stack.artifact_id)}
             for name, stack in stacks.items()}
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from infra_helpers import logical_id, resources
 
+from infra.assembly import stage_template
 from infra.stack import build_app
 from warden.config.stage import StageConfig
 from warden.config.target import Target
@@ -43,7 +44,7 @@ def _build(stage: StageConfig, outdir: Path, dependency_layer_dir: Path) -> dict
                              "stage": stage.name}, outdir=str(outdir), dependency_layer_dir=dependency_layer_dir)
     stack = stacks[stage.name]
     app.synth()  # raises on any unacknowledged cdk-nag finding
-    template = json.loads((outdir / f"{stack.artifact_id}.template.json").read_text())
+    template = stage_template(outdir, stack.artifact_id)
     return {"template": template, "roles": {job: logical_id(stack, fn.role) for job, fn in stack.functions.items()}}
 
 

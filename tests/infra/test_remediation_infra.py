@@ -11,6 +11,7 @@ import pytest
 from aws_cdk import App
 from infra_helpers import logical_id, resources
 
+from infra.assembly import stage_template
 from infra.config import read_cdk_json_context
 from infra.nag import enable_nag
 from infra.remediation import ENV_BACKUP_FUNCTION
@@ -32,7 +33,8 @@ def built(tmp_path_factory: pytest.TempPathFactory, dependency_layer_dir: Path) 
     enable_nag(app)
     stack = WardenStack(app, "Warden-rem", stage=STAGE, dependency_layer_dir=dependency_layer_dir)
     wired = "remediate" in stack.functions
-    template = app.synth().get_stack_by_name(stack.stack_name).template  # raises on an unacknowledged finding
+    assembly = app.synth()  # raises on an unacknowledged finding
+    template = stage_template(assembly.directory, stack.artifact_id)
     ids = {job: logical_id(stack, stack.functions[job].function) for job in ("remediate", "maintenance", "backup")}
     roles = {job: logical_id(stack, stack.functions[job].role) for job in ("remediate", "maintenance")}
     return {"template": template, "functions": ids, "roles": roles, "wired": wired}

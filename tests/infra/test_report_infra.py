@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from infra_helpers import logical_id, resources
 
+from infra.assembly import stage_template
 from infra.report import REPORT_SCHEDULE
 from infra.stack import build_app
 from warden.config.stage import StageConfig
@@ -27,7 +28,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, dependency_layer_dir: Path) 
                              "stage": STAGE.name}, outdir=str(outdir), dependency_layer_dir=dependency_layer_dir)
     stack = stacks[STAGE.name]
     app.synth()
-    template = json.loads((outdir / f"{stack.artifact_id}.template.json").read_text())
+    template = stage_template(outdir, stack.artifact_id)
     fn = stack.functions["report"]
     return {"template": template, "function": logical_id(stack, fn.function), "role": logical_id(stack, fn.role),
             "storage": {name: logical_id(stack, table) for name, table in stack.storage.tables.items()},

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from infra_helpers import logical_id, resources
 
+from infra.assembly import stage_template
 from infra.rotation import ROTATED_SECRET_ACTIONS
 from infra.stack import build_app
 from warden.config.stage import StageConfig
@@ -34,7 +35,7 @@ def _build(outdir: Path, stage: StageConfig, layer_dir: Path) -> tuple[Any, dict
                              "stage": stage.name}, outdir=str(outdir), dependency_layer_dir=layer_dir)
     app.synth()
     stack = stacks[stage.name]
-    return stack, json.loads((outdir / f"{stack.artifact_id}.template.json").read_text())
+    return stack, stage_template(outdir, stack.artifact_id)
 
 
 @pytest.fixture(scope="module")
