@@ -38,7 +38,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_stepfunctions as sfn
@@ -256,6 +256,7 @@ class Alarms(Construct):
         functions: Mapping[str, WardenFunction],
         state_machines: Mapping[str, sfn.IStateMachine] | None = None,
         settings: Mapping[str, AlarmSettings] | None = None,
+        per_target: bool = True,
     ) -> None:
         super().__init__(scope, id)
         unknown = sorted(set(settings or {}) - {t.name for t in stage.targets})
@@ -270,15 +271,34 @@ class Alarms(Construct):
         self.alarms: dict[str, cw.Alarm] = {}
         self.by_target: dict[str, list[cw.Alarm]] = {}
         self._action = cw_actions.SnsAction(storage.topic)
+        self._scope: Construct = self  # where `_alarm` builds: a target's own scope in `build_target`
 
-        # Every condition of Warden's own metrics is one fleet alarm over the stage's targets: only
-        # instance and log alarms stay per target, and they add themselves to `by_target`.
-        self.by_target = {t.name: [] for t in stage.targets}
-        self._build_fleet_alarms()
+        if per_target:  # else each target's alarms are built by `build_target` (infra/targets.py)
+            for target in stage.targets:
+                self.build_target(self, target)
+        self._build_fleet_alarms()  # one alarm per condition over the stage's targets, in this stack
         for job, fn in self.functions.items():
             self._build_function_alarms(job, fn)
         for name, machine in self.state_machines.items():
             self._build_state_machine_alarms(name, machine)
+
+    def build_target(self, scope: Construct, target: Target) -> list[cw.Alarm]:
+        """The per-target alarms of `target`, built in `scope` (its group stack's TargetResources)."""
+        self._scope = scope
+        try:
+            # Every condition of Warden's own metrics is a fleet alarm (`_build_fleet_alarms`): only
+            # instance and log alarms stay per target, and they add themselves here.
+            self.by_target.setdefault(target.name, [])
+        finally:
+            self._scope = self
+        return self.by_target[target.name]
+
+    def referable(self, scope: Construct) -> list[cw.IAlarm]:
+        """Every alarm, as `scope` may refer to it: alarms of another stack (a group stack) by name,
+        so a dashboard in the stage's stack makes no nested-stack output per alarm."""
+        stack = Stack.of(scope)
+        return [alarm if Stack.of(alarm) is stack else cw.Alarm.from_alarm_name(scope, f"Ref-{name}", name)
+                for name, alarm in self.alarms.items()]
 
     def _alarm(
         self,
@@ -299,7 +319,7 @@ class Alarms(Construct):
         period = stat.period
         _check_evaluation_range(name, period, periods)
         alarm = cw.Alarm(
-            self,
+            self._scope,
             name,
             alarm_name=name,
             alarm_description=description,

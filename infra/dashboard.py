@@ -47,7 +47,7 @@ class Dashboard(Construct):
             [
                 cw.AlarmStatusWidget(
                     title="Alarms",
-                    alarms=list(alarms.alarms.values()),
+                    alarms=alarms.referable(self),  # by name where an alarm lives in a group stack
                     sort_by=cw.AlarmStatusWidgetSortBy.STATE_UPDATED_TIMESTAMP,
                     width=WIDTH,
                     height=max(3, 2 + len(alarms.alarms) // 4),
