@@ -24,7 +24,7 @@ from local.deploy import Deployment
 from local.postgres import LocalPostgres, PostgresEndpoint, create_database
 from local.runtime import neo4j_secret, postgres_secret
 from tests.conftest import STAGE
-from warden.backup import run_backup
+from warden.backup import BackupOutOfTime, run_backup
 from warden.config.target import Target
 from warden.engines.base import ServerStalled
 from warden.models import BackupStatus
@@ -115,12 +115,12 @@ def test_postgres_backup_stops_at_its_deadline_when_the_server_stalls(
         worker.join(30)
     assert took < 4 + 5, took
     error = outcome.get("error")
-    assert isinstance(error, ServerStalled), outcome
+    assert isinstance(error, BackupOutOfTime), outcome
     # and the record is FAILED with a reason that says the server stalled, audited, nothing stored
     assert settings.catalog_table
     (record,) = list(Catalog(settings.catalog_table).list(target.name))
     assert record.status is BackupStatus.FAILED
-    assert record.error and record.error.startswith("ServerStalled: ") and "stalled" in record.error
+    assert record.error and record.error.startswith("BackupOutOfTime: ") and "the server stalled" in record.error
     assert "no data from the server for" in record.error
     assert record.upload_id is None and record.data_key is None
     assert ("backup", "fail", "failed") in [(e.operation, e.step, e.outcome) for e in tail(settings.audit_table,

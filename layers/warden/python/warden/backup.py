@@ -22,7 +22,7 @@ from warden.config.backup import RDS_SNAPSHOT
 from warden.config.credentials import DatabaseSecret
 from warden.config.target import Engine, Target
 from warden.engines import engine_for
-from warden.engines.base import RestoreRefused, RestoreResult
+from warden.engines.base import RestoreRefused, RestoreResult, ServerStalled
 from warden.errors import BackupRefused, WardenError
 from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
 from warden.settings import Settings
@@ -50,13 +50,14 @@ class BackupNotStarted(BackupOutOfTime):
     """The invocation had less time left than the finish margin: the backup was refused, nothing touched."""
 
 
-def _out_of_time(target: Target, written: int, budget_s: float) -> BackupOutOfTime:
+def _out_of_time(target: Target, written: int, budget_s: float, stalled: str | None = None) -> BackupOutOfTime:
     advice = ("backup.method rds-snapshot backs up an RDS / Aurora database of any size; "
               if target.engine is Engine.POSTGRES and target.rds is not None else "")
     return BackupOutOfTime(
         f"the backup of {target.name} did not finish within its time budget of {budget_s:.0f} s "
-        f"({written / 2**20:.1f} MiB written, about {written / 2**20 / max(budget_s, 1e-3):.1f} MiB/s): "
-        f"a backup has to finish inside one invocation of the backup function (at most "
+        f"({written / 2**20:.1f} MiB written, about {written / 2**20 / max(budget_s, 1e-3):.1f} MiB/s)"
+        f"{'; ' + stalled if stalled else ''}: a backup has to finish inside one invocation of the backup "
+        f"function (at most "
         f"{BACKUP_TIMEOUT_S // 60} min); {advice}see the README section \"A backup's time budget\"")
 
 
@@ -165,8 +166,9 @@ def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
             with ArtifactWriter(sink, data_key, deadline=deadline) as writer:
                 result = engine.export_backup(secret, writer, deadline=deadline,
                                               **{**engine_options(settings, target.engine), **export_options})
-        except OutOfTime:
-            raise _out_of_time(target, writer.size_bytes, (deadline or clock) - clock) from None
+        except (OutOfTime, ServerStalled) as err:  # ServerStalled: the deadline passed while waiting for the server
+            raise _out_of_time(target, writer.size_bytes, (deadline or clock) - clock,
+                               str(err) if isinstance(err, ServerStalled) else None) from None
         info = writer.close()
         finished = datetime.now(UTC)
         manifest = {
