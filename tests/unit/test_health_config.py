@@ -171,14 +171,33 @@ def _report() -> HealthReport:
 
 def test_metric_points_have_the_documented_names_and_dimensions() -> None:
     points = {(p.name, tuple(sorted(p.dimensions.items()))): (p.value, p.unit) for p in metric_points(_report())}
-    target = (("Target", "graph-main"),)
-    assert points[("Healthy", target)] == (0.0, "Count")
+    target = (("Stage", "prod"), ("Target", "graph-main"))
+    # HealthStatus carries the target's status; `Healthy` (its 0/1 twin) is no longer sent
     assert points[("HealthStatus", target)] == (1.0, "Count")
-    assert points[("CheckStatus", (("Check", "heap"), *target))] == (1.0, "Count")
-    assert points[("CheckStatus", (("Check", "connectivity"), *target))] == (0.0, "Count")
-    assert points[("CheckDuration", (("Check", "heap"), *target))] == (12.5, "Milliseconds")
+    assert not any(name == "Healthy" for name, _ in points)
+    # A tier that warns sends TierStatus 1; a passing tier (connectivity) sends nothing
+    assert points[("TierStatus", (*target, ("Tier", "metrics")))] == (1.0, "Count")
+    assert [dims for name, dims in points if name == "TierStatus"] == [(*target, ("Tier", "metrics"))]
+    # Per-check status and duration are not CloudWatch metrics any more (the structured log has them)
+    assert not any(name in ("CheckStatus", "CheckDuration") for name, _ in points)
     assert points[("HeapUsedPct", target)] == (90.0, "Percent")
     assert not any(name in ("NotAMetric", "NodeCount") for name, _ in points)  # unknown names, booleans
+    assert all(dict(dims)["Stage"] == "prod" for _, dims in points)  # stages never share a stream
+
+
+def test_check_statuses_and_durations_go_to_one_structured_log_line_per_target(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from warden.health import log_checks
+
+    with caplog.at_level(logging.INFO, logger="warden.health"):
+        log_checks(_report())
+    (record,) = [r for r in caplog.records if r.getMessage() == "target checked"]
+    assert (record.stage, record.target, record.status) == ("prod", "graph-main", "degraded")  # type: ignore[attr-defined]
+    assert record.checks["heap"] == {"status": "warn", "duration_ms": 12.5, "tier": "metrics",  # type: ignore[attr-defined]
+                                     "metrics": {"HeapUsedPct": 90.0, "NotAMetric": 1, "NodeCount": True}}
+    assert record.checks["connectivity"]["duration_ms"] == 3.0  # type: ignore[attr-defined]
 
 
 def test_every_metric_is_documented_in_docs_metrics_md() -> None:
