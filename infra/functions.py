@@ -250,7 +250,10 @@ def grant_target_config_read(fn: WardenFunction, storage: Storage) -> None:
 
     `GetParametersByPath` is authorized against the path in the request, not the parameters it
     returns: allowed on `/warden/<stage>/targets` with and without the trailing slash, nothing
-    above or beside it. Single reads are allowed on each target's own parameter.
+    above or beside it. Single reads are allowed on the parameters under that path
+    (`/warden/<stage>/targets/*`): the path read already returns every one of them, so naming each
+    adds no restriction, and at 500 targets the names alone (about 75 characters each) would be
+    380 KB of template and far past IAM's 10,240-character limit on a role's policies (docs/fleets.md).
     """
     if not fn._once("config"):
         return
@@ -260,17 +263,15 @@ def grant_target_config_read(fn: WardenFunction, storage: Storage) -> None:
         stack.format_arn(service="ssm", resource="parameter", resource_name=name) for name in (path, f"{path}/")
     ]
     fn.add_to_policy(iam.PolicyStatement(actions=["ssm:GetParametersByPath"], resources=path_arns))
-    # ARNs from the names, not the parameters' tokens: the parameters live in the targets' group
-    # stacks (infra/targets.py), and a reference would become one nested-stack output per target.
-    parameter_arns = [
-        stack.format_arn(service="ssm", resource="parameter",
-                         resource_name=names.target_parameter(storage.stage.name, t.name).lstrip("/"))
-        for t in storage.stage.targets
-    ]
-    if parameter_arns:
-        fn.add_to_policy(
-            iam.PolicyStatement(actions=["ssm:GetParameter", "ssm:GetParameters"], resources=parameter_arns)
-        )
+    if not storage.stage.targets:
+        return
+    under_path = stack.format_arn(service="ssm", resource="parameter", resource_name=f"{path}/*")
+    fn.add_to_policy(iam.PolicyStatement(actions=["ssm:GetParameter", "ssm:GetParameters"], resources=[under_path]))
+    nag.acknowledge(
+        fn.role, f"AwsSolutions-IAM5[Resource::{nag.spelling(stack, under_path)}]",
+        "Single reads of the stage's target configurations, the parameters under its targets path: "
+        "GetParametersByPath on that path already returns every one of them.",
+    )
 
 
 def grant_target_secrets_read(fn: WardenFunction, targets: Iterable[Target]) -> None:

@@ -125,6 +125,16 @@ def test_health_lists_target_configs_by_its_stage_path_only(synthesized: Synthes
     assert paths == [":parameter/warden/dev/targets", ":parameter/warden/dev/targets/"]
 
 
+def test_health_reads_single_target_configs_under_its_stage_path_only(synthesized: Synthesized) -> None:
+    stack = synthesized.stacks["dev"]
+    statements = function_statements(synthesized, stack, "health")
+    (single,) = [s for s in statements if "ssm:GetParameter" in as_list(s["Action"])]
+    assert sorted(as_list(single["Action"])) == ["ssm:GetParameter", "ssm:GetParameters"]
+    # one ARN however many targets (500 names would pass IAM's policy size limit), not above the path
+    (resource,) = as_list(single["Resource"])
+    assert resource["Fn::Join"][1][-1] == ":parameter/warden/dev/targets/*"
+
+
 def test_backup_object_grants_name_each_action(synthesized: Synthesized) -> None:
     template = synthesized.template(synthesized.probe)
     iam_policies = resources(template, "AWS::IAM::Policy")

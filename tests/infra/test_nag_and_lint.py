@@ -40,10 +40,13 @@ def test_an_acknowledgement_without_a_real_reason_is_refused() -> None:
 
 
 def test_every_template_passes_cfn_lint_without_errors(synthesized: Synthesized) -> None:
-    for stack in synthesized.all_stacks:
-        template = (synthesized.outdir / f"{stack.artifact_id}.template.json").read_text()
-        matches = lint(template, config=ManualArgs(regions=["eu-west-1"]))
+    # Every stack's template and every nested one (the targets' group stacks, `*.nested.template.json`)
+    paths = sorted(synthesized.outdir.glob("*.template.json"))
+    assert {f"{s.artifact_id}.template.json" for s in synthesized.all_stacks} <= {p.name for p in paths}
+    assert any(p.name.endswith(".nested.template.json") for p in paths)
+    for path in paths:
+        matches = lint(path.read_text(), config=ManualArgs(regions=["eu-west-1"]))
         errors = [
             f"{m.rule.id} {m.message} ({'/'.join(map(str, m.path))})" for m in matches if m.rule.id.startswith("E")
         ]
-        assert errors == [], f"{stack.stack_name}: {errors}"
+        assert errors == [], f"{path.name}: {errors}"
