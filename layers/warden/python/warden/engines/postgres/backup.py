@@ -158,7 +158,7 @@ def export_backup(
                          server_major=server_major)
         compress = compression or compression_for(tool)
         try:
-            snapshot = str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+            snapshot = str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])
             schema = _schema_summary(conn)
         except psycopg.Error as err:
             raise BackupFailed(f"cannot open the backup snapshot: {_first_line(err)}") from None
