@@ -1,4 +1,6 @@
-"""What a Neo4j database holds: counts per label and relationship type (recorded in the manifest, compared after a restore), its user schema, and whether it is empty."""
+"""What a Neo4j database holds: counts per label and relationship type (recorded in the manifest,
+compared after a restore), its user schema, and whether it is empty.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Neo4j restore from a Warden logical export: the archive's header and schema are checked before anything is touched; nodes and relationships load in batched UNWIND transactions keyed by a temporary import id; constraints and indexes are created after the data and awaited; counts are validated against the manifest."""
+"""Neo4j restore from a Warden logical export: the archive's header and schema are checked before
+anything is touched; nodes and relationships load in batched UNWIND transactions keyed by a
+temporary import id; constraints and indexes are created after the data and awaited; counts are
+validated against the manifest.
+"""
 
 from __future__ import annotations
 

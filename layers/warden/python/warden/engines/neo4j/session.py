@@ -1,4 +1,6 @@
-"""Small helpers every Neo4j capability shares: sessions on the target's driver, server errors translated into Warden's own, identifier quoting and version-dependent syntax."""
+"""Small helpers every Neo4j capability shares: sessions on the target's driver, server errors
+translated into Warden's own, identifier quoting and version-dependent syntax.
+"""
 
 from __future__ import annotations
 

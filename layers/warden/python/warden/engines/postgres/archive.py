@@ -1,4 +1,6 @@
-"""pg_dump custom-format archives: the header (format version, compression) and the table of contents `pg_restore --list` shows, checked before a restore touches anything."""
+"""pg_dump custom-format archives: the header (format version, compression) and the table of contents
+`pg_restore --list` shows, checked before a restore touches anything.
+"""
 
 from __future__ import annotations
 

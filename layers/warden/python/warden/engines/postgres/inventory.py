@@ -1,4 +1,7 @@
-"""What a PostgreSQL database holds, measured in one snapshot: row counts per table and a schema summary (recorded in the manifest, compared after a restore), whether it is empty, and the maintenance database used to create or replace it."""
+"""What a PostgreSQL database holds, measured in one snapshot: row counts per table and a schema
+summary (recorded in the manifest, compared after a restore), whether it is empty, and the
+maintenance database used to create or replace it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,7 @@ import psycopg
 from psycopg import sql
 
 from warden.config.credentials import PostgresSecret
-from warden.engines.postgres.connection import connect
-from warden.engines.postgres.connection import CONNECT_TIMEOUT
+from warden.engines.postgres.connection import CONNECT_TIMEOUT, connect
 from warden.errors import DatabaseError, WardenError
 
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")

@@ -1,4 +1,7 @@
-"""Promotion of a validated PostgreSQL copy by renaming databases on the target's own server (promotion `swap`): production's database is renamed aside and the staging database takes its name, and back again on rollback."""
+"""Promotion of a validated PostgreSQL copy by renaming databases on the target's own server (promotion
+`swap`): production's database is renamed aside and the staging database takes its name, and back
+again on rollback.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""PostgreSQL restore with pg_restore: the stored stream is spooled to a temp file (parallel `pg_restore -j` needs a seekable archive; Lambda's /tmp holds up to 10 GB), checked with `pg_restore --list` before anything is touched, then restored with `--exit-on-error` into an empty database and validated against the manifest's counts."""
+"""PostgreSQL restore with pg_restore: the stored stream is spooled to a temp file (parallel
+`pg_restore -j` needs a seekable archive; Lambda's /tmp holds up to 10 GB), checked with `pg_restore
+--list` before anything is touched, then restored with `--exit-on-error` into an empty database and
+validated against the manifest's counts.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,8 @@ from psycopg import sql
 
 from warden.config.credentials import PostgresSecret
 from warden.engines.base import RestoreFailed, RestoreRefused, RestoreResult
-from warden.engines.postgres.connection import connect
 from warden.engines.postgres.archive import _check_archive, parse_header
-from warden.engines.postgres.connection import CONNECT_TIMEOUT, _first_line
+from warden.engines.postgres.connection import CONNECT_TIMEOUT, _first_line, connect
 from warden.engines.postgres.inventory import _database_state, _maintenance_db, count_objects
 from warden.engines.postgres.tools import CHUNK, PgTool, _passfile, _StderrTail, _stop, _tail, _tool_env, find_tool
 

@@ -1,6 +1,11 @@
-"""PostgreSQL client tools (pg_dump, pg_restore): finding them, their capabilities, and running them safely — the connection environment, a 0600 passfile (never the command line, never a log), a bounded stderr tail, a clean stop.
+"""PostgreSQL client tools (pg_dump, pg_restore): finding them, their capabilities, and running them
+safely — the connection environment, a 0600 passfile (never the command line, never a log), a
+bounded stderr tail, a clean stop.
 
-Tools: `bin_dir` (this call) → `configured_bin_dir` (the function's setting, e.g. WARDEN_PG_BIN_DIR, read by the handler) → `pg_dump` / `pg_restore` on PATH. See docs/postgres-tools.md for how TLS-capable tools reach Lambda."""
+Tools: `bin_dir` (this call) → `configured_bin_dir` (the function's setting, e.g. WARDEN_PG_BIN_DIR,
+read by the handler) → `pg_dump` / `pg_restore` on PATH. See docs/postgres-tools.md for how
+TLS-capable tools reach Lambda.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +25,7 @@ from typing import Any
 
 from warden.config.credentials import PostgresSecret
 from warden.engines.base import BackupFailed
-from warden.engines.postgres.connection import APPLICATION_NAME
-from warden.engines.postgres.connection import CONNECT_TIMEOUT
+from warden.engines.postgres.connection import APPLICATION_NAME, CONNECT_TIMEOUT
 from warden.errors import ConfigError
 from warden.tls import postgres_root_cert, warn_postgres
 
