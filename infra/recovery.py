@@ -23,6 +23,7 @@ from infra.functions import WardenFunction, encrypted_log_group
 from infra.storage import Storage
 from warden import names
 from warden.config.stage import StageConfig
+from warden.config.target import Target
 
 TRANSIENT_ERRORS = ["DatabaseUnavailable", "Lambda.ServiceException", "Lambda.AWSLambdaException",
                     "Lambda.SdkClientException", "Lambda.TooManyRequestsException"]
@@ -33,9 +34,10 @@ class RecoveryStateMachine(Construct):
     """Attributes: `state_machine`, `drill_role`, `drills` {target: CfnSchedule}."""
 
     def __init__(self, scope: Construct, id: str, *, stage: StageConfig, storage: Storage,
-                 function: WardenFunction) -> None:
+                 function: WardenFunction, per_target: bool = True) -> None:
         super().__init__(scope, id)
         fn = function.function
+        self.stage = stage
 
         def step(name: str, payload: dict[str, Any], result_path: str | None, *,
                  pattern: sfn.IntegrationPattern = sfn.IntegrationPattern.REQUEST_RESPONSE,
@@ -105,10 +107,11 @@ class RecoveryStateMachine(Construct):
         nag.acknowledge(self.state_machine.role, "AwsSolutions-IAM5[Resource::*]",
                         "Step Functions log delivery (logs:CreateLogDelivery, ...) and X-Ray tracing "
                         "(xray:PutTraceSegments, ...) support no resource-level permissions; '*' is required.")
-        self._drills(stage)
+        self._drills(stage, per_target)
 
-    def _drills(self, stage: StageConfig) -> None:
-        """A weekly restore drill per target: the machine with promotion `none` on the newest backup."""
+    def _drills(self, stage: StageConfig, per_target: bool) -> None:
+        """A weekly restore drill per target: the machine with promotion `none` on the newest backup.
+        `per_target` False: each target's drill is built by `build_drill` (infra/targets.py)."""
         self.drills: dict[str, scheduler.CfnSchedule] = {}
         if not stage.targets:
             return
@@ -116,24 +119,29 @@ class RecoveryStateMachine(Construct):
                                    description=f"EventBridge Scheduler: start Warden {stage.name} restore drills")
         self.drill_role.add_to_policy(iam.PolicyStatement(actions=["states:StartExecution"],
                                                           resources=[self.state_machine.state_machine_arn]))
-        for target in stage.targets:
-            if target.backup.method == "rds-snapshot":  # RDS restores snapshots: nothing for Warden to drill
-                continue
-            payload = {"target": target.name, "backup_id": "latest", "promotion": "none", "approval": "auto",
-                       "requested_by": "schedule:drill"}
-            self.drills[target.name] = scheduler.CfnSchedule(
-                self, f"{target.name}-drill",
-                description=f"Warden {stage.name}: weekly restore drill of {target.name}",
-                schedule_expression=target.recovery.drill_schedule,
-                schedule_expression_timezone="Etc/UTC",
-                flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
-                target=scheduler.CfnSchedule.TargetProperty(
-                    arn=self.state_machine.state_machine_arn, role_arn=self.drill_role.role_arn,
-                    input=json.dumps(payload),
-                    retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(maximum_retry_attempts=2,
-                                                                           maximum_event_age_in_seconds=3600)),
-            )
+        if per_target:
+            for target in stage.targets:
+                self.build_drill(self, target)
 
+    def build_drill(self, scope: Construct, target: Target) -> None:
+        """`target`'s weekly restore drill schedule, in `scope` (its group stack's TargetResources)."""
+        stage = self.stage
+        if target.backup.method == "rds-snapshot":  # RDS restores snapshots: nothing for Warden to drill
+            return
+        payload = {"target": target.name, "backup_id": "latest", "promotion": "none", "approval": "auto",
+                   "requested_by": "schedule:drill"}
+        self.drills[target.name] = scheduler.CfnSchedule(
+            scope, f"{target.name}-drill",
+            description=f"Warden {stage.name}: weekly restore drill of {target.name}",
+            schedule_expression=target.recovery.drill_schedule,
+            schedule_expression_timezone="Etc/UTC",
+            flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
+            target=scheduler.CfnSchedule.TargetProperty(
+                arn=self.state_machine.state_machine_arn, role_arn=self.drill_role.role_arn,
+                input=json.dumps(payload),
+                retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(maximum_retry_attempts=2,
+                                                                       maximum_event_age_in_seconds=3600)),
+        )
 
 def active_parameter_arns(stack: Stack, stage: StageConfig) -> list[str]:
     """The active-endpoint parameters a swap promotion moves, one per target."""

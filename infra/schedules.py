@@ -16,7 +16,7 @@ from constructs import Construct
 
 from infra.functions import WardenFunction
 from warden.config.stage import StageConfig
-from warden.config.target import Schedules
+from warden.config.target import Schedules, Target
 
 
 class TargetSchedules(Construct):
@@ -28,8 +28,10 @@ class TargetSchedules(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stage: StageConfig,
-                 functions: Mapping[str, WardenFunction]) -> None:
+                 functions: Mapping[str, WardenFunction], per_target: bool = True) -> None:
         super().__init__(scope, id)
+        self.stage = stage
+        self.functions = dict(functions)
         self.group = scheduler.CfnScheduleGroup(self, "Group", name=f"warden-{stage.name}")
         self.roles: dict[str, iam.Role] = {}
         self.schedules: dict[tuple[str, str], scheduler.CfnSchedule] = {}
@@ -43,25 +45,32 @@ class TargetSchedules(Construct):
             role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"],
                                                    resources=[fn.function.function_arn]))
             self.roles[job] = role
+        if per_target:  # else each target's schedules are built by `build_target` (infra/targets.py)
             for target in stage.targets:
-                payload = json.dumps({"target": target.name, "trigger": "schedule",
-                                      "scheduled_time": "<aws.scheduler.scheduled-time>"})
-                schedule = scheduler.CfnSchedule(
-                    self,
-                    f"{target.name}-{job}",
-                    group_name=self.group.name,
-                    description=f"Warden {stage.name}: {job} of {target.name}",
-                    schedule_expression=getattr(target.schedules, job),
-                    schedule_expression_timezone="Etc/UTC",
-                    flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
-                    state="ENABLED",
-                    target=scheduler.CfnSchedule.TargetProperty(
-                        arn=fn.function.function_arn,
-                        role_arn=role.role_arn,
-                        input=payload,
-                        retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
-                            maximum_retry_attempts=2, maximum_event_age_in_seconds=3600),
-                    ),
-                )
-                schedule.node.add_dependency(self.group)
-                self.schedules[(target.name, job)] = schedule
+                self.build_target(self, target)
+
+    def build_target(self, scope: Construct, target: Target) -> None:
+        """`target`'s schedule of every job, in `scope` (its group stack's TargetResources)."""
+        for job, fn in self.functions.items():
+            role = self.roles[job]
+            payload = json.dumps({"target": target.name, "trigger": "schedule",
+                                  "scheduled_time": "<aws.scheduler.scheduled-time>"})
+            schedule = scheduler.CfnSchedule(
+                scope,
+                f"{target.name}-{job}",
+                group_name=self.group.name,
+                description=f"Warden {self.stage.name}: {job} of {target.name}",
+                schedule_expression=getattr(target.schedules, job),
+                schedule_expression_timezone="Etc/UTC",
+                flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
+                state="ENABLED",
+                target=scheduler.CfnSchedule.TargetProperty(
+                    arn=fn.function.function_arn,
+                    role_arn=role.role_arn,
+                    input=payload,
+                    retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
+                        maximum_retry_attempts=2, maximum_event_age_in_seconds=3600),
+                ),
+            )
+            schedule.node.add_dependency(self.group)
+            self.schedules[(target.name, job)] = schedule

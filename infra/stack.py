@@ -14,10 +14,8 @@ from infra.alarms import Alarms
 from infra.config import load_stages, read_cdk_json_context
 from infra.dashboard import Dashboard
 from infra.functions import WardenFunction
-from infra.instance_alarms import InstanceAlarms
 from infra.jobs import StageFunctions, Trigger
 from infra.layers import SharedLayers
-from infra.log_monitoring import LogMonitors
 from infra.nag import enable_nag
 from infra.network import Network, read_lookup_context
 from infra.recovery import RecoveryStateMachine
@@ -27,6 +25,7 @@ from infra.report import schedule_report
 from infra.rotation import rotate_secrets
 from infra.schedules import TargetSchedules
 from infra.storage import Storage, protect_backup_bucket
+from infra.targets import TargetContext, TargetGroups
 from warden import names
 from warden.config.stage import StageConfig
 
@@ -34,7 +33,8 @@ from warden.config.stage import StageConfig
 class WardenStack(Stack):
     """Everything one stage deploys. Attributes: `stage`, `storage`, `layers`, `network`, `jobs`
     (StageFunctions), `functions` (WardenFunction by job), `recovery`, `report`, `remediation`,
-    `rotation`, `schedules`, `alarms`, `dashboard`."""
+    `rotation`, `schedules`, `alarms`, `targets` (TargetGroups: the per-target group stacks),
+    `dashboard`."""
 
     def __init__(
         self,
@@ -55,7 +55,8 @@ class WardenStack(Stack):
         Tags.of(self).add("stage", stage.name)
         self.stage = stage
         self.replica_stack: ReplicaStack | None = None  # set by build_app when the stage replicates
-        self.storage = Storage(self, "Storage", stage=stage)
+        # Per-target resources (parameters, alarms, schedules, ...) are built in group stacks, below.
+        self.storage = Storage(self, "Storage", stage=stage, target_parameters=False)
         self.layers = SharedLayers.build(self, "Layers", dependency_layer_dir=dependency_layer_dir)
         # The VPC the database-facing functions run in (infra/network.py); None: no VPC.
         self.network = Network(self, "Network", stage=stage) if stage.network else None
@@ -65,12 +66,13 @@ class WardenStack(Stack):
         self.functions: dict[str, WardenFunction] = self.jobs.by_job
         fns = self.functions
         self.recovery = RecoveryStateMachine(self, "RecoveryWorkflow", stage=stage, storage=self.storage,
-                                             function=fns["recovery"])
+                                             function=fns["recovery"], per_target=False)
         self.state_machines = {"recovery": self.recovery.state_machine}
         self.report = schedule_report(self, stage=stage, function=fns["report"])
         self.remediation = AlarmRemediation(self, "Remediation", stage=stage, remediate=fns["remediate"])
         # Only when a target rotates its credentials.
-        self.rotation = rotate_secrets(self, stage=stage, function=fns["rotate"]) if "rotate" in fns else None
+        self.rotation = (rotate_secrets(self, stage=stage, function=fns["rotate"], per_target=False)
+                         if "rotate" in fns else None)
 
         # The backup bucket's policy: only the functions whose grants write or delete backups may.
         protect_backup_bucket(self.storage, writers=self.jobs.backup_writers(), deleters=self.jobs.backup_deleters())
@@ -79,13 +81,16 @@ class WardenStack(Stack):
             replicate_backups(self.storage, stage, replication) if replication is not None else None)
 
         self.schedules = TargetSchedules(self, "Schedules", stage=stage,
-                                         functions=self.jobs.triggered_by(Trigger.PER_TARGET_SCHEDULE))
+                                         functions=self.jobs.triggered_by(Trigger.PER_TARGET_SCHEDULE),
+                                         per_target=False)
         # Last: alarms and the dashboard cover every function (and state machine) made above.
         self.alarms = Alarms(self, "Alarms", stage=stage, storage=self.storage, functions=self.functions,
-                             state_machines=self.state_machines)
-        # Instance alarms and log metric filters join the stage's alarms (and so the dashboard).
-        self.instance_alarms = InstanceAlarms(self, "InstanceAlarms", alarms=self.alarms)
-        self.log_monitors = LogMonitors(self, "LogMonitors", alarms=self.alarms)
+                             state_machines=self.state_machines, per_target=False)
+        # Every target's own resources, in group stacks (infra/targets.py); their alarms, instance
+        # alarms and log alarms join the stage's alarms (and so the dashboard).
+        self.targets = TargetGroups(self, "Targets", context=TargetContext(
+            stage=stage, alarms=self.alarms, schedules=self.schedules, recovery=self.recovery,
+            rotation=self.rotation))
         self.dashboard = Dashboard(self, "Dashboard", alarms=self.alarms)
         self._outputs()
 
