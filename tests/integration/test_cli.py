@@ -239,14 +239,23 @@ def _backup_starts(capsys: pytest.CaptureFixture[str]) -> list[str]:
 def test_backup_slower_than_the_functions_read_timeout_runs_once_and_reports_its_outcome(
         local_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         locked_notes: Callable[[float], None]) -> None:
+    import boto3
     from botocore.config import Config
 
     from warden.stores import clients
 
-    # Given the functions' AWS clients give up on a reply after 2 s (60 s in the layer) and a
-    # backup that takes longer: the table is locked for 5 s
-    monkeypatch.setattr(clients, "_CONFIG", Config(retries={"mode": "standard", "max_attempts": 5},
-                                                  connect_timeout=5, read_timeout=2))
+    # Given the layer's Lambda client gives up on a reply after 2 s (60 s in the layer) and retries,
+    # and a backup that takes longer: the table is locked for 5 s
+    layer_client = clients.aws_client
+
+    def short_lambda_reads(service: str, region: str | None = None) -> Any:
+        if service != "lambda":
+            return layer_client(service, region)
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=2)
+        return boto3.session.Session().client("lambda", region_name=region, config=config)
+
+    short_lambda_reads.cache_clear = layer_client.cache_clear  # type: ignore[attr-defined]
+    monkeypatch.setattr(clients, "aws_client", short_lambda_reads)
     locked_notes(5)
     # When the operator waits for the backup
     code, out = run(capsys, "--format", "json", "backup", "create", "--target", "pg-local", "--wait")
@@ -358,7 +367,11 @@ def test_rejected_recovery_keeps_the_operators_reason_on_the_record_and_in_the_a
     assert status["status"] == "RECOVERY_FAILED"
     assert "Rejected" in status["error"] and "cli:" in status["error"], status["error"]
     assert "staging counts look wrong" in status["error"], status["error"]
-    _, out = run(capsys, "--format", "json", "audit", "tail", "--target", "pg-local")
-    entries = {e["step"]: e for e in json.loads(out) if e["operation"] == "recovery"}
+    while time.monotonic() < deadline:  # Rollback audits last, after it cleans up staging
+        _, out = run(capsys, "--format", "json", "audit", "tail", "--target", "pg-local")
+        entries = {e["step"]: e for e in json.loads(out) if e["operation"] == "recovery"}
+        if "rollback" in entries:
+            break
+        time.sleep(0.5)
     assert entries["reject"]["details"]["reason"] == "staging counts look wrong"
     assert "staging counts look wrong" in entries["rollback"]["details"]["error"]
