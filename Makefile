@@ -3,7 +3,7 @@
 #   make test    the whole test suite
 #   make synth   synthesize the CDK app (cdk.out/), cdk-nag checks on
 #   make lint    ruff + mypy + cfn-lint
-#   make bench   the benchmarks in tests/perf (on demand, not part of `make test`)
+#   make bench   the benchmarks in tests/perf at full size (`make test` runs them tiny)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -79,7 +79,7 @@ lint: $(VENV_STAMP) synth
 	$(VENV)/bin/cfn-lint --ignore-checks W3005 -- cdk.out/*.template.json
 
 bench: $(VENV_STAMP) neo4j
-	$(PY) -m pytest tests/perf -s -p no:cacheprovider --override-ini="addopts=" --timeout=3600
+	WARDEN_BENCH_SIZE=full $(PY) -m pytest tests/perf -s -p no:cacheprovider --override-ini="addopts=" --timeout=3600
 
 clean:
 	rm -rf cdk.out $(BUILD)/layers local/neo4j_launcher/target

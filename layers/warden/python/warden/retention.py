@@ -56,6 +56,7 @@ targets would let one target's backups satisfy another's rules.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -63,8 +64,6 @@ from typing import NamedTuple, TypedDict
 
 from warden.config.retention import RetentionPolicy
 from warden.models import BackupRecord, BackupStatus
-
-_FAILED = frozenset({BackupStatus.FAILED, BackupStatus.CORRUPT})
 
 
 class Decision(NamedTuple):
@@ -85,6 +84,10 @@ class Decision(NamedTuple):
     @property
     def delete(self) -> bool:
         return not self.keep
+
+
+# Decision(*fields) without the Python-level __new__ of a named tuple: one per record of a prune run.
+_NEW_DECISION: Callable[[tuple[object, ...]], Decision] = functools.partial(tuple.__new__, Decision)
 
 
 class Summary(TypedDict):
@@ -126,11 +129,15 @@ def decide(records: Iterable[BackupRecord], policy: RetentionPolicy, now: dateti
 
     # Every rule and protection depends only on newer backups, so one newest-first walk decides all.
     # Most of a long history can be neither protected nor kept (count rules used up, no new calendar
-    # period since the previous good backup): those take a fast path.
+    # period since the previous good backup): those take a fast path. So do those kept by keep_last
+    # alone (a long keep_last, past min_keep, no new calendar period): their reasons never change.
     head = max(min_keep, keep_last)
     past_ceiling_unkept = (f"deleted: older than {policy.max_age_days} days and not kept by any rule",)
+    last_only = (last_reason,)
+    last_past_ceiling = _past_ceiling(policy.max_age_days, [], [last_reason])[1] if cutoff is not None else ()
     decisions: list[Decision] = []
     append = decisions.append
+    new_decision = _NEW_DECISION
     good_seen = 0
     verified_seen = False
     last_day = None  # UTC date of the previous good backup: periods are made of whole days
@@ -139,15 +146,23 @@ def decide(records: Iterable[BackupRecord], policy: RetentionPolicy, now: dateti
         # `==` on the str values: hashing an enum member (`in GOOD_BACKUP`) is a Python-level call.
         is_verified = status == _VERIFIED
         if not is_verified and status != _COMPLETED:
-            keep, reasons = _decide_not_good(record, now, policy)
-            append(Decision(backup_id, keep, reasons, status, started, record.size_bytes))
+            keep, reasons = _decide_not_good(record, started, now, policy)
+            append(new_decision((backup_id, keep, reasons, status, started, record.size_bytes)))
             continue
         day = started.date() if calendar_rules else None
         new_day = day is not None and day != last_day
-        if not new_day and good_seen >= head and not record.hold and (verified_seen or not is_verified):
-            reasons = past_ceiling_unkept if cutoff is not None and started < cutoff else _NOT_KEPT
-            append(Decision(backup_id, False, reasons, status, started, record.size_bytes))
-            continue
+        if not new_day and not record.hold and (verified_seen or not is_verified):
+            if good_seen >= head:  # no rule or protection left for it
+                reasons = past_ceiling_unkept if cutoff is not None and started < cutoff else _NOT_KEPT
+                append(new_decision((backup_id, False, reasons, status, started, record.size_bytes)))
+                continue
+            if good_seen >= min_keep:  # so good_seen < keep_last: keep_last is all that keeps it
+                good_seen += 1
+                if cutoff is not None and started < cutoff:
+                    append(new_decision((backup_id, False, last_past_ceiling, status, started, record.size_bytes)))
+                else:
+                    append(new_decision((backup_id, True, last_only, status, started, record.size_bytes)))
+                continue
 
         protected = [_ON_HOLD] if record.hold else []
         if is_verified and not verified_seen:
@@ -174,7 +189,7 @@ def decide(records: Iterable[BackupRecord], policy: RetentionPolicy, now: dateti
             keep, reasons = True, (*protected, *rules)
         else:
             keep, reasons = False, _NOT_KEPT
-        append(Decision(backup_id, keep, reasons, status, started, record.size_bytes))
+        append(new_decision((backup_id, keep, reasons, status, started, record.size_bytes)))
     return decisions
 
 
@@ -191,6 +206,7 @@ def summarize(decisions: Iterable[Decision]) -> Summary:
 
 
 _COMPLETED, _VERIFIED, _EXPIRED = "COMPLETED", "VERIFIED", "EXPIRED"
+_RUNNING_STATUS, _FAILED_STATUS, _CORRUPT_STATUS = "RUNNING", "FAILED", "CORRUPT"
 _ON_HOLD = "kept: on hold"
 _NEWEST_VERIFIED = "kept: newest VERIFIED backup"
 _NOT_KEPT = ("deleted: not kept by any rule",)
@@ -246,17 +262,23 @@ def _past_ceiling(max_age_days: int, protected: list[str], rules: list[str]) -> 
     return False, (f"deleted: {older} and not kept by any rule",)
 
 
-def _decide_not_good(record: BackupRecord, now: datetime, policy: RetentionPolicy) -> tuple[bool, tuple[str, ...]]:
+def _decide_not_good(record: BackupRecord, started: datetime, now: datetime,
+                     policy: RetentionPolicy) -> tuple[bool, tuple[str, ...]]:
+    """`started` is the record's start time, already checked and in UTC (_newest_first)."""
     protected = (_ON_HOLD,) if record.hold else ()
-    if record.status == BackupStatus.RUNNING:
+    status = record.status
+    if status == _RUNNING_STATUS:
         return True, (*protected, _RUNNING)
-    if record.status not in _FAILED:  # a status this module does not know yet: keep, never guess
-        return True, (*protected, f"kept: status {record.status} is not handled by retention")
+    if status != _FAILED_STATUS and status != _CORRUPT_STATUS:  # a status this module does not know: keep
+        return True, (*protected, f"kept: status {status} is not handled by retention")
     # A failed record is kept from its last known event: a backup found CORRUPT today is news.
-    last_event = _as_utc(record.started_at, f"started_at of {record.backup_id}")
+    # Aware datetimes compare and subtract in UTC whatever their zone, so only naive ones need care.
+    last_event = started
     for at in (record.finished_at, record.verified_at):
         if at is not None:
-            last_event = max(last_event, _as_utc(at, f"timestamps of {record.backup_id}"))
+            if at.utcoffset() is None:
+                raise _naive(at, f"timestamps of {record.backup_id}")
+            last_event = max(last_event, at)
     age = now - last_event
     limit = policy.failed_retention_days
     kept_for = f"(failed records kept {_days(limit)})"

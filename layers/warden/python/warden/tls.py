@@ -7,13 +7,15 @@
 
 `check_tls` is applied where a target meets its secret (warden.stores.secrets.load_secret): a target that
 requires TLS and a secret that asks for less is refused before any connection. With the opt-out,
-the secret's choice is used, and the adapters log a warning (`warn_*`) on every connection made
-without verified TLS, so the choice stays visible in the logs.
+the secret's choice is used, and the adapters log a warning (`warn_*`) the first time a process
+connects to that database without verified TLS: once per target and process (a Lambda execution
+environment, a CLI run), so the choice stays visible in the logs without drowning them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from warden.config.target import Target
 
 log = logging.getLogger(__name__)
+
+_warned: set[tuple[str, ...]] = set()  # the databases this process has logged an opt-out for
+_warned_lock = threading.Lock()  # health checks connect from several threads at once
 
 CERTS_DIR = Path(__file__).resolve().parent / "certs"
 RDS_CA_BUNDLE = CERTS_DIR / "rds-global-bundle.pem"
@@ -77,20 +82,38 @@ def postgres_root_cert(secret: PostgresSecret) -> str | None:
 
 
 def warn_postgres(secret: PostgresSecret) -> None:
-    """Log a warning when a PostgreSQL connection is about to be made without verified TLS."""
+    """Log a warning when a PostgreSQL connection is about to be made without verified TLS: the first
+    time this process connects to that database (host, port, dbname) with that sslmode."""
     if secret.sslmode in VERIFIED_SSLMODES:
+        return
+    if not _first_warning(("postgres", secret.host, str(secret.port), secret.dbname, secret.sslmode)):
         return
     what = ("TLS without certificate verification" if secret.sslmode == "require"
             else "no TLS (or TLS only if the server insists)")
     log.warning("PostgreSQL connection with %s: the target opted out of required TLS", what,
-                extra={"host": secret.host, "port": secret.port, "sslmode": secret.sslmode})
+                extra={"host": secret.host, "port": secret.port, "dbname": secret.dbname, "sslmode": secret.sslmode})
 
 
 def warn_neo4j(secret: Neo4jSecret) -> None:
-    """Log a warning when a Neo4j connection is made without verified TLS."""
+    """Log a warning when a Neo4j connection is made without verified TLS: the first time this
+    process connects to that URI and database."""
     scheme = neo4j_scheme(secret.uri)
-    if scheme in VERIFIED_SCHEMES:
+    if scheme in VERIFIED_SCHEMES or not _first_warning(("neo4j", secret.uri, secret.database)):
         return
     what = "TLS without certificate verification" if scheme.endswith("+ssc") else "no TLS"
     log.warning("Neo4j connection with %s: the target opted out of required TLS", what,
                 extra={"uri": secret.uri, "scheme": scheme})
+
+
+def forget_warnings() -> None:
+    """Forget which opt-outs this process has logged, so the next connection warns again (tests)."""
+    with _warned_lock:
+        _warned.clear()
+
+
+def _first_warning(key: tuple[str, ...]) -> bool:
+    with _warned_lock:
+        if key in _warned:
+            return False
+        _warned.add(key)
+        return True

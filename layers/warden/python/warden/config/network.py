@@ -127,6 +127,7 @@ def network_problems(network: NetworkConfig | None, *, account: str | None) -> l
 class TlsConfig(Model):
     """TLS to a target's database. `required` (default): PostgreSQL `sslmode` verify-full (or
     verify-ca) and Neo4j `neo4j+s://` / `bolt+s://` only. `required: false` is the explicit opt-out:
-    whatever the secret says is used, and each connection without verified TLS logs a warning."""
+    whatever the secret says is used, and connecting without verified TLS logs a warning (once per
+    database and process: warden.tls)."""
 
     required: bool = True

@@ -22,7 +22,7 @@ def driver(secret: Neo4jSecret, *, timeout: float = 5.0) -> neo4j.Driver:
 
     Keyed by the password too: callers load the secret for each operation, so after a rotation the
     next operation gets a driver with the new password, and the old one is closed."""
-    warn_neo4j(secret)  # every use of a connection without verified TLS (a target that opted out)
+    warn_neo4j(secret)  # a connection without verified TLS (a target that opted out): warned once per process
     key = (secret.uri, secret.username, secret.password.get_secret_value(), timeout)
     if key not in _drivers:
         # A new password for the same user (a rotation): the old driver's pool can only fail now.
