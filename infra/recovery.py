@@ -22,6 +22,7 @@ from infra import nag
 from infra.functions import WardenFunction, encrypted_log_group
 from infra.storage import Storage
 from warden import names
+from warden.config.fleet import runs_in_fleet
 from warden.config.stage import StageConfig
 from warden.config.target import Target
 
@@ -113,7 +114,7 @@ class RecoveryStateMachine(Construct):
         """A weekly restore drill per target: the machine with promotion `none` on the newest backup.
         `per_target` False: each target's drill is built by `build_drill` (infra/targets.py)."""
         self.drills: dict[str, scheduler.CfnSchedule] = {}
-        if not stage.targets:
+        if not any(self._own_drill(t) for t in stage.targets):  # every target is drilled by the drill fleet run
             return
         self.drill_role = iam.Role(self, "DrillRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
                                    description=f"EventBridge Scheduler: start Warden {stage.name} restore drills")
@@ -126,7 +127,7 @@ class RecoveryStateMachine(Construct):
     def build_drill(self, scope: Construct, target: Target) -> None:
         """`target`'s weekly restore drill schedule, in `scope` (its group stack's TargetResources)."""
         stage = self.stage
-        if target.backup.method == "rds-snapshot":  # RDS restores snapshots: nothing for Warden to drill
+        if not self._own_drill(target):
             return
         payload = {"target": target.name, "backup_id": "latest", "promotion": "none", "approval": "auto",
                    "requested_by": "schedule:drill"}
@@ -142,6 +143,12 @@ class RecoveryStateMachine(Construct):
                 retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(maximum_retry_attempts=2,
                                                                        maximum_event_age_in_seconds=3600)),
         )
+
+    def _own_drill(self, target: Target) -> bool:
+        """Whether `target` has its own drill schedule: not rds-snapshot (RDS restores its snapshots,
+        nothing for Warden to drill) and a `drill_schedule` that overrides the drill fleet run's."""
+        return target.backup.method != "rds-snapshot" and not runs_in_fleet(target, "drill", self.stage.fleet.drill)
+
 
 def active_parameter_arns(stack: Stack, stage: StageConfig) -> list[str]:
     """The active-endpoint parameters a swap promotion moves, one per target."""

@@ -1,4 +1,5 @@
-"""EventBridge Scheduler: one schedule per target and job, in a schedule group per stage.
+"""EventBridge Scheduler: the stage's schedule group, and a schedule per target and job for the
+targets that override the job's fleet schedule (the others run in the job's fleet run, infra/fleet.py).
 
 Every schedule sends `{"target": <name>, "trigger": "schedule", "scheduled_time": <time>}`; the
 scheduled time lets the backup function recognise a retried delivery of the same event. Each job
@@ -15,14 +16,15 @@ from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct
 
 from infra.functions import WardenFunction
+from warden.config.fleet import runs_in_fleet
 from warden.config.stage import StageConfig
 from warden.config.target import Schedules, Target
 
 
 class TargetSchedules(Construct):
-    """Schedules for every target of the stage and every function of `functions` (the jobs whose
-    row in the job table, infra/jobs.py, has `Trigger.PER_TARGET_SCHEDULE`); each job's expression
-    is the target's `schedules.<job>`.
+    """Schedules for the targets whose `schedules.<job>` overrides the fleet's, for every function of
+    `functions` (the jobs whose row in the job table, infra/jobs.py, has `Trigger.PER_TARGET_SCHEDULE`);
+    each one's expression is the target's `schedules.<job>`; the fleet plan skips these targets.
 
     Attributes: `group`, `roles` {job: Role}, `schedules` {(target, job): CfnSchedule}.
     """
@@ -38,7 +40,8 @@ class TargetSchedules(Construct):
         for job, fn in functions.items():
             if job not in Schedules.model_fields:
                 raise ValueError(f"job {job!r} runs per target on a schedule, but targets' schedules have no {job!r}")
-            if not stage.targets:
+            own = [t for t in stage.targets if not runs_in_fleet(t, job, stage.fleet.job(job))]
+            if not own:
                 continue
             role = iam.Role(self, f"{job}-role", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
                             description=f"EventBridge Scheduler: invoke the Warden {stage.name} {job} function")
@@ -52,6 +55,8 @@ class TargetSchedules(Construct):
     def build_target(self, scope: Construct, target: Target) -> None:
         """`target`'s schedule of every job, in `scope` (its group stack's TargetResources)."""
         for job, fn in self.functions.items():
+            if runs_in_fleet(target, job, self.stage.fleet.job(job)):  # the job's fleet run (infra/fleet.py)
+                continue
             role = self.roles[job]
             payload = json.dumps({"target": target.name, "trigger": "schedule",
                                   "scheduled_time": "<aws.scheduler.scheduled-time>"})

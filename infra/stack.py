@@ -13,6 +13,7 @@ from constructs import Construct
 from infra.alarms import Alarms
 from infra.config import load_stages, read_cdk_json_context
 from infra.dashboard import Dashboard
+from infra.fleet import FleetRuns
 from infra.functions import WardenFunction
 from infra.jobs import StageFunctions, Trigger
 from infra.layers import SharedLayers
@@ -33,7 +34,7 @@ from warden.config.stage import StageConfig
 class WardenStack(Stack):
     """Everything one stage deploys. Attributes: `stage`, `storage`, `layers`, `network`, `jobs`
     (StageFunctions), `functions` (WardenFunction by job), `recovery`, `report`, `remediation`,
-    `rotation`, `schedules`, `alarms`, `targets` (TargetGroups: the per-target group stacks),
+    `rotation`, `schedules`, `fleet`, `alarms`, `targets` (TargetGroups: the per-target group stacks),
     `dashboard`."""
 
     def __init__(
@@ -80,9 +81,14 @@ class WardenStack(Stack):
         self.replication_role: iam.Role | None = (
             replicate_backups(self.storage, stage, replication) if replication is not None else None)
 
-        self.schedules = TargetSchedules(self, "Schedules", stage=stage,
-                                         functions=self.jobs.triggered_by(Trigger.PER_TARGET_SCHEDULE),
-                                         per_target=False)
+        scheduled = self.jobs.triggered_by(Trigger.PER_TARGET_SCHEDULE)
+        # Per target only where a target overrides its job's fleet schedule (infra/schedules.py).
+        self.schedules = TargetSchedules(self, "Schedules", stage=stage, functions=scheduled, per_target=False)
+        # One schedule per job: a Fleet state machine fans the job out over the targets (infra/fleet.py).
+        self.fleet = FleetRuns(self, "FleetRuns", stage=stage, storage=self.storage, planner=fns["fleet"],
+                               functions=scheduled, recovery=self.recovery.state_machine,
+                               group=self.schedules.group)
+        self.state_machines.update({f"fleet-{job}": run.state_machine for job, run in self.fleet.runs.items()})
         # Last: alarms and the dashboard cover every function (and state machine) made above.
         self.alarms = Alarms(self, "Alarms", stage=stage, storage=self.storage, functions=self.functions,
                              state_machines=self.state_machines, per_target=False)
@@ -107,6 +113,8 @@ class WardenStack(Stack):
         }
         values.update({names.function_output(job): fn.function.function_name for job, fn in self.functions.items()})
         values[names.OUTPUT_RECOVERY_STATE_MACHINE] = self.recovery.state_machine.state_machine_arn
+        values.update({names.fleet_output(job): run.state_machine.state_machine_arn
+                       for job, run in self.fleet.runs.items()})
         for name, value in values.items():
             CfnOutput(self, name, value=value)
 

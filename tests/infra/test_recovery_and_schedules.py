@@ -1,4 +1,5 @@
-"""The Recovery state machine's states and error paths, and the schedules, as synthesized."""
+"""The Recovery state machine's states and error paths, and the schedules, as synthesized
+(the Fleet state machines' own: tests/infra/test_fleet_schedules.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from infra_helpers import Synthesized, resources
 
 from local.aws import render_definition
+from warden.config.fleet import default_expression, fleet_expression, runs_in_fleet
 
 pytestmark = pytest.mark.infra
 
@@ -68,19 +70,32 @@ def test_recovery_machine_logs_all_with_tracing(synthesized: Synthesized) -> Non
     assert props["TracingConfiguration"] == {"Enabled": True}
 
 
-def test_one_schedule_per_target_and_job_plus_a_weekly_drill(synthesized: Synthesized) -> None:
-    stack = synthesized.stacks["dev"]
-    schedules = resources(synthesized.template(stack), "AWS::Scheduler::Schedule")
-    inputs = [json.loads(s["Properties"]["Target"]["Input"]) for s in schedules.values()]
-    jobs = {"backup", "verify", "prune", "health"} & set(stack.functions)
-    for target in stack.stage.targets:
-        scheduled = [i for i in inputs if i.get("target") == target.name and i.get("trigger") == "schedule"]
-        assert len(scheduled) == len(jobs) + sum(j in stack.functions for j in ("license_check", "maintenance"))
-        assert all(i["scheduled_time"] == "<aws.scheduler.scheduled-time>" for i in scheduled)
-        drills = [i for i in inputs if i.get("target") == target.name and i.get("promotion") == "none"]
-        assert drills == [{"target": target.name, "backup_id": "latest", "promotion": "none", "approval": "auto",
-                           "requested_by": "schedule:drill"}]
-    for schedule in schedules.values():
+def test_every_target_runs_every_job_and_a_drill_on_its_schedule_by_the_fleet_run_or_its_own(
+        synthesized: Synthesized) -> None:
+    # Was: one schedule per target and job plus a weekly drill. Fleet scheduling (infra/fleet.py) keeps
+    # the property that matters: each target's every job runs on the target's expression, either in
+    # the job's fleet run (one schedule per job) or, where the target overrides it, on its own schedule.
+    for name, stack in synthesized.stacks.items():
+        jobs = {"backup", "verify", "prune", "health", "license_check", "maintenance"} & set(stack.functions)
+        own = set(stack.schedules.schedules)
+        for target in stack.stage.targets:
+            for job in (*sorted(jobs), "drill"):
+                config = stack.stage.fleet.job(job)
+                expression = target.recovery.drill_schedule if job == "drill" else getattr(target.schedules, job)
+                has_own = (target.name in stack.recovery.drills) if job == "drill" else (target.name, job) in own
+                if runs_in_fleet(target, job, config):
+                    assert not has_own, (name, target.name, job)
+                    assert expression in (fleet_expression(job, config), default_expression(job))
+                else:
+                    assert has_own, (name, target.name, job)
+        for (target_name, job), schedule in stack.schedules.schedules.items():
+            target = next(t for t in stack.stage.targets if t.name == target_name)
+            assert schedule.schedule_expression == getattr(target.schedules, job)
+            assert json.loads(str(schedule.target.input))["scheduled_time"] == "<aws.scheduler.scheduled-time>"
+    # cdk.json's prod stage: analytics-pg backs up at 01:00 and checks health every minute, on its own
+    prod = synthesized.stacks["prod"]
+    assert set(prod.schedules.schedules) == {("analytics-pg", "backup"), ("analytics-pg", "health")}
+    for schedule in resources(synthesized.template(prod), "AWS::Scheduler::Schedule").values():
         assert schedule["Properties"]["ScheduleExpressionTimezone"] == "Etc/UTC"
         assert schedule["Properties"]["Target"]["RetryPolicy"]["MaximumRetryAttempts"] == 2
 
