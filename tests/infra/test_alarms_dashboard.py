@@ -1,7 +1,8 @@
-"""Alarms and the dashboard of a stage: each alarm watches the exact metric the functions publish
-(namespace, name, dimensions including Powertools' `service`), with a deliberate threshold, window
-and missing-data rule, and notifies the stage's topic on ALARM and OK; the dashboard shows every
-target's health, backups and engine gauges."""
+"""Alarms and the dashboard of a stage: each condition of Warden's metrics is one fleet alarm, a
+Metrics Insights query over the stage's targets (SCHEMA with Stage, Target and Powertools' `service`),
+with a deliberate threshold, window and missing-data rule per distinct setting; function and state
+machine alarms watch their AWS metrics; every alarm notifies the stage's topic on ALARM and OK; the
+dashboard leads with the worst targets and shows every target's health, backups and engine gauges."""
 
 from __future__ import annotations
 
@@ -36,22 +37,12 @@ pytestmark = pytest.mark.infra
 ALARM = "AWS::CloudWatch::Alarm"
 
 
-def target_alarm(
-    metric: str,
-    target: str,
-    statistic: str,
-    threshold: float,
-    comparison: str,
-    period: int,
-    periods: int,
-    datapoints: int,
-    missing: str,
-) -> dict[str, Any]:
+def fleet_alarm(function: str, metric: str, threshold: float, comparison: str, period: int, periods: int,
+                datapoints: int, missing: str, *, schema: str = "Stage, Target, service",
+                stage: str = "dev") -> dict[str, Any]:
+    """A fleet alarm as CloudFormation holds it: a Metrics Insights query over the stage's targets."""
     return {
-        "Namespace": "Warden",
-        "MetricName": metric,
-        "Dimensions": {"Target": target, "service": "warden"},
-        "Statistic": statistic,
+        "Select": f'SELECT {function}({metric}) FROM SCHEMA("Warden", {schema}) WHERE Stage = \'{stage}\'',
         "Threshold": threshold,
         "ComparisonOperator": comparison,
         "Period": period,
@@ -64,52 +55,37 @@ def target_alarm(
 LT, GT, GE = "LessThanThreshold", "GreaterThanThreshold", "GreaterThanOrEqualToThreshold"
 
 # The dev stage of cdk.json: graph-main (Neo4j) and orders-pg (PostgreSQL), default schedules
-# (health every 5 minutes, daily backup at 02:00).
-DEV_TARGET_ALARMS = {
-    "warden-dev-graph-main-unhealthy": target_alarm("Healthy", "graph-main", "Minimum", 1, LT, 300, 5, 3, "breaching"),
-    "warden-dev-graph-main-backup-too-old": target_alarm(
-        "BackupAgeHours", "graph-main", "Minimum", 26, GT, 3600, 1, 1, "breaching"
-    ),
-    "warden-dev-graph-main-backup-failed": target_alarm(
-        "BackupFailure", "graph-main", "Sum", 1, GE, 300, 1, 1, "notBreaching"
-    ),
-    "warden-dev-graph-main-backup-corrupt": target_alarm(
-        "BackupCorrupt", "graph-main", "Sum", 1, GE, 300, 1, 1, "notBreaching"
-    ),
-    "warden-dev-graph-main-backup-near-time-limit": target_alarm(
-        "BackupDuration", "graph-main", "Maximum", 720, GT, 86400, 1, 1, "notBreaching"
-    ),
-    "warden-dev-graph-main-license-expiring": target_alarm(
-        "LicenseDaysLeft", "graph-main", "Minimum", 30, LT, 86400, 1, 1, "notBreaching"
-    ),
-    "warden-dev-graph-main-neo4j-long-running-transactions": target_alarm(
-        "LongestTransactionSeconds", "graph-main", "Maximum", 60, GT, 300, 3, 2, "ignore"
-    ),
-    "warden-dev-orders-pg-unhealthy": target_alarm("Healthy", "orders-pg", "Minimum", 1, LT, 300, 5, 3, "breaching"),
-    "warden-dev-orders-pg-backup-too-old": target_alarm(
-        "BackupAgeHours", "orders-pg", "Minimum", 26, GT, 3600, 1, 1, "breaching"
-    ),
-    "warden-dev-orders-pg-backup-failed": target_alarm(
-        "BackupFailure", "orders-pg", "Sum", 1, GE, 300, 1, 1, "notBreaching"
-    ),
-    "warden-dev-orders-pg-backup-corrupt": target_alarm(
-        "BackupCorrupt", "orders-pg", "Sum", 1, GE, 300, 1, 1, "notBreaching"
-    ),
-    "warden-dev-orders-pg-backup-near-time-limit": target_alarm(
-        "BackupDuration", "orders-pg", "Maximum", 720, GT, 86400, 1, 1, "notBreaching"
-    ),
-    "warden-dev-orders-pg-pg-connections-saturated": target_alarm(
-        "ConnectionsUsedPct", "orders-pg", "Maximum", 90, GT, 300, 3, 2, "ignore"
-    ),
-    "warden-dev-orders-pg-pg-long-running-queries": target_alarm(
-        "LongQueries", "orders-pg", "Maximum", 1, GE, 300, 3, 2, "ignore"
-    ),
+# (health every 5 minutes, daily backup at 02:00): one fleet alarm per condition.
+DEV_FLEET_ALARMS = {
+    "warden-dev-fleet-unhealthy": fleet_alarm("MAX", "HealthStatus", 1, GE, 300, 5, 3, "notBreaching"),
+    "warden-dev-fleet-unreported-unhealthy": fleet_alarm("COUNT", "HealthStatus", 2, LT, 300, 5, 3, "breaching"),
+    "warden-dev-fleet-backup-too-old": fleet_alarm("MIN", "BackupAgeHours", 26, GT, 3600, 1, 1, "notBreaching"),
+    "warden-dev-fleet-unreported-backup-too-old": fleet_alarm("COUNT", "BackupAgeHours", 2, LT, 3600, 1, 1,
+                                                              "breaching"),
+    "warden-dev-fleet-backup-failed": fleet_alarm("SUM", "BackupFailure", 1, GE, 300, 1, 1, "notBreaching"),
+    "warden-dev-fleet-backup-corrupt": fleet_alarm("SUM", "BackupCorrupt", 1, GE, 300, 1, 1, "notBreaching"),
+    "warden-dev-fleet-backup-near-time-limit": fleet_alarm("MAX", "BackupDuration", 720, GT, 3600, 1, 1,
+                                                           "notBreaching"),
+    "warden-dev-fleet-license-expiring": fleet_alarm("MIN", "LicenseDaysLeft", 30, LT, 3600, 1, 1, "notBreaching"),
+    "warden-dev-fleet-neo4j-long-running-transactions": fleet_alarm("MAX", "LongestTransactionSeconds", 60, GT,
+                                                                    300, 3, 2, "ignore"),
+    "warden-dev-fleet-pg-connections-saturated": fleet_alarm("MAX", "ConnectionsUsedPct", 90, GT, 300, 3, 2,
+                                                             "ignore"),
+    "warden-dev-fleet-pg-long-running-queries": fleet_alarm("MAX", "LongQueries", 1, GE, 300, 3, 2, "ignore"),
+}
+# condition -> the dev targets its fleet alarm covers (by engine)
+DEV_COVERS = {
+    "unhealthy": {"graph-main", "orders-pg"}, "backup-too-old": {"graph-main", "orders-pg"},
+    "backup-failed": {"graph-main", "orders-pg"}, "backup-corrupt": {"graph-main", "orders-pg"},
+    "backup-near-time-limit": {"graph-main", "orders-pg"}, "license-expiring": {"graph-main"},
+    "neo4j-long-running-transactions": {"graph-main"}, "pg-connections-saturated": {"orders-pg"},
+    "pg-long-running-queries": {"orders-pg"},
 }
 
-COMMON_WIDGETS = ["health", "check duration (ms)", "backup age (h)", "backups", "backup size (bytes)",
-                  "backup duration (s)"]
+COMMON_WIDGETS = ["health", "backup age (h)", "backups", "backup size (bytes)", "backup duration (s)"]
 NEO4J_WIDGETS = ["licence days left", "Neo4j transactions", "Neo4j heap used (%)"]
-POSTGRES_WIDGETS = ["PostgreSQL connections used (%)", "PostgreSQL cache hit ratio", "PostgreSQL long-running queries"]
+POSTGRES_WIDGETS = ["PostgreSQL connections used (%)", "PostgreSQL long-running queries",
+                    "PostgreSQL database size (bytes)"]
 
 
 def alarms_by_name(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -117,6 +93,15 @@ def alarms_by_name(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     by_name = {r["Properties"]["AlarmName"]: r["Properties"] for r in found.values()}
     assert len(by_name) == len(found), "alarm names must be unique"
     return by_name
+
+
+def observed_fleet(props: dict[str, Any]) -> dict[str, Any]:
+    """A fleet alarm's query (its SELECT ... WHERE Stage) and evaluation."""
+    (query,) = props["Metrics"]
+    expression = query["Expression"]
+    return {"Select": expression.split(" GROUP BY")[0].split(" AND Target")[0], "Period": query["Period"],
+            **{k: props.get(k) for k in ("Threshold", "ComparisonOperator", "EvaluationPeriods",
+                                          "DatapointsToAlarm", "TreatMissingData")}}
 
 
 def observed(props: dict[str, Any]) -> dict[str, Any]:
@@ -154,31 +139,37 @@ def test_alarms_use_the_namespace_and_service_dimension_the_functions_publish_wi
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
 
 
-# -- per-target alarms -------------------------------------------------------------------------
+# -- fleet alarms: one per condition over the stage's targets ------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(DEV_TARGET_ALARMS))
-def test_target_alarm_watches_its_metric_with_its_threshold_window_and_missing_data_rule(
+@pytest.mark.parametrize("name", sorted(DEV_FLEET_ALARMS))
+def test_fleet_alarm_queries_its_metric_with_its_threshold_window_and_missing_data_rule(
     dev_alarms: dict[str, dict[str, Any]], name: str
 ) -> None:
     assert name in dev_alarms, f"no alarm {name}; have {sorted(dev_alarms)}"
-    assert observed(dev_alarms[name]) == DEV_TARGET_ALARMS[name]
+    assert observed_fleet(dev_alarms[name]) == DEV_FLEET_ALARMS[name]
+    if "-unreported-" not in name:  # one contributor per target, worst first
+        assert "GROUP BY Target ORDER BY" in dev_alarms[name]["Metrics"][0]["Expression"]
 
 
-def test_each_target_has_exactly_the_alarms_of_its_engine(dev_alarms: dict[str, dict[str, Any]]) -> None:
-    target_alarms = {n for n in dev_alarms if n.startswith(("warden-dev-graph-main-", "warden-dev-orders-pg-"))}
-    assert target_alarms == set(DEV_TARGET_ALARMS)
-    # no licence alarm for PostgreSQL, no PostgreSQL alarms for Neo4j
-    assert "warden-dev-orders-pg-license-expiring" not in dev_alarms
-    assert not any(n.startswith("warden-dev-graph-main-pg-") for n in dev_alarms)
+def test_each_condition_covers_exactly_the_targets_of_its_engine_and_no_target_has_its_own(
+    dev_stack: Any, dev_alarms: dict[str, dict[str, Any]]
+) -> None:
+    fleet = dev_stack.alarms.fleet
+    covers = {spec.condition: set(spec.targets) for spec in fleet.values() if not spec.unreported}
+    assert covers == DEV_COVERS
+    assert {n for n in dev_alarms if n.startswith("warden-dev-fleet-")} == set(DEV_FLEET_ALARMS)
+    # no per-target alarm on Warden's own metrics any more (instance and log alarms stay per target)
+    assert not any(n.startswith(("warden-dev-graph-main-", "warden-dev-orders-pg-")) for n in dev_alarms)
 
 
 def test_alarm_descriptions_say_what_to_do(dev_alarms: dict[str, dict[str, Any]]) -> None:
-    assert "warden health --stage dev --target graph-main" in dev_alarms["warden-dev-graph-main-unhealthy"][
-        "AlarmDescription"]
-    assert "warden backup create --stage dev --target orders-pg --wait" in dev_alarms[
-        "warden-dev-orders-pg-backup-too-old"]["AlarmDescription"]
-    assert "Never restore from it" in dev_alarms["warden-dev-orders-pg-backup-corrupt"]["AlarmDescription"]
+    unhealthy = dev_alarms["warden-dev-fleet-unhealthy"]["AlarmDescription"]
+    assert "warden health --stage dev" in unhealthy and "graph-main, orders-pg" in unhealthy
+    assert "names each breaching target and its failing check" in unhealthy
+    assert "(verify)" in dev_alarms["warden-dev-fleet-backup-corrupt"]["AlarmDescription"]
+    assert "reported no" not in unhealthy and "stops reporting" in dev_alarms[
+        "warden-dev-fleet-unreported-unhealthy"]["AlarmDescription"]
     for props in dev_alarms.values():
         description = props["AlarmDescription"]
         assert isinstance(description, str) and 80 <= len(description) <= 1024, props["AlarmName"]
@@ -191,24 +182,24 @@ def test_every_alarm_notifies_the_stage_topic_on_alarm_and_on_ok(
     Template.from_json(dev).all_resources_properties(
         ALARM, {"AlarmActions": [topic], "OKActions": [topic], "InsufficientDataActions": Match.absent()}
     )
-    assert len(dev_alarms) == len(resources(dev, ALARM)) >= len(DEV_TARGET_ALARMS)
+    assert len(dev_alarms) == len(resources(dev, ALARM)) >= len(DEV_FLEET_ALARMS)
 
 
 def test_prod_alarm_windows_follow_each_targets_schedules(synthesized: Synthesized) -> None:
-    prod = alarms_by_name(synthesized.template(synthesized.stacks["prod"]))
-    # analytics-pg: health every minute (several runs per 5-minute period), backups daily at 01:00
-    assert observed(prod["warden-prod-analytics-pg-unhealthy"]) == target_alarm(
-        "Healthy", "analytics-pg", "Minimum", 1, LT, 300, 5, 3, "breaching"
-    )
-    assert observed(prod["warden-prod-analytics-pg-backup-too-old"]) == target_alarm(
-        "BackupAgeHours", "analytics-pg", "Minimum", 26, GT, 3600, 1, 1, "breaching"
-    )
-    assert {n for n in prod if n.startswith("warden-prod-analytics-pg-")} == {
-        f"warden-prod-analytics-pg-{what}"
-        for what in ("unhealthy", "backup-too-old", "backup-failed", "backup-corrupt", "backup-near-time-limit",
-                     "pg-connections-saturated",
-                     "pg-long-running-queries", "backup-storage-over-budget")  # prod's cdk.json sets a budget
-    }
+    stack = synthesized.stacks["prod"]
+    prod = alarms_by_name(synthesized.template(stack))
+    # analytics-pg: health every minute (several runs per 5-minute period), backups daily at 01:00:
+    # the same window and limit as the others, so the same fleet alarms cover it
+    assert observed_fleet(prod["warden-prod-fleet-unhealthy"]) == fleet_alarm(
+        "MAX", "HealthStatus", 1, GE, 300, 5, 3, "notBreaching", stage="prod")
+    assert observed_fleet(prod["warden-prod-fleet-backup-too-old"]) == fleet_alarm(
+        "MIN", "BackupAgeHours", 26, GT, 3600, 1, 1, "notBreaching", stage="prod")
+    covering = {spec.condition for spec in stack.alarms.fleet.values()
+                if "analytics-pg" in spec.targets and not spec.unreported}
+    assert covering == {"unhealthy", "backup-too-old", "backup-failed", "backup-corrupt", "backup-near-time-limit",
+                        "pg-connections-saturated", "pg-long-running-queries",
+                        "backup-storage-over-budget"}  # prod's cdk.json sets a budget
+    assert prod["warden-prod-fleet-backup-storage-over-budget"]["Threshold"] == 500e9
 
 
 # -- functions and state machines --------------------------------------------------------------
@@ -244,7 +235,7 @@ def test_every_state_machine_of_the_stack_has_a_failed_and_a_timed_out_alarm(
     assert dev_stack.alarms.state_machines == machines
     for name, machine in machines.items():
         for metric, what in (("ExecutionsFailed", "failed"), ("ExecutionsTimedOut", "timed-out")):
-            alarm = f"warden-dev-sfn-{name}-{what}"
+            alarm = f"warden-dev-sfn-{name.replace('_', '-')}-{what}"  # as Alarms spells it
             assert observed(dev_alarms[alarm]) == {
                 "Namespace": "AWS/States",
                 "MetricName": metric,
@@ -277,34 +268,47 @@ OWN_STAGE = StageConfig(
 
 
 @pytest.fixture(scope="module")
-def own() -> dict[str, dict[str, Any]]:
+def own() -> tuple[dict[str, dict[str, Any]], Alarms]:
     """A stack of its own: one state machine given, custom settings for `graph`, no functions."""
     stack = Stack(_app(), "OwnAlarms")
     storage = Storage(stack, "Storage", stage=OWN_STAGE)
     machine = sfn.StateMachine(stack, "Drill", definition_body=sfn.DefinitionBody.from_chainable(
         sfn.Pass(stack, "Nothing")))
-    Alarms(stack, "Alarms", stage=OWN_STAGE, storage=storage, functions={}, state_machines={"drill": machine},
+    alarms = Alarms(stack, "Alarms", stage=OWN_STAGE, storage=storage, functions={},
+                    state_machines={"drill": machine},
            settings={"graph": AlarmSettings(license_days_left=60, unhealthy_datapoints=2, unhealthy_periods=3,
                                             neo4j_long_transaction_seconds=120)})
     template = Template.from_stack(stack)
-    return {r["Properties"]["AlarmName"]: r["Properties"] for r in template.find_resources(ALARM).values()}
+    return {r["Properties"]["AlarmName"]: r["Properties"] for r in template.find_resources(ALARM).values()}, alarms
 
 
-def test_alarm_settings_and_schedules_shape_a_targets_alarms(own: dict[str, dict[str, Any]]) -> None:
-    assert observed(own["warden-own-graph-unhealthy"]) == target_alarm(
-        "Healthy", "graph", "Minimum", 1, LT, 900, 3, 2, "breaching"
-    )
-    assert observed(own["warden-own-graph-backup-too-old"]) == target_alarm(
-        "BackupAgeHours", "graph", "Minimum", 8, GT, 3600, 1, 1, "breaching"
-    )
-    assert observed(own["warden-own-graph-license-expiring"])["Threshold"] == 60
-    assert observed(own["warden-own-graph-neo4j-long-running-transactions"])["Period"] == 900
-    assert observed(own["warden-own-graph-neo4j-long-running-transactions"])["Threshold"] == 120
-    # the other target keeps the defaults
-    assert observed(own["warden-own-pg-unhealthy"])["EvaluationPeriods"] == 5
+def _fleet_alarm_of(own: tuple[dict[str, dict[str, Any]], Alarms], condition: str, target: str) -> dict[str, Any]:
+    """The fleet alarm of `condition` that covers `target` (targets of other settings get their own)."""
+    by_name, alarms = own
+    (name,) = [n for n, spec in alarms.fleet.items()
+               if spec.condition == condition and target in spec.targets and not spec.unreported]
+    return observed_fleet(by_name[name])
 
 
-def test_state_machines_given_get_failed_and_timed_out_alarms(own: dict[str, dict[str, Any]]) -> None:
+def test_alarm_settings_and_schedules_shape_a_targets_alarms(own: Any) -> None:
+    # graph's settings and schedules differ from pg's: each condition splits into one alarm per setting
+    assert _fleet_alarm_of(own, "unhealthy", "graph") == fleet_alarm(
+        "MAX", "HealthStatus", 1, GE, 900, 3, 2, "notBreaching", stage="own")
+    assert _fleet_alarm_of(own, "backup-too-old", "graph") == fleet_alarm(
+        "MIN", "BackupAgeHours", 8, GT, 3600, 1, 1, "notBreaching", stage="own")
+    assert _fleet_alarm_of(own, "license-expiring", "graph")["Threshold"] == 60
+    assert _fleet_alarm_of(own, "neo4j-long-running-transactions", "graph")["Period"] == 900
+    assert _fleet_alarm_of(own, "neo4j-long-running-transactions", "graph")["Threshold"] == 120
+    # the other target keeps the defaults, in an alarm that names only it
+    assert _fleet_alarm_of(own, "unhealthy", "pg")["EvaluationPeriods"] == 5
+    by_name, alarms = own
+    (pg_only,) = [spec for spec in alarms.fleet.values() if spec.condition == "unhealthy"
+                  and not spec.unreported and "pg" in spec.targets]
+    assert pg_only.targets == ("pg",)
+
+
+def test_state_machines_given_get_failed_and_timed_out_alarms(own: Any) -> None:
+    own, _ = own
     for metric, what in (("ExecutionsFailed", "failed"), ("ExecutionsTimedOut", "timed-out")):
         props = own[f"warden-own-sfn-drill-{what}"]
         assert props["Namespace"] == "AWS/States"
@@ -324,7 +328,7 @@ def test_settings_for_an_unknown_target_are_refused() -> None:
 def test_an_evaluation_range_cloudwatch_would_refuse_fails_at_synth() -> None:
     stack = Stack(_app(), "TooLong")
     storage = Storage(stack, "Storage", stage=OWN_STAGE)
-    with pytest.raises(ValueError, match="warden-own-pg-unhealthy: 300 periods of 300 s"):
+    with pytest.raises(ValueError, match="warden-own-fleet-(2-)?unhealthy: 300 periods of 300 s"):
         Alarms(stack, "Alarms", stage=OWN_STAGE, storage=storage, functions={},
                settings={"pg": AlarmSettings(unhealthy_datapoints=3, unhealthy_periods=300)})
 
@@ -442,27 +446,30 @@ def test_dashboard_target_widgets_plot_that_targets_warden_metrics_with_the_serv
             continue
         for row in _metric_rows(widget):
             assert row[0] == "Warden", title
-            assert _dims(row) == {"Target": target, "service": "warden"}, title
+            assert _dims(row) == {"Stage": "dev", "Target": target, "service": "warden"}, title
             rows_seen += 1
     assert rows_seen >= 20
 
     def names(title: str) -> list[str]:
         return [row[1] for row in _metric_rows(widgets[title])]
 
-    assert names("graph-main: health") == ["Healthy", "HealthStatus"]
-    assert names("graph-main: backup age (h)") == ["BackupAgeHours", "VerifiedBackupAgeHours"]
-    assert names("orders-pg: backup size (bytes)") == ["BackupSize"]
+    assert names("graph-main: health") == ["HealthStatus"]
+    assert names("graph-main: backup age (h)") == ["BackupAgeHours"]
+    assert names("orders-pg: backup size (bytes)") == ["BackupSize", "StoredBytes"]
     assert names("orders-pg: backup duration (s)") == ["BackupDuration"]
     assert names("graph-main: backups") == ["BackupSuccess", "BackupFailure", "BackupVerified", "BackupCorrupt"]
     assert names("graph-main: licence days left") == ["LicenseDaysLeft"]
     assert names("graph-main: Neo4j transactions") == ["ActiveTransactions", "LongestTransactionSeconds"]
     assert names("graph-main: Neo4j heap used (%)") == ["HeapUsedPct"]
     assert names("orders-pg: PostgreSQL connections used (%)") == ["ConnectionsUsedPct"]
-    assert names("orders-pg: PostgreSQL cache hit ratio") == ["CacheHitRatio"]
+    assert names("orders-pg: PostgreSQL database size (bytes)") == ["DatabaseSizeBytes"]
     assert names("orders-pg: PostgreSQL long-running queries") == ["LongQueries"]
-    (search,) = widgets["orders-pg: check duration (ms)"]["properties"]["metrics"]
-    assert "MetricName=\"CheckDuration\"" in search[0]["expression"]
-    assert "Target=\"orders-pg\"" in search[0]["expression"]
+    # the worst targets first, over the whole stage: a Metrics Insights query (check durations are in the log)
+    (query,) = widgets["Worst health (0 healthy, 1 degraded, 2 unhealthy)"]["properties"]["metrics"]
+    assert query[0]["expression"] == ('SELECT MAX(HealthStatus) FROM SCHEMA("Warden", Stage, Target, service) '
+                                      "WHERE Stage = 'dev' GROUP BY Target ORDER BY MAX() DESC LIMIT 10")
+    assert not any(r[1] in ("Healthy", "CheckDuration", "CheckStatus", "CacheHitRatio", "VerifiedBackupAgeHours")
+                   for w in widgets.values() for r in _metric_rows(w))
 
 
 def test_dashboard_marks_the_alarm_thresholds(widgets: dict[str, dict[str, Any]]) -> None:
@@ -478,9 +485,8 @@ def test_dashboard_marks_the_alarm_thresholds(widgets: dict[str, dict[str, Any]]
 def test_dashboard_shows_every_alarms_status(
     dev: dict[str, Any], widgets: dict[str, dict[str, Any]]
 ) -> None:
-    widget = widgets["Alarms"]
-    assert widget["type"] == "alarm"
-    shown = set(widget["properties"]["alarms"])
+    shown = {a for w in widgets.values() if w["type"] == "alarm" for a in w["properties"]["alarms"]}
+    assert widgets["Stage alarms (fleet, functions, state machines)"]["type"] == "alarm"
     assert shown == {f"GetAtt:{lid}.Arn" for lid in resources(dev, ALARM)}
 
 
