@@ -9,7 +9,8 @@ on the machine spreads over all of them; the figure is the median per candidate.
 
 Sizes: tiny by default (3 rounds; runs in the default test run: no handler may import boto3, the
 X-Ray SDK or a database driver at import), WARDEN_BENCH_SIZE=full (15 rounds) asserts each
-handler's median is at most 0.6x the eager module's. WARDEN_BENCH_ROUNDS overrides the rounds.
+handler's median CPU time is at most 0.6x the eager module's (wall time printed too: on a loaded
+machine it is mostly waiting for a core). WARDEN_BENCH_ROUNDS overrides the rounds.
 
     WARDEN_BENCH_SIZE=full .venv/bin/pytest tests/perf/test_cold_start.py -q -s
 """
@@ -39,10 +40,10 @@ HANDLER = ("import importlib.util\n"
            "module = importlib.util.module_from_spec(spec)\n"
            "spec.loader.exec_module(module)\n")
 TIMED = ("import time, sys, json\n"
-         "started = time.perf_counter()\n"
+         "started, cpu = time.perf_counter(), time.process_time()\n"
          "{body}"
-         "took = time.perf_counter() - started\n"
-         "print(json.dumps({{'s': took, 'modules': sorted(sys.modules)}}))\n")
+         "took, cpu = time.perf_counter() - started, time.process_time() - cpu\n"
+         "print(json.dumps({{'s': took, 'cpu': cpu, 'modules': sorted(sys.modules)}}))\n")
 
 
 def function_environment(job: str) -> dict[str, str]:
@@ -59,14 +60,14 @@ def function_environment(job: str) -> dict[str, str]:
             names.ENV_TOPIC_ARN: "arn:aws:sns:eu-west-1:123456789012:warden-local"}
 
 
-def cold_import(body: str, env: dict[str, str]) -> tuple[float, list[str]]:
-    """Seconds a fresh interpreter takes to run `body` (its own start-up not counted), and the
-    modules loaded by then."""
+def cold_import(body: str, env: dict[str, str]) -> tuple[float, float, list[str]]:
+    """Seconds (wall, CPU) a fresh interpreter takes to run `body` (its own start-up not counted),
+    and the modules loaded by then."""
     done = subprocess.run([sys.executable, "-c", TIMED.format(body=body)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return result["s"], result["modules"]
+    return result["s"], result["cpu"], result["modules"]
 
 
 def test_each_handler_cold_imports_in_at_most_0_6_of_the_eager_module() -> None:
@@ -75,20 +76,26 @@ def test_each_handler_cold_imports_in_at_most_0_6_of_the_eager_module() -> None:
         candidates[job] = (HANDLER.format(path=str(REPO / "functions" / job / "handler.py")),
                            function_environment(job))
     times: dict[str, list[float]] = {name: [] for name in candidates}
+    cpus: dict[str, list[float]] = {name: [] for name in candidates}
     loaded: dict[str, list[str]] = {}
     for _ in range(ROUNDS):
         for name, (body, env) in candidates.items():
-            took, modules = cold_import(body, env)
+            took, cpu, modules = cold_import(body, env)
             times[name].append(took)
+            cpus[name].append(cpu)
             loaded[name] = modules
-    eager = statistics.median(times["eager"])
-    print(f"\ncold import, median of {ROUNDS} (s): eager {eager:.3f}")
-    ratios = {}
+    eager, eager_cpu = statistics.median(times["eager"]), statistics.median(cpus["eager"])
+    print(f"\ncold import, median of {ROUNDS} (s): eager wall {eager:.3f} CPU {eager_cpu:.3f}")
+    ratios, cpu_ratios = {}, {}
     for job in HANDLERS:
-        median = statistics.median(times[job])
-        ratios[job] = median / eager
-        print(f"  {job:<14} {median:.3f}  ratio {ratios[job]:.2f}  (range {min(times[job]):.3f}-{max(times[job]):.3f})")
+        median, cpu = statistics.median(times[job]), statistics.median(cpus[job])
+        ratios[job], cpu_ratios[job] = median / eager, cpu / eager_cpu
+        print(f"  {job:<14} wall {median:.3f} ratio {ratios[job]:.2f} (range {min(times[job]):.3f}-"
+              f"{max(times[job]):.3f})  CPU {cpu:.3f} ratio {cpu_ratios[job]:.2f}")
+    assert all(0 < r < 10 for r in [*ratios.values(), *cpu_ratios.values()])
     heavy = {job: [m for m in loaded[job] if m.split(".")[0] in HEAVY or m in HEAVY] for job in HANDLERS}
     assert {job: found for job, found in heavy.items() if found} == {}
     if FULL:
-        assert {job: round(r, 2) for job, r in ratios.items() if r > LIMIT} == {}
+        # CPU is the goal's measure: on a loaded machine wall time is mostly waiting for a core (the
+        # wall ratios are printed too); Lambda's cold start spends the import on CPU, files cached.
+        assert {job: round(r, 2) for job, r in cpu_ratios.items() if r > LIMIT} == {}
