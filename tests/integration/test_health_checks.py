@@ -569,14 +569,19 @@ def test_deployed_health_function_runs_every_tier_and_emits_metrics_with_documen
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     dims = {m["Name"]: tuple(d) for e in emf for block in e["_aws"]["CloudWatchMetrics"]
             for m in block["Metrics"] for d in block["Dimensions"]}
-    assert dims["CheckStatus"] == dims["CheckDuration"] == ("Target", "Check", "service")
-    for name in ("Healthy", "HealthStatus", "HeapUsedPct", "ConnectionsUsedPct", "WraparoundAge", "NodeCount"):
-        assert dims[name] == ("Target", "service"), name
+    # per target: HealthStatus and the value metrics, with Stage; no per-check status or duration
+    for name in ("HealthStatus", "HeapUsedPct", "ConnectionsUsedPct"):  # BackupAgeHours: once backed up
+        assert set(dims[name]) == {"Stage", "Target", "service"}, name
+    # the backup tier fails here (never backed up): it sends TierStatus, with its Tier
+    assert set(dims["TierStatus"]) == {"Stage", "Target", "Tier", "service"}
+    assert "backup" in {e["Tier"] for e in emf if "TierStatus" in e}
+    assert not {"Healthy", "CheckStatus", "CheckDuration", "WraparoundAge", "NodeCount"} & set(dims)
+    assert {e["Stage"] for e in emf if "Target" in e} == {"local"}
     assert dims["TargetsChecked"] == ("service",)
     assert {e["_aws"]["CloudWatchMetrics"][0]["Namespace"] for e in emf} == {"Warden"}
     assert {e["service"] for e in emf} == {"warden"}
-    points = {(p.name, p.dimensions.get("Check")) for p in metric_points(_report(report))}
-    assert ("CheckStatus", "heap") in points and ("ConnectionsUsedPct", None) in points
+    points = {(p.name, p.dimensions.get("Tier")) for p in metric_points(_report(report))}
+    assert ("TierStatus", "backup") in points and ("ConnectionsUsedPct", None) in points
 
 
 def _report(payload: dict[str, Any]) -> Any:

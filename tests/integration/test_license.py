@@ -90,7 +90,7 @@ def test_days_left_metric_only_where_known() -> None:
     ])
     points = license_metric_points(report)
     assert [(p.name, p.value, p.unit, p.dimensions) for p in points] == [
-        ("LicenseDaysLeft", 12.0, "Count", {"Target": "graph-ee"})]
+        ("LicenseDaysLeft", 12.0, "Count", {"Stage": "prod", "Target": "graph-ee"})]  # stages never share it
     assert "graph-ee" in format_license_text(report) and "[warning" in format_license_text(report)
 
 
