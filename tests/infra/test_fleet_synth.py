@@ -15,8 +15,17 @@ from pathlib import Path
 import pytest
 
 from infra import targets as target_groups
+from infra.stack import build_app
 from infra.targets import chunk_targets
-from tests.fleet_synth import INLINE_BODY_BYTES, FleetSynth, fleet_target, over_limits, synthesize_fleet
+from tests.fleet_synth import (
+    INLINE_BODY_BYTES,
+    STAGE,
+    FleetSynth,
+    fleet_stage,
+    fleet_target,
+    over_limits,
+    synthesize_fleet,
+)
 from warden.config.target import Target
 
 pytestmark = pytest.mark.infra
@@ -95,17 +104,42 @@ def test_adding_a_target_changes_only_its_own_chunk_or_splits_only_that_chunk() 
 
 def test_adding_a_target_to_a_stage_changes_one_nested_template(
         tmp_path: Path, dependency_layer_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given a stage of 40 targets whose groups split into several chunks (a small budget)
-    monkeypatch.setattr(target_groups, "CHUNK_BUDGET", 12)
+    # Given a stage of 40 targets whose groups split into several chunks: a budget of about three
+    # targets (what a target plans depends on the stage's jobs; read from a build without synthesis)
+    _, stacks = build_app({"stages": {STAGE: fleet_stage(40)}, "stage": STAGE}, outdir=str(tmp_path / "plan"),
+                          dependency_layer_dir=dependency_layer_dir)
+    budget = 3 * max(stacks[STAGE].targets.planned.values())
+    monkeypatch.setattr(target_groups, "CHUNK_BUDGET", budget)
     before = synthesize_fleet(40, tmp_path / "before", dependency_layer_dir)
-    # When one more target joins group "payments"
-    extra = {**fleet_target(40), "name": "db-added", "group": "payments"}
-    after = synthesize_fleet(40, tmp_path / "after", dependency_layer_dir, extra=[extra])
     assert len(before.group_stacks) >= 6
+    # When one more plain target joins group "payments", in a chunk with room for it (a chunk
+    # that overflows splits, and only its own targets move: test_adding_a_target_changes_only_its_own_chunk...)
+    plain = {"engine": "postgres", "group": "payments"}
+    name = _joining_without_split(before, plain, budget)
+    extra = {**plain, "name": name, "secret_name": f"warden/fleet/{name}"}
+    after = synthesize_fleet(40, tmp_path / "after", dependency_layer_dir, extra=[extra])
     # Then exactly one nested template differs: the one that holds the new target
     old, new = _nested_by_stack(before), _nested_by_stack(after)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    assert len(changed) == 1 and "db-added" in after.group_stacks[changed[0]]
+    assert changed == [next(k for k, members in after.group_stacks.items() if name in members)]
+
+
+def _joining_without_split(synth: FleetSynth, fields: dict[str, str], budget: int) -> str:
+    """A new target name whose chunk of `fields["group"]` in `synth` has room for one more like it."""
+    members = [t for i in range(synth.size) if (t := fleet_target(i))["group"] == fields["group"]]
+    # a plain PostgreSQL target plans what the plain ones of the stage plan
+    cost = min(synth.planned[t["name"]] for t in members if not {"rds", "logs", "instances"} & set(t))
+    group = [Target(name=t["name"], engine=t["engine"], secret_name=t["secret_name"]) for t in members]
+    planned = {**synth.planned}
+    keys = set(chunk_targets(group, lambda t: planned[t.name], budget))
+    for k in range(100):
+        name = f"db-added-{k}"
+        planned[name] = cost
+        joined = chunk_targets([*group, Target(name=name, engine="postgres", secret_name="s")],
+                               lambda t: planned[t.name], budget)
+        if set(joined) == keys:
+            return name
+    raise AssertionError("no name joins a chunk with room")
 
 
 def _nested_by_stack(synth: FleetSynth) -> dict[str, str]:
