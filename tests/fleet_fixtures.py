@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -63,6 +64,7 @@ def run_fleet(aws: LocalAws, deployed: Deployment, job: str, payload: dict[str, 
     sfn = aws.client("stepfunctions")
     started = time.monotonic()
     execution = sfn.start_execution(stateMachineArn=deployed.outputs()[names.fleet_output(job)],
+                                    name=f"{job}-{uuid.uuid4().hex[:12]}",  # moto names every unnamed one "None"
                                     input=json.dumps(payload))["executionArn"]
     while time.monotonic() - started < timeout:
         described = sfn.describe_execution(executionArn=execution)
