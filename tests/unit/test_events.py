@@ -9,11 +9,20 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from warden.events import BackupRequest, HealthRequest, LicenseRequest, PruneRequest, RecoveryInput, VerifyRequest
+from warden.events import (
+    BackupRequest,
+    FleetStep,
+    HealthRequest,
+    LicenseRequest,
+    PruneRequest,
+    RecoveryInput,
+    VerifyRequest,
+)
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 MODELS: dict[str, type[BaseModel]] = {"backup": BackupRequest, "verify": VerifyRequest, "prune": PruneRequest,
-                                      "health": HealthRequest, "recovery": RecoveryInput, "license": LicenseRequest}
+                                      "health": HealthRequest, "recovery": RecoveryInput, "license": LicenseRequest,
+                                      "fleet": FleetStep}
 
 
 @pytest.mark.parametrize("path", sorted(p for p in EVENTS.glob("*.json") if p.stem.split("_")[0] in MODELS),

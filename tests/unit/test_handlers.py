@@ -75,6 +75,8 @@ WRONG_FIELDS = [
     ("rotate", load_event("rotate_bad_input"), "Step"),
     ("recovery", {"step": "sideways"}, "step"),
     ("recovery", load_event("recovery_bad_input"), "step"),  # the state machine's input, not a step's event
+    ("fleet", load_event("fleet_bad_input"), "step"),
+    ("fleet", load_event("fleet_plan", input={"group": "Not A Group"}), "group"),
 ]
 JOBS = sorted({job for job, _, _ in WRONG_FIELDS})
 
