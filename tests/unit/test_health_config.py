@@ -204,7 +204,7 @@ def test_every_metric_is_documented_in_docs_metrics_md() -> None:
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
-    for name in [*METRICS, "Healthy", "HealthStatus", "CheckStatus", "CheckDuration", "LicenseDaysLeft"]:
+    for name in [*METRICS, "HealthStatus", "TierStatus", "LicenseDaysLeft", "BackupFailure", "BackupCorrupt"]:
         assert f"`{name}`" in doc, name
 
 
