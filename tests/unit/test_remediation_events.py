@@ -1,5 +1,6 @@
-"""Alarm events → remediation actions: every sample alarm maps to its action; malformed, foreign,
-unknown and back-to-OK events are ignored (and never reach a target or a database)."""
+"""Alarm events → remediation actions: every fleet alarm resolves to its breaching target and that
+target's action, a per-target instance alarm maps to its action; malformed, foreign, unknown and
+back-to-OK events are ignored (and never reach a target or a database)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from warden import fleet_alarms
 from warden.config.operations import ActionConfig, RemediationConfig
+from warden.config.target import Target
 from warden.events import MaintenanceRequest
-from warden.remediation import ACTIONS, parse_alarm, remediate, remediation_of
+from warden.remediation import ACTIONS, parse_alarm, remediate, remediate_fleet, remediation_of
 from warden.settings import Settings
 from warden.stores import Stores
+from warden.stores.memory import memory_stores
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -27,19 +31,50 @@ def with_alarm(event: dict[str, Any], name: str) -> dict[str, Any]:
     return {**event, "detail": {**event["detail"], "alarmName": name}}
 
 
-@pytest.mark.parametrize(("event", "target", "action"), [
-    ("remediate_pg_long_running_queries", "pg-local", "cancel_long_queries"),
-    ("remediate_pg_connections_saturated", "pg-local", "end_idle_in_transaction"),
-    ("remediate_neo4j_long_running_transactions", "graph-local", "terminate_long_transactions"),
-    ("remediate_backup_too_old", "pg-local", "start_backup"),
-    ("remediate_backup_failed", "pg-local", "start_backup"),
-    ("remediate_backup_storage_over_budget", "pg-local", "prune"),
-    ("remediate_unhealthy", "pg-local", "recheck_health"),
-])
-def test_each_sample_alarm_maps_to_its_action_and_target(event: str, target: str, action: str) -> None:
-    alarm, why = parse_alarm(load_event(event), "local")
+FLEET_CASES = [
+    ("remediate_pg_long_running_queries", "pg-long-running-queries", "pg-local", "cancel_long_queries"),
+    ("remediate_pg_connections_saturated", "pg-connections-saturated", "pg-local", "end_idle_in_transaction"),
+    ("remediate_neo4j_long_running_transactions", "neo4j-long-running-transactions", "graph-local",
+     "terminate_long_transactions"),
+    ("remediate_backup_too_old", "backup-too-old", "pg-local", "start_backup"),
+    ("remediate_backup_failed", "backup-failed", "pg-local", "start_backup"),
+    ("remediate_backup_storage_over_budget", "backup-storage-over-budget", "pg-local", "prune"),
+    ("remediate_unhealthy", "unhealthy", "pg-local", "recheck_health"),
+]
+
+
+@pytest.mark.parametrize(("event", "condition", "target", "action"), FLEET_CASES)
+def test_each_fleet_alarm_resolves_to_its_breaching_target_and_action(
+        event: str, condition: str, target: str, action: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")  # remediate_fleet makes its client (never called)
+    # Given the stage's fleet alarm of the condition going into ALARM, and one target breaching it
+    name = fleet_alarms.alarm_name("local", condition)
+    c = fleet_alarms.CONDITIONS[condition]
+    stores = memory_stores(stage="local", targets=[
+        Target(name="pg-local", engine="postgres", secret_name="s/pg"),
+        Target(name="graph-local", engine="neo4j", secret_name="s/graph")])
+
+    def resolver(_client: Any, alarm: str, stage: str, **_: Any) -> list[fleet_alarms.Breach]:
+        assert (alarm, stage) == (name, "local")
+        return [fleet_alarms.Breach(target, condition, c.check, (2.0,))]
+
+    # When remediation handles it (every action off by default)
+    result = remediate_fleet(stores, fleet_alarms.parse_name(name, "local"), with_alarm(load_event(event), name),
+                             actor="test", resolver=resolver)
+
+    # Then it names the target and the failing check, and runs the condition's action for that target
+    assert result.outcome == "ok" and target in result.why and c.check in result.summary
+    (ran,) = result.details["results"]
+    assert (ran["target"], ran["action"], ran["outcome"]) == (target, action, "disabled")
+    assert [e.step for e in stores.audit.entries] == [action]
+
+
+def test_an_instance_alarm_of_a_target_still_maps_to_its_action_and_target() -> None:
+    # per target only instance and log alarms remain, e.g. RDS connections
+    event = with_alarm(load_event("remediate_pg_connections_saturated"), "warden-local-pg-local-rds-connections-high")
+    alarm, why = parse_alarm(event, "local")
     assert alarm is not None, why
-    assert (alarm.target, alarm.action, alarm.state) == (target, action, "ALARM")
+    assert (alarm.target, alarm.action, alarm.state) == ("pg-local", "end_idle_in_transaction", "ALARM")
     assert alarm.reason.startswith("Threshold Crossed")
 
 
