@@ -71,10 +71,7 @@ def measured(aws: LocalAws, deployed: Deployment, local_template: dict[str, Any]
 
 
 @pytest.mark.parametrize("engine", [
-    pytest.param("postgres", marks=pytest.mark.xfail(strict=True, reason=(
-        "measured $3.06 in steady state: 7 health streams, two of which no alarm or graph reads for "
-        "PostgreSQL (LongestTransactionSeconds, MaxDeadTupleRatio: health.CLOUDWATCH_METRICS); "
-        "see docs/cost.md"))),
+    "postgres",
     "neo4j",
 ])
 def test_cost_per_target_from_a_real_health_run_is_within_budget(

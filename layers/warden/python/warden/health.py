@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from warden.checks import GRACE_S, Check, CheckGroup, MetricDef, MetricPoint, Outcome, Tier, run_tier, spawn_daemon
 from warden.config.health import HealthThresholds, RequiredSchema, schema_of, thresholds_of
-from warden.config.target import Target
+from warden.config.target import Engine, Target
 from warden.engines import engine_for
 from warden.models import (
     GOOD_BACKUP,
@@ -174,7 +174,7 @@ def check_target(
     now: datetime | None = None,
 ) -> TargetHealth:
     """Every tier of one target. `thresholds` / `schema` default to the target's configuration;
-    backup freshness is checked when a `catalog` (warden.catalog.Catalog) is given."""
+    backup freshness is checked when a `catalog` (warden.stores.catalog.Catalog) is given."""
     thresholds = thresholds or thresholds_of(target)
     schema = schema or schema_of(target)
     backups = spawn_daemon(run_tier, backup_tier(target, catalog, thresholds, now), pool,
@@ -284,16 +284,6 @@ def format_text(report: HealthReport) -> str:
 
 
 
-# The value metrics a health run sends to CloudWatch (docs/metrics.md, docs/cost.md): the ones the
-# alarms watch and the dashboards graph. Every other value stays in the report, the structured log
-# and the Prometheus exposition: a custom metric costs $0.30 a month per target.
-CLOUDWATCH_METRICS: frozenset[str] = frozenset({
-    "ActiveTransactions", "LongestTransactionSeconds", "HeapUsedPct",  # Neo4j
-    "ConnectionsUsedPct", "LongQueries", "MaxDeadTupleRatio", "ReplicationLagSeconds",  # PostgreSQL
-    "DatabaseSizeBytes", "BackupAgeHours",  # both
-})
-
-
 def record_health(audit: AuditStore, report: HealthReport, *, actor: str) -> None:
     """One compact audit entry per target and run (operation "health", outcome its status), where
     the weekly report reads a target's health in every stage (CloudWatch metrics need not exist:
@@ -304,15 +294,29 @@ def record_health(audit: AuditStore, report: HealthReport, *, actor: str) -> Non
                     not_passing={c.name: c.status.value for c in t.checks if c.status is not CheckStatus.PASS})
 
 
+# The value metrics a health run sends to CloudWatch (docs/metrics.md, docs/cost.md): the ones the
+# alarms watch and the dashboards graph. Every other value stays in the report, the structured log
+# and the Prometheus exposition: a custom metric costs $0.30 a month per target.
+# The values each engine sends to CloudWatch: only what an alarm or a dashboard reads (a metric
+# stream costs money per target); every other value goes to the structured log line (`log_checks`).
+CLOUDWATCH_METRICS: dict[Engine, frozenset[str]] = {
+    Engine.NEO4J: frozenset({"ActiveTransactions", "LongestTransactionSeconds", "HeapUsedPct",
+                             "DatabaseSizeBytes", "BackupAgeHours"}),
+    Engine.POSTGRES: frozenset({"ConnectionsUsedPct", "LongQueries", "ReplicationLagSeconds",
+                                "DatabaseSizeBytes", "BackupAgeHours"}),
+}
+
+
 def metric_points(report: HealthReport) -> list[MetricPoint]:
     """The CloudWatch metrics a report yields (documented in docs/metrics.md), all with `Stage`:
     per target `HealthStatus` {Stage, Target}; per tier that does not pass `TierStatus` {Stage,
     Target, Tier} (1 warn, 2 fail; a passing tier sends nothing, so a healthy target pays nothing
-    for it); and each value of `CLOUDWATCH_METRICS` a check measured {Stage, Target}. Check
+    for it); and each value of its engine's `CLOUDWATCH_METRICS` a check measured {Stage, Target}. Check
     durations and the other values go to the structured log (`log_checks`)."""
     points: list[MetricPoint] = []
     for t in report.targets:
         target = {"Stage": report.stage, "Target": t.target}
+        sent = CLOUDWATCH_METRICS[t.engine]
         points.append(MetricPoint("HealthStatus", "Count", float(_RANK[t.status]), target))
         tiers: dict[str, int] = {}
         for c in t.checks:
@@ -320,7 +324,7 @@ def metric_points(report: HealthReport) -> list[MetricPoint]:
             tiers[tier] = max(tiers.get(tier, 0), _CHECK_RANK[c.status])
             values = c.details.get("metrics")
             for name, value in (values.items() if isinstance(values, dict) else ()):
-                if (name in CLOUDWATCH_METRICS and name in METRICS and isinstance(value, int | float)
+                if (name in sent and name in METRICS and isinstance(value, int | float)
                         and not isinstance(value, bool)):
                     points.append(MetricPoint(name, METRICS[name].unit, float(value), target))
         for tier, rank in tiers.items():
