@@ -38,18 +38,24 @@ def fleet_target(name: str, engine: str, **fields: Any) -> Target:
                                   "group": GROUP, "tls": NO_TLS, **fields})
 
 
-def postgres_fleet(aws: LocalAws, postgres: PostgresEndpoint, count: int, *, prefix: str = "fleet-pg") -> list[Target]:
-    """`count` PostgreSQL targets, each its own database (a small table in it) on the one server."""
-    targets = []
+def create_databases(postgres: PostgresEndpoint, count: int, *, prefix: str = "fleet-pg") -> dict[str, str]:
+    """`count` databases on the one server, a small table in each: {target name: database}."""
+    databases = {}
     for i in range(count):
         name, dbname = f"{prefix}-{i:03d}", f"{prefix.replace('-', '_')}_{i:03d}"
         uri = create_database(postgres, dbname, replace=True)
         with psycopg.connect(uri, autocommit=True) as conn:
             conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, body text NOT NULL)")
             conn.execute("INSERT INTO ledger SELECT g, md5(g::text) FROM generate_series(1, 200) g")
-        targets.append(register(aws, fleet_target(name, "postgres", tags={"tier": "gold" if i % 2 else "bronze"}),
-                                postgres_secret(postgres, dbname)))
-    return targets
+        databases[name] = dbname
+    return databases
+
+
+def postgres_fleet(aws: LocalAws, postgres: PostgresEndpoint, databases: dict[str, str]) -> list[Target]:
+    """A PostgreSQL target per database (`create_databases`); every other one tagged tier=gold."""
+    return [register(aws, fleet_target(name, "postgres", tags={"tier": "gold" if i % 2 else "bronze"}),
+                     postgres_secret(postgres, dbname))
+            for i, (name, dbname) in enumerate(sorted(databases.items()))]
 
 
 def neo4j_fleet(aws: LocalAws, neo4j_server: Any, count: int) -> list[Target]:

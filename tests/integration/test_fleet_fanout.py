@@ -11,7 +11,16 @@ from local.aws import LocalAws
 from local.deploy import Deployment
 from local.postgres import PostgresEndpoint
 from local.runtime import postgres_secret
-from tests.fleet_fixtures import GROUP, fleet_target, neo4j_fleet, peak_overlap, postgres_fleet, register, run_fleet
+from tests.fleet_fixtures import (
+    GROUP,
+    create_databases,
+    fleet_target,
+    neo4j_fleet,
+    peak_overlap,
+    postgres_fleet,
+    register,
+    run_fleet,
+)
 from warden.config.target import Target
 from warden.models import BackupStatus
 from warden.stores.catalog import Catalog
@@ -20,10 +29,16 @@ pytestmark = pytest.mark.integration
 HEALTH_INTERVAL_S = 300  # rate(5 minutes)
 
 
+@pytest.fixture(scope="module")
+def databases(postgres: PostgresEndpoint) -> dict[str, str]:
+    return create_databases(postgres, 50)  # once: the tests only read them
+
+
 @pytest.fixture
-def fleet(aws: LocalAws, deployed: Deployment, postgres: PostgresEndpoint, neo4j_server: Any) -> list[Target]:
+def fleet(aws: LocalAws, deployed: Deployment, postgres: PostgresEndpoint, neo4j_server: Any,
+          databases: dict[str, str]) -> list[Target]:
     """53 targets of group `fleet`: 50 databases on the one PostgreSQL, 3 targets on the one Neo4j."""
-    return [*postgres_fleet(aws, postgres, 50), *neo4j_fleet(aws, neo4j_server, 3)]
+    return [*postgres_fleet(aws, postgres, databases), *neo4j_fleet(aws, neo4j_server, 3)]
 
 
 def test_fleet_health_reports_every_target_within_the_interval(aws: LocalAws, deployed: Deployment,

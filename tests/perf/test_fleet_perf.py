@@ -21,7 +21,7 @@ from local.aws import LocalAws
 from local.deploy import Deployment
 from local.postgres import PostgresEndpoint
 from tests.conftest import invoke
-from tests.fleet_fixtures import GROUP, postgres_fleet, run_fleet
+from tests.fleet_fixtures import GROUP, create_databases, postgres_fleet, run_fleet
 from tests.perf.bench import FULL, sized
 from warden.config.fleet import FleetConfig
 
@@ -57,7 +57,7 @@ class ConnectionSampler:
 
 def test_health_fan_out_of_many_targets_against_one(aws: LocalAws, deployed: Deployment,
                                                     postgres: PostgresEndpoint, capsys: Any) -> None:
-    fleet = postgres_fleet(aws, postgres, TARGETS, prefix="bench-pg")
+    fleet = postgres_fleet(aws, postgres, create_databases(postgres, TARGETS, prefix="bench-pg"))
     one = fleet[0].name
     # warm: the health function's first invocation imports the handler (its cold start)
     invoke(aws, deployed.function_named("health"), {"target": one})

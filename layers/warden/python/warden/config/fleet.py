@@ -73,7 +73,8 @@ class FleetConfig(Model):
     def job(self, name: str) -> FleetJob:
         if name not in FLEET_JOBS:
             raise ValueError(f"no fleet job {name!r}; known: {list(FLEET_JOBS)}")
-        return getattr(self, name)  # type: ignore[no-any-return]
+        job: FleetJob = getattr(self, name)
+        return job
 
 
 def default_expression(job: str) -> str:
