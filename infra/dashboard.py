@@ -54,6 +54,7 @@ ATTENTION: tuple[tuple[str, str, str, str, str, Duration, str], ...] = (
     ("Fewest licence days left", "MIN", "LicenseDaysLeft", _T, "ASC", _TREND_PERIOD, "Target"),
     ("PostgreSQL connections used (%)", "MAX", "ConnectionsUsedPct", _T, "DESC", _EVENTS, "Target"),
     ("PostgreSQL long-running queries", "MAX", "LongQueries", _T, "DESC", _EVENTS, "Target"),
+    ("PostgreSQL replication lag (s)", "MAX", "ReplicationLagSeconds", _T, "DESC", _EVENTS, "Target"),
     ("Neo4j oldest transaction (s)", "MAX", "LongestTransactionSeconds", _T, "DESC", _EVENTS, "Target"),
     ("Neo4j heap used (%)", "MAX", "HeapUsedPct", _T, "DESC", _EVENTS, "Target"),
     ("Longest backups (s)", "MAX", "BackupDuration", _T, "DESC", _TREND_PERIOD, "Target"),
