@@ -377,13 +377,16 @@ class Alarms(Construct):
             condition = fleet_alarms.CONDITIONS[suffix]
             ordered = sorted(partitions.items(), key=lambda kv: (-len(kv[1]), kv[1]))
             covered = [t for _, ts in ordered for t in ts]
-            outside = sorted({t.name for t in self.stage.targets} - set(covered))
-            for index, (spec, targets) in enumerate(ordered, start=1):
+            # Targets that never send the metric (another engine's) need no exclusion.
+            outside = sorted(t.name for t in self.stage.targets if t.name not in set(covered)
+                             and (condition.engine is None or t.engine.value == condition.engine))
+            index = 0
+            for position, (spec, targets) in enumerate(ordered):
                 others = sorted(set(covered) - set(targets)) + outside
-                query = fleet_alarms.condition_query(
-                    condition, stage, **({"targets_not_in": others} if index == 1 else {"targets_in": targets}))
-                self._fleet_alarm(fleet_alarms.alarm_name(stage, suffix, index=index), condition, spec, query,
-                                  targets)
+                for query, members in _fleet_queries(condition, stage, targets, others, first=position == 0):
+                    index += 1
+                    self._fleet_alarm(fleet_alarms.alarm_name(stage, suffix, index=index), condition, spec, query,
+                                      members)
             if condition.unreported:
                 spec = ordered[0][0]
                 query = fleet_alarms.reporting_query(condition, stage, targets_not_in=outside)
@@ -489,6 +492,27 @@ class Alarms(Construct):
             missing=cw.TreatMissingData.NOT_BREACHING,
             description=f"An execution of the Warden {stage} {name} state machine timed out. {advice}",
         )
+
+
+def _fleet_queries(condition: fleet_alarms.Condition, stage: str, targets: list[str], others: list[str], *,
+                   first: bool) -> list[tuple[str, list[str]]]:
+    """The queries (and the targets each covers) of one partition of a condition, each within
+    CloudWatch's query length: the whole stage but `others` (the first partition, when that is the
+    shorter form), else the partition's targets by name, in as many alarms as their names need."""
+    if first:
+        query = fleet_alarms.condition_query(condition, stage, targets_not_in=others)
+        if len(query) <= fleet_alarms.QUERY_LIMIT:
+            return [(query, targets)]
+    chunks: list[tuple[str, list[str]]] = []
+    members: list[str] = []
+    for name in targets:
+        if members and len(fleet_alarms.condition_query(condition, stage, targets_in=[*members, name])) > \
+                fleet_alarms.QUERY_LIMIT:
+            chunks.append((fleet_alarms.condition_query(condition, stage, targets_in=members), members))
+            members = []
+        members.append(name)
+    chunks.append((fleet_alarms.condition_query(condition, stage, targets_in=members), members))
+    return chunks
 
 
 def _at_least(period: Duration, floor: Duration) -> Duration:

@@ -26,6 +26,7 @@ from tests.fleet_synth import (
     over_limits,
     synthesize_fleet,
 )
+from warden import fleet_alarms
 from warden.config.target import Target
 
 pytestmark = pytest.mark.infra
@@ -54,6 +55,18 @@ def test_every_template_of_a_500_target_stage_is_within_cloudformation_limits(fl
     # Templates over 51,200 bytes deploy by URL only: the CDK uploads every template to the
     # bootstrap bucket (cdk bootstrap), which the stage's template is at this size.
     assert max(len(json.dumps(t, separators=(",", ":"))) for t in templates.values()) > INLINE_BODY_BYTES
+
+
+def test_every_fleet_alarm_query_of_a_500_target_stage_fits_cloudwatchs_query_limit(fleet: FleetSynth) -> None:
+    # Given every alarm of the stage's templates that evaluates a Metrics Insights query
+    queries = {alarm_id: metric["Expression"]
+               for template in fleet.templates().values()
+               for alarm_id, resource in template["Resources"].items()
+               if resource["Type"] == "AWS::CloudWatch::Alarm"
+               for metric in resource["Properties"].get("Metrics", []) if "Expression" in metric}
+    # Then there are fleet alarms, and none is longer than CloudWatch accepts (2,048 characters)
+    assert any("SCHEMA(" in q for q in queries.values())
+    assert {a: len(q) for a, q in queries.items() if len(q) > fleet_alarms.QUERY_LIMIT} == {}
 
 
 def test_each_target_is_in_one_group_stack_of_its_own_group_and_planned_at_least_what_it_builds(

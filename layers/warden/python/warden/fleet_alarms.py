@@ -41,6 +41,7 @@ class Condition:
     comparison: str  # CloudWatch ComparisonOperator
     missing: str  # TreatMissingData
     unreported: bool = False  # also a `fleet-unreported-<suffix>` alarm (missing data was breaching)
+    engine: str | None = None  # only targets of this engine send the metric (None: every target)
 
 
 GT, GE, LT = "GreaterThanThreshold", "GreaterThanOrEqualToThreshold", "LessThanThreshold"
@@ -51,11 +52,17 @@ CONDITIONS: dict[str, Condition] = {c.suffix: c for c in (
     Condition("backup-corrupt", "BackupCorrupt", "SUM", "verify", GE, "notBreaching"),
     Condition("backup-near-time-limit", "BackupDuration", "MAX", "backup", GT, "notBreaching"),
     Condition("backup-storage-over-budget", "StoredBytes", "MAX", "backup", GT, "notBreaching"),
-    Condition("license-expiring", "LicenseDaysLeft", "MIN", "license", LT, "notBreaching"),
-    Condition("neo4j-long-running-transactions", "LongestTransactionSeconds", "MAX", "transactions", GT, "ignore"),
-    Condition("pg-connections-saturated", "ConnectionsUsedPct", "MAX", "connections", GT, "ignore"),
-    Condition("pg-long-running-queries", "LongQueries", "MAX", "long_queries", GE, "ignore"),
+    Condition("license-expiring", "LicenseDaysLeft", "MIN", "license", LT, "notBreaching", engine="neo4j"),
+    Condition("neo4j-long-running-transactions", "LongestTransactionSeconds", "MAX", "transactions", GT, "ignore",
+              engine="neo4j"),
+    Condition("pg-connections-saturated", "ConnectionsUsedPct", "MAX", "connections", GT, "ignore",
+              engine="postgres"),
+    Condition("pg-long-running-queries", "LongQueries", "MAX", "long_queries", GE, "ignore", engine="postgres"),
 )}
+
+
+# CloudWatch accepts a Metrics Insights query of at most this many characters.
+QUERY_LIMIT = 2048
 
 
 def _quote(value: str) -> str:
