@@ -5,6 +5,7 @@ needs, scoped to the configured instance / cluster and to Warden's snapshot name
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from infra.assembly import stage_template
 from infra.stack import build_app
 from warden.config.stage import StageConfig
 from warden.config.target import Target
+from warden.events import FleetInput
+from warden.fleet import plan_run
 
 STAGE = StageConfig(name="rds", targets=[
     Target(name="orders", engine="postgres", secret_name="warden/rds/orders",
@@ -111,12 +114,14 @@ def test_verify_only_describes_and_prune_only_describes_and_deletes(built: dict[
 
 def test_no_rds_snapshot_target_no_rds_permissions_and_no_drill_for_snapshot_targets(
         built: dict[str, Any], tmp_path: Path, dependency_layer_dir: Path) -> None:
-    # the drill schedule (restore into staging) exists only for targets Warden can restore
+    # the drill (restore into staging) runs only for targets Warden can restore: was one drill schedule
+    # per target; now the drill fleet run's plan (infra/fleet.py) skips the snapshot targets, and no
+    # target here overrides the drill schedule, so none has a schedule of its own
     schedules = resources(built["template"], "AWS::Scheduler::Schedule").values()
-    drills = {s["Properties"]["Target"]["Input"] for s in schedules
-              if "drill" in s["Properties"].get("Description", "")}
-    drilled = {json.loads(i)["target"] for i in drills}
-    assert drilled == {"catalogue", "graph"}
+    assert [s for s in schedules if "restore drill of" in s["Properties"].get("Description", "")] == []
+    plan = plan_run(STAGE.targets, "drill", STAGE.fleet.drill, FleetInput(trigger="schedule"), datetime.now(UTC))
+    assert {i["target"] for i in plan["items"]} == {"catalogue", "graph"}
+    assert all(s["reason"].startswith("rds-snapshot") for s in plan["skipped"]) and plan["skipped"]
     plain = _build(PLAIN, tmp_path / "cdk.out", dependency_layer_dir)
     for job, role in plain["roles"].items():
         assert rds_grants(plain["template"], role) == {}, job

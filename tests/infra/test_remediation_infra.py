@@ -4,6 +4,8 @@ more. Builds its own small stage; the functions are the stack's own (rows of inf
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,11 @@ from infra.config import read_cdk_json_context
 from infra.nag import enable_nag
 from infra.remediation import ENV_BACKUP_FUNCTION
 from infra.stack import WardenStack
+from local.aws import render_definition
 from warden.config.stage import StageConfig
 from warden.config.target import Target
-from warden.events import MaintenanceRequest
+from warden.events import FleetInput, MaintenanceRequest
+from warden.fleet import plan_run
 
 pytestmark = pytest.mark.infra
 STAGE = StageConfig(name="rem", targets=[
@@ -89,12 +93,22 @@ def test_maintenance_touches_the_databases_state_and_audit_only(built: dict[str,
     assert props["Timeout"] == 900
 
 
-def test_maintenance_is_scheduled_per_target_once_wired_before_the_schedules(built: dict[str, Any]) -> None:
+def test_maintenance_runs_for_every_target_in_its_fleet_run_every_six_hours(built: dict[str, Any]) -> None:
+    # Was: one maintenance schedule per target. Fleet scheduling (infra/fleet.py): one schedule starts
+    # the maintenance fleet run, whose Map invokes the maintenance function with each target's request.
     if not built["wired"]:
         pytest.skip("WardenStack does not call add_remediation_and_maintenance yet")
-    schedules = [s["Properties"] for s in resources(built["template"], "AWS::Scheduler::Schedule").values()
-                 if s["Properties"]["Target"]["Arn"] == {"Fn::GetAtt": [built["functions"]["maintenance"], "Arn"]}]
-    assert len(schedules) == len(STAGE.targets)
-    assert {s["ScheduleExpression"] for s in schedules} == {"cron(0 */6 * * ? *)"}
-    for schedule in schedules:  # what the schedule sends is a valid maintenance request
-        MaintenanceRequest.model_validate_json(schedule["Target"]["Input"])
+    template = built["template"]
+    (machine_id,) = [lid for lid, r in resources(template, "AWS::StepFunctions::StateMachine").items()
+                     if r["Properties"]["StateMachineName"] == "warden-rem-fleet-maintenance"]
+    schedules = [s["Properties"] for s in resources(template, "AWS::Scheduler::Schedule").values()
+                 if s["Properties"]["Target"]["Arn"] == {"Ref": machine_id}]
+    assert [s["ScheduleExpression"] for s in schedules] == ["cron(0 */6 * * ? *)"]
+    definition = json.loads(render_definition(template, machine_id, lambda i, a: f"arn:{i}:{a}"))
+    run = definition["States"]["FanOut"]["ItemProcessor"]["States"]["Run"]
+    assert run["Resource"] == f"arn:{built['functions']['maintenance']}:Arn" and run["InputPath"] == "$.event"
+    plan = plan_run(STAGE.targets, "maintenance", STAGE.fleet.maintenance,
+                    FleetInput(trigger="schedule", scheduled_time="2026-12-03T06:00:00Z"), datetime.now(UTC))
+    assert [i["target"] for i in plan["items"]] == sorted(t.name for t in STAGE.targets)
+    for item in plan["items"]:  # what each target's item sends is a valid maintenance request
+        MaintenanceRequest.model_validate(item["event"])
