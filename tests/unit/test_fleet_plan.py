@@ -29,9 +29,10 @@ def test_stage_fleet_defaults_cap_every_job_and_spread_backups_over_two_to_six()
     assert fleet_expression("health", fleet.health) == "rate(5 minutes)"
 
 
-@pytest.mark.parametrize("bad", [{"max_concurrency": 0}, {"max_concurrency": 41}, {"max_concurrency": 2, "window": "2-6"},
-                                 {"max_concurrency": 2, "window": "03:00-03:00"},
-                                 {"max_concurrency": 2, "schedule": "daily"}, {"max_concurrency": 2, "typo": 1}])
+@pytest.mark.parametrize("bad", [
+    {"max_concurrency": 0}, {"max_concurrency": 41}, {"max_concurrency": 2, "window": "2-6"},
+    {"max_concurrency": 2, "window": "03:00-03:00"}, {"max_concurrency": 2, "schedule": "daily"},
+    {"max_concurrency": 2, "typo": 1}])
 def test_a_fleet_job_refuses_a_bad_cap_window_or_schedule(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         FleetJob.model_validate(bad)
