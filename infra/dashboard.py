@@ -152,7 +152,7 @@ class Dashboard(Construct):
         stage = self.alarms.stage.name
         rows = self._group_header(group, targets)
         chunks = target_chunks([t.name for t in targets])
-        for k, chunk in enumerate(chunks, start=1):
+        for chunk in chunks:
             part = f" ({chunk[0]} … {chunk[-1]})" if len(chunks) > 1 else ""
             widgets: list[cw.IWidget] = [
                 _query_widget(f"{group}{part}: {title}",

@@ -118,7 +118,8 @@ class FleetJobRun(Construct):
                         "job's function logs its own run.")
         if recovery is not None:
             machine = nag.ref(recovery).strip("<>")
-            nag.acknowledge(role, f"AwsSolutions-IAM5[Resource::arn:aws:states:{stage.region}:{stage.account or '<AWS::AccountId>'}:"
+            account = stage.account or "<AWS::AccountId>"
+            nag.acknowledge(role, f"AwsSolutions-IAM5[Resource::arn:aws:states:{stage.region}:{account}:"
                             f'execution:{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{machine}"}}]}}]}}*]',
                             "A .sync start describes and stops the executions it starts: their ids are not "
                             "known before; the grant is limited to the Recovery machine's executions.")

@@ -62,7 +62,8 @@ class Trigger(StrEnum):
     WEEKLY_SCHEDULE = "weekly schedule"  # one schedule for the stage (infra/report.py)
     ALARM_RULE = "alarm rule"  # EventBridge rule on the stage's alarms going into ALARM (infra/remediation.py)
     SECRET_ROTATION = "secret rotation"  # noqa: S105 (not a password) Secrets Manager rotation (infra/rotation.py)
-    STATE_MACHINE = "state machine"  # the Recovery state machine's tasks (infra/recovery.py), the Fleet ones' (infra/fleet.py)
+    # the Recovery state machine's tasks (infra/recovery.py), the Fleet ones' (infra/fleet.py)
+    STATE_MACHINE = "state machine"
     FUNCTION = "function"  # another Warden function (remediate starts a backup)
 
 

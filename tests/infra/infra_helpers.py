@@ -92,3 +92,16 @@ def references(value: Any, logical_id: str) -> bool:
     if isinstance(value, list):
         return any(references(v, logical_id) for v in value)
     return False
+
+
+def fleet_alarm_targets(props: dict[str, Any], stage_targets: list[str]) -> set[str]:
+    """The targets a fleet alarm (one Metrics Insights query over the stage) covers: those its
+    `Target IN (...)` names, or every target of the stage but those its `Target NOT IN (...)` names."""
+    import re
+
+    (query,) = [m["Expression"] for m in props.get("Metrics", []) if "Expression" in m]
+    listed = re.search(r"Target (NOT )?IN \(([^)]*)\)", query)
+    if listed is None:
+        return set(stage_targets)
+    names = {n.strip().strip("'") for n in listed.group(2).split(",")}
+    return set(stage_targets) - names if listed.group(1) else names

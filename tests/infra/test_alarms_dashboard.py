@@ -301,7 +301,7 @@ def test_alarm_settings_and_schedules_shape_a_targets_alarms(own: Any) -> None:
     assert _fleet_alarm_of(own, "neo4j-long-running-transactions", "graph")["Threshold"] == 120
     # the other target keeps the defaults, in an alarm that names only it
     assert _fleet_alarm_of(own, "unhealthy", "pg")["EvaluationPeriods"] == 5
-    by_name, alarms = own
+    _, alarms = own
     (pg_only,) = [spec for spec in alarms.fleet.values() if spec.condition == "unhealthy"
                   and not spec.unreported and "pg" in spec.targets]
     assert pg_only.targets == ("pg",)
@@ -328,7 +328,7 @@ def test_settings_for_an_unknown_target_are_refused() -> None:
 def test_an_evaluation_range_cloudwatch_would_refuse_fails_at_synth() -> None:
     stack = Stack(_app(), "TooLong")
     storage = Storage(stack, "Storage", stage=OWN_STAGE)
-    with pytest.raises(ValueError, match="warden-own-fleet-(2-)?unhealthy: 300 periods of 300 s"):
+    with pytest.raises(ValueError, match=r"warden-own-fleet-(2-)?unhealthy: 300 periods of 300 s"):
         Alarms(stack, "Alarms", stage=OWN_STAGE, storage=storage, functions={},
                settings={"pg": AlarmSettings(unhealthy_datapoints=3, unhealthy_periods=300)})
 

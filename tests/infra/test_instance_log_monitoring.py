@@ -213,7 +213,7 @@ def test_targets_naming_no_instance_or_log_group_get_no_such_alarms(alarms: dict
 def test_every_new_alarm_notifies_the_topic_and_says_what_to_do(alarms: dict[str, dict[str, Any]]) -> None:
     new = {n: p for n, p in alarms.items() if "-ec2-" in n or "-rds-" in n or "-log-" in n}
     assert len(new) == 2 * len(EC2_EXPECTED) + len(RDS_EXPECTED) + len(RDS_EXPECTED) - 1 + 2 * 3
-    topic = alarms["warden-mon-plain-unhealthy"]["AlarmActions"]
+    topic = alarms["warden-mon-fleet-unhealthy"]["AlarmActions"]  # the stage's topic, as every alarm
     for name, props in new.items():
         assert props["AlarmActions"][-1:] == topic and props["OKActions"] == topic, name
         assert 80 <= len(props["AlarmDescription"]) <= 1024, name

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra_helpers import logical_id, resources
+from infra_helpers import fleet_alarm_targets, logical_id, resources
 
 from infra.assembly import stage_template
 from infra.stack import build_app
@@ -129,7 +129,9 @@ def test_no_rds_snapshot_target_no_rds_permissions_and_no_drill_for_snapshot_tar
 
 def test_only_exported_backups_have_a_near_time_limit_alarm(built: dict[str, Any]) -> None:
     # An rds-snapshot backup is not bounded by the backup function's timeout (RDS makes the copy).
-    names = {a["Properties"]["AlarmName"] for a in resources(built["template"], "AWS::CloudWatch::Alarm").values()}
-    near = {n.removeprefix("warden-rds-").removesuffix("-backup-near-time-limit") for n in names
-            if n.endswith("-backup-near-time-limit")}
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"]
+              for a in resources(built["template"], "AWS::CloudWatch::Alarm").values()}
+    stage_targets = [t.name for t in STAGE.targets]
+    near = {t for n, a in alarms.items() if n.startswith("warden-rds-fleet-backup-near-time-limit")
+            for t in fleet_alarm_targets(a, stage_targets)}
     assert near == {"catalogue", "graph"}

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from infra_helpers import Synthesized, resources
+from infra_helpers import Synthesized, fleet_alarm_targets, resources
 
 from local.aws import render_definition
 from warden.config.fleet import default_expression, fleet_expression, runs_in_fleet
@@ -122,14 +122,21 @@ def test_a_storage_budget_gets_an_alarm_that_remediation_can_answer_with_prune(s
     alarms = {a["Properties"]["AlarmName"]: a["Properties"]
               for a in resources(template, "AWS::CloudWatch::Alarm").values()
               if isinstance(a["Properties"].get("AlarmName"), str)}
+    # One fleet alarm per budget covers exactly the targets that have that budget
+    fleet = {n: a for n, a in alarms.items() if n.startswith("warden-prod-fleet-backup-storage-over-budget")}
+    names = [t.name for t in stack.stage.targets]
+    covered = {n: fleet_alarm_targets(a, names) for n, a in fleet.items()}
+    assert sorted(t for ts in covered.values() for t in ts) == sorted(t.name for t in budgeted)
     for target in stack.stage.targets:
-        name = f"warden-prod-{target.name}-backup-storage-over-budget"
+        mine = [n for n, ts in covered.items() if target.name in ts]
         if target.retention.storage_budget_gb is None:
-            assert name not in alarms
+            assert mine == []
             continue
-        alarm = alarms[name]
-        assert alarm["MetricName"] == "StoredBytes" and alarm["Namespace"] == "Warden"
-        assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == {"Target": target.name, "service": "warden"}
+        (name,) = mine
+        alarm = fleet[name]
+        (query,) = [m["Expression"] for m in alarm["Metrics"] if "Expression" in m]
+        assert query.startswith("SELECT MAX(StoredBytes) FROM SCHEMA(\"Warden\", Stage, Target, service)")
+        assert "Stage = 'prod'" in query and "GROUP BY Target" in query
         assert alarm["Threshold"] == target.retention.storage_budget_gb * 1e9
         assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
         assert alarm["TreatMissingData"] == "notBreaching"
