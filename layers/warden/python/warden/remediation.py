@@ -249,17 +249,18 @@ def remediate_fleet(stores: Stores, fleet: fleet_alarms.FleetAlarm, event: Any, 
                               f"{err.response['Error']['Code']}") from err
     results: list[dict[str, Any]] = []
     action = ACTIONS.get(fleet.condition.suffix)
-    for breach in found if action is not None else []:
-        alarm = Alarm(name=fleet.name, target=breach.target, suffix=fleet.condition.suffix, action=action.name,
+    # a condition without an action is only told (the notification above)
+    for breach, act in [(b, action) for b in found] if action is not None else []:
+        alarm = Alarm(name=fleet.name, target=breach.target, suffix=fleet.condition.suffix, action=act.name,
                       state="ALARM", reason=f"{change.detail.state.reason} ({breach.text()})", event_id=change.id)
         try:
             target = target_loader(settings, breach.target) if target_loader else stores.targets.get(breach.target)
         except TargetNotFound as err:
             results.append({"target": breach.target, "outcome": "ignored", "why": str(err)})
             continue
-        if target.engine not in action.engines:
+        if target.engine not in act.engines:
             continue
-        result = _guarded(stores, alarm, action, target, config or remediation_of(target), actor,
+        result = _guarded(stores, alarm, act, target, config or remediation_of(target), actor,
                           secret_loader or stores.secrets.load, backup_function)
         _record(stores, result, actor)
         results.append(result.as_dict())
