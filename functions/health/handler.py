@@ -1,6 +1,7 @@
 """Health function: checks one target (or every target of the stage) and reports.
 
-Scheduled per target by EventBridge Scheduler (`{"target": "<name>"}`); the CLI and the smoke state
+Run per target by the stage's fleet health run (one schedule, a Map with a concurrency cap:
+infra/fleet.py) or by a target's own schedule (`{"target": "<name>"}`); the CLI and the smoke state
 machine invoke it too. Returns the JSON health report; emits the report's metrics in Embedded Metric
 Format (names and dimension sets: docs/metrics.md). Backup freshness is checked when the function
 knows the catalog table.
@@ -13,14 +14,12 @@ from typing import TYPE_CHECKING, Any
 from warden.emf import publish
 from warden.events import HealthRequest, parse
 from warden.health import check_targets, log_checks, metric_points, record_health
-from warden.observability import MetricUnit, lambda_handler, logger, metrics
+from warden.observability import MetricUnit, actor, lambda_handler, logger, metrics
 from warden.settings import Settings
+from warden.stores import Stores
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
-from warden.stores.audit import AuditLog
-from warden.stores.catalog import Catalog
-from warden.stores.targets import select_targets
 
 SETTINGS = Settings.from_env()
 
@@ -28,13 +27,14 @@ SETTINGS = Settings.from_env()
 @lambda_handler()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(HealthRequest, event)
-    config = SETTINGS
-    targets = select_targets(config, request.target)
-    catalog = Catalog(config.catalog_table) if config.catalog_table else None
-    report = check_targets(config.stage, targets, catalog=catalog)
+    stores = Stores.from_settings(SETTINGS)
+    targets = stores.targets.select(request.target)
+    # Backup freshness is checked where the function knows the catalog.
+    catalog = None if stores.missing("catalog") else stores.catalog
+    report = check_targets(SETTINGS.stage, targets, catalog=catalog)
     publish(metric_points(report), metrics.namespace)
     log_checks(report)  # check durations and values: the log, not CloudWatch metrics
-    record_health(AuditLog(config.audit_table), report, actor=f"function:{context.function_name}")
+    record_health(stores.audit, report, actor=actor(context, request.requested_by))
     metrics.add_metric(name="TargetsChecked", unit=MetricUnit.Count, value=len(report.targets))
     logger.info("health checked", extra={
         "status": report.status.value, "targets": len(report.targets),

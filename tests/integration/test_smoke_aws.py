@@ -82,21 +82,33 @@ def test_health_reports_a_target_whose_password_is_wrong_as_unhealthy(aws: Local
 
 
 def test_every_schedule_input_is_accepted_by_its_function(aws: LocalAws, deployed: Deployment) -> None:
-    """What EventBridge Scheduler sends (taken from the template) passes each function's validation."""
-    functions = {arn_id: name for arn_id, name in deployed.refs.items()
-                 if deployed.template["Resources"][arn_id]["Type"] == "AWS::Lambda::Function"}
+    """What EventBridge Scheduler sends (taken from the template) passes each function's validation:
+    a job's one schedule starts its Fleet state machine, whose Plan step (the fleet function, given
+    the schedule's input) yields each target's event for the job's function."""
+    sfn = aws.client("stepfunctions")
+    machines = {arn_id: arn for arn_id, arn in deployed.refs.items()
+                if deployed.template["Resources"][arn_id]["Type"] == "AWS::StepFunctions::StateMachine"}
     checked = set()
     for schedule in deployed.template["Resources"].values():
         if schedule["Type"] != "AWS::Scheduler::Schedule":
             continue
         target = schedule["Properties"]["Target"]
-        if "Fn::GetAtt" not in target["Arn"]:
-            continue  # the drill starts the state machine (tested in test_recovery)
-        function = functions[target["Arn"]["Fn::GetAtt"][0]]
-        event = json.loads(target["Input"].replace("<aws.scheduler.scheduled-time>", "2026-11-23T02:00:00Z"))
-        if function == deployed.function_named("backup"):
-            continue  # a real backup: covered in test_backup_flow with this same input
-        payload, error = invoke(aws, function, event)
-        assert not (error and payload.get("errorType") == "BadRequest"), (function, payload)
-        checked.add(function)
+        machine = machines.get(target["Arn"].get("Ref", "")) if isinstance(target["Arn"], dict) else None
+        if machine is None:
+            continue  # a target's own schedule: the same events as its fleet run's items
+        states = json.loads(sfn.describe_state_machine(stateMachineArn=machine)["definition"])["States"]
+        if "Plan" not in states:
+            continue  # not a fleet run
+        scheduled = json.loads(target["Input"].replace("<aws.scheduler.scheduled-time>", "2026-11-23T02:00:00Z"))
+        payload = {k: v for k, v in states["Plan"]["Parameters"].items() if not k.endswith(".$")}
+        plan, error = invoke(aws, deployed.function_named("fleet"), {**payload, "input": scheduled})
+        assert error is None, plan
+        job = payload["job"]
+        assert plan["items"], job  # every local target is due for every job
+        if job in ("backup", "drill"):
+            continue  # a real backup / recovery: covered in test_backup_flow and test_recovery with these events
+        for item in plan["items"]:
+            result, error = invoke(aws, deployed.function_named(job), item["event"])
+            assert not (error and result.get("errorType") == "BadRequest"), (job, result)
+        checked.add(job)
     assert len(checked) >= 4
