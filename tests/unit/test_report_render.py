@@ -16,6 +16,7 @@ from warden.config.target import Engine
 from warden.events import ReportRequest
 from warden.models import AuditEntry, BackupRecord, BackupStatus
 from warden.report import (
+    DETAIL_LIMIT,
     AlarmEvent,
     HealthWeek,
     StageWeek,
@@ -256,3 +257,73 @@ def test_health_over_the_week_comes_from_hourly_cloudwatch_health_status(cloudwa
     assert health is not None
     assert health.counts == {"healthy": 3, "degraded": 1, "unhealthy": 1}
     assert health.worst_by_day == {"2026-11-16": 0, "2026-11-17": 2, "2026-11-18": 0}
+
+
+# -- issue 17: a report that stays readable at 500 targets -------------------------------------
+
+def fleet_week(count: int, failing: set[int], unhealthy: frozenset[int] = frozenset()) -> StageWeek:
+    """`count` targets in 5 groups, each with a week of verified backups; those in `failing` lost
+    one backup, those in `unhealthy` were unhealthy for 18 hours."""
+    week = report_week(NOW)
+    targets = []
+    for n in range(count):
+        name = f"db-{n:03d}"
+        tw = TargetWeek(name=name, engine="postgres", group=f"team-{n % 5}",
+                        backups=backups(name, failed_day=3 if n in failing else None), alarms=[])
+        tw.last_verified = tw.backups[-1]
+        if n in unhealthy:
+            tw.health = HealthWeek(source="audit trail", counts={"healthy": 150, "degraded": 0, "unhealthy": 18},
+                                   worst_by_day={})
+        targets.append(tw)
+    return StageWeek(stage="prod", week=week, generated_at=NOW, targets=targets, stage_alarms=[], charts="local")
+
+
+def test_report_of_500_targets_leads_with_the_ones_needing_attention_worst_first() -> None:
+    # Given 500 targets of which 20 had a failed backup, 2 of those also unhealthy
+    failing = set(range(7, 500, 25))
+    data = fleet_week(500, failing, unhealthy=frozenset({257, 107}))
+    # When the page is rendered
+    html = render_html(data)
+    # Then it opens with the attention section, worst first, naming only those 20 and their problems
+    assert parse(html).errors == []
+    body = html[html.index("<main>"):]
+    assert body.index("Needs attention (20)") < body.index("<h2>Groups</h2>")
+    attention = body[:body.index("<h2>Groups</h2>")]
+    named = sorted((f"db-{n:03d}" for n in range(500) if f">db-{n:03d}<" in attention),
+                   key=lambda name: attention.index(f">{name}<"))
+    assert named[:2] == ["db-107", "db-257"]  # unhealthy too: worst first
+    assert sorted(named) == sorted(f"db-{n:03d}" for n in failing)
+    assert "1 failed backup(s)" in attention and "unhealthy in 18 reading(s)" in attention
+    # and groups are counted instead of 500 rows, with per-target detail for the 20 only
+    assert "<td>team-0</td>" in body and html.count('class="target"') == 20
+    assert 'id="t-db-000"' not in html and 'id="t-db-007"' in html
+
+
+def test_report_of_500_targets_grows_with_the_problems_not_with_the_healthy_targets() -> None:
+    # The bound: a healthy target costs nothing beyond its group's counts, so the page of 500 is at
+    # most the page of its 20 troubled targets alone plus one table row per group (5) and the
+    # attention table; and when everything fails, detail stops at 50 targets: about 380 KB with the
+    # 500-row attention table, under 500 KB (a page a browser or mail client opens at once; a full
+    # section for each of the 500 would be about 3.5 MB).
+    failing = set(range(7, 500, 25))
+    fleet = render_html(fleet_week(500, failing))
+    troubled = fleet_week(500, failing)
+    troubled.targets = [t for t in troubled.targets if t.needs_attention] + troubled.targets[:DETAIL_LIMIT + 1 - 20]
+    alone = render_html(troubled)  # same troubled targets, just over the limit: same layout
+    assert len(fleet.encode()) < len(alone.encode()) + 5 * 300
+    everything = render_html(fleet_week(500, set(range(500))))
+    assert everything.count('class="target"') == DETAIL_LIMIT
+    assert "Detail below for the 50 worst of the 500 targets needing attention." in everything
+    assert len(everything.encode()) < 500_000
+    summary = summarize(fleet_week(500, set(range(500)))).splitlines()
+    assert len(summary) == 1 + DETAIL_LIMIT + 1 + 5 and summary[-1].startswith("group team-4: 100 target(s)")
+
+
+def test_small_stage_lists_the_target_needing_attention_first() -> None:
+    data = sample_week()
+    data.targets.reverse()  # graph-main (fine) configured before pg-main (failed backup, unhealthy)
+    html = render_html(data)
+    assert html.index('id="t-pg-main"') < html.index('id="t-graph-main"')
+    attention = html[html.index("Needs attention (1)"):html.index("<h2>Overview</h2>")]
+    assert "pg-main" in attention and "graph-main" not in attention
+    assert summarize(data).splitlines()[1].startswith("- pg-main [ATTENTION]")

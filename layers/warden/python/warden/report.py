@@ -1,6 +1,10 @@
 """The weekly report of a stage: one self-contained HTML page per ISO week, stored in S3 at
 `reports/<stage>/<yyyy>-W<ww>.html` (SSE-KMS), and a short text summary on SNS.
 
+Both lead with what needs attention (failed / corrupt / missing backups, no verified restore,
+unhealthy or degraded health, alarms fired), worst first. Above DETAIL_LIMIT targets the page shows
+counts per group and the detail of the worst targets needing attention only.
+
 Per target: the week's backups (count, sizes and durations with their trend, the last VERIFIED
 backup, the last restore drill and its RTO), health over the week, alarms fired, remediation
 actions and slow queries. Graphs: CloudWatch metric images (`GetMetricWidgetImage`, embedded as
@@ -43,6 +47,9 @@ class ReportError(WardenError):
     """The report could not be stored or announced."""
 
 
+# Up to this many targets the report details every target; above it, per-group counts and the
+# detail of the worst targets needing attention only (at most this many sections).
+DETAIL_LIMIT = 50
 
 
 # -- the week's data ---------------------------------------------------------------------------
@@ -96,6 +103,7 @@ class HealthWeek:
 class TargetWeek:
     name: str
     engine: str
+    group: str = "default"
     backups: list[BackupRecord] = field(default_factory=list)  # started in the week, oldest first
     last_verified: BackupRecord | None = None
     last_drill: tuple[BackupRecord, dict[str, Any]] | None = None
@@ -119,9 +127,39 @@ class TargetWeek:
         return [a for a in self.alarms or [] if a.new == "ALARM"]
 
     @property
+    def verified(self) -> bool:
+        return self.last_verified is not None or any(b.status == BackupStatus.VERIFIED for b in self.backups)
+
+    @property
+    def problems(self) -> list[tuple[int, str]]:
+        """What needs attention this week, as (severity 2 bad / 1 warning, what), worst first."""
+        found: list[tuple[int, str]] = []
+        corrupt = sum(b.status == BackupStatus.CORRUPT for b in self.backups)
+        if corrupt:
+            found.append((2, f"{corrupt} corrupt backup(s)"))
+        if len(self.failed) > corrupt:
+            found.append((2, f"{len(self.failed) - corrupt} failed backup(s)"))
+        if not self.good:
+            found.append((2, "no good backup this week"))
+        counts = self.health.counts if self.health else {}
+        if counts.get("unhealthy"):
+            found.append((2, f"unhealthy in {counts['unhealthy']} reading(s)"))
+        if not self.verified:
+            found.append((1, "no verified restore"))
+        if counts.get("degraded"):
+            found.append((1, f"degraded in {counts['degraded']} reading(s)"))
+        if self.alarms_fired:
+            found.append((1, f"{len(self.alarms_fired)} alarm(s) fired"))
+        return sorted(found, key=lambda p: -p[0])
+
+    @property
+    def severity(self) -> int:
+        """2: something failed; 1: a warning; 0: nothing needs attention."""
+        return max((level for level, _ in self.problems), default=0)
+
+    @property
     def needs_attention(self) -> bool:
-        return bool(self.failed or self.alarms_fired or not self.good
-                    or (self.health and self.health.counts.get("unhealthy")))
+        return bool(self.problems)
 
 
 @dataclass
@@ -141,7 +179,7 @@ def collect_week(stores: Stores, now: datetime, *, charts: Charts = "auto") -> S
         raise ConfigError("the report needs the catalog table (WARDEN_CATALOG_TABLE)")
     week = report_week(now)
     catalog = stores.catalog
-    targets = [TargetWeek(name=t.name, engine=t.engine.value) for t in stores.targets.all().values()]
+    targets = [TargetWeek(name=t.name, engine=t.engine.value, group=t.group) for t in stores.targets.all().values()]
     alarms = _alarm_history(settings.stage, week)
     by_target, stage_alarms = _split_alarms(settings.stage, [t.name for t in targets], alarms)
     for tw in targets:
@@ -364,12 +402,31 @@ def _short(at: datetime | None) -> str:
     return at.astimezone(UTC).strftime("%a %m-%d %H:%M") if at else DASH
 
 
+def attention_first(targets: Iterable[TargetWeek]) -> list[TargetWeek]:
+    """Worst first: failures, then warnings, then the rest; more problems first, then by name."""
+    return sorted(targets, key=lambda t: (-t.severity, -len(t.problems), t.name))
+
+
 def summarize(data: StageWeek) -> str:
-    """The short text that goes to SNS: one line per target."""
+    """The short text that goes to SNS: the targets needing attention first, worst first; one line
+    per target up to DETAIL_LIMIT targets, above it the attention lines (at most DETAIL_LIMIT) and
+    counts per group."""
     w = data.week
+    ordered = attention_first(data.targets)
+    attention = [t for t in ordered if t.needs_attention]
     lines = [f"Warden {data.stage} weekly report {w.label} "
-             f"({w.start:%Y-%m-%d} to {(w.end - timedelta(days=1)):%Y-%m-%d}), {len(data.targets)} target(s)."]
-    for t in data.targets:
+             f"({w.start:%Y-%m-%d} to {(w.end - timedelta(days=1)):%Y-%m-%d}), {len(data.targets)} target(s), "
+             f"{len(attention)} need attention."]
+    if len(data.targets) > DETAIL_LIMIT:
+        lines += [f"- {t.name} [ATTENTION]: " + ", ".join(text for _, text in t.problems)
+                  for t in attention[:DETAIL_LIMIT]]
+        if len(attention) > DETAIL_LIMIT:
+            lines.append(f"- … and {len(attention) - DETAIL_LIMIT} more needing attention (see the report)")
+        for group, members in _by_group(data.targets).items():
+            lines.append(f"group {group}: {len(members)} target(s), "
+                         f"{sum(t.needs_attention for t in members)} need attention")
+        return "\n".join(lines)
+    for t in ordered:
         sizes = [b.size_bytes for b in t.good if b.size_bytes is not None]
         parts = [f"{len(t.backups)} backups ({len(t.good)} good, {len(t.failed)} failed)"]
         if sizes:
@@ -430,8 +487,16 @@ def render_html(data: StageWeek, *, actor: str = "") -> str:
            "<header>", f"<h1>{escape(title)}</h1>",
            f"<p>{w.start:%A %Y-%m-%d} to {(w.end - timedelta(days=1)):%A %Y-%m-%d} (UTC) · "
            f"generated {escape(_time(data.generated_at))}</p>", "</header>", "<main>"]
-    out += _overview(data)
-    for t in data.targets:
+    ordered = attention_first(data.targets)
+    attention = [t for t in ordered if t.needs_attention]
+    many = len(data.targets) > DETAIL_LIMIT
+    detailed = attention[:DETAIL_LIMIT] if many else ordered
+    out += _attention_section(attention, {t.name for t in detailed})
+    out += _group_summary(data) if many else _overview(data, ordered)
+    if many and len(attention) > DETAIL_LIMIT:
+        out.append(f'<p class="muted">Detail below for the {DETAIL_LIMIT} worst of the {len(attention)} targets '
+                   f"needing attention.</p>")
+    for t in detailed:
         out += _target_section(t, data)
     out += _stage_alarms(data)
     out += ["</main>", f"<footer>Warden · stage {escape(data.stage)} · graphs: "
@@ -444,7 +509,44 @@ def _badge(ok: bool, good: str = "ok", bad: str = "attention") -> str:
     return f'<span class="badge {"ok" if ok else "bad"}">{good if ok else bad}</span>'
 
 
-def _overview(data: StageWeek) -> list[str]:
+def _by_group(targets: Iterable[TargetWeek]) -> dict[str, list[TargetWeek]]:
+    groups: dict[str, list[TargetWeek]] = {}
+    for t in targets:
+        groups.setdefault(t.group, []).append(t)
+    return dict(sorted(groups.items()))
+
+
+def _attention_section(attention: list[TargetWeek], detailed: set[str]) -> list[str]:
+    """Only the targets with a problem this week, worst first, each problem named."""
+    out = ['<section class="overview attention">', f"<h2>Needs attention ({len(attention)})</h2>"]
+    if not attention:
+        return [*out, "<p>Nothing needs attention this week.</p>", "</section>"]
+    out += ["<table>", "<thead><tr><th>Target</th><th>Group</th><th>Engine</th><th>Problems</th></tr></thead>",
+            "<tbody>"]
+    for t in attention:
+        name = f'<a href="#t-{escape(t.name)}">{escape(t.name)}</a>' if t.name in detailed else escape(t.name)
+        problems = " ".join(f'<span class="badge {"bad" if level == 2 else "warn"}">{escape(text)}</span>'
+                            for level, text in t.problems)
+        out.append(f"<tr><td>{name}</td><td>{escape(t.group)}</td><td>{escape(t.engine)}</td><td>{problems}</td></tr>")
+    return [*out, "</tbody>", "</table>", "</section>"]
+
+
+def _group_summary(data: StageWeek) -> list[str]:
+    """Counts per group: what a stage of hundreds of targets shows instead of a row per target."""
+    out = ['<section class="overview">', "<h2>Groups</h2>", "<table>",
+           "<thead><tr><th>Group</th><th class=\"num\">Targets</th><th class=\"num\">Need attention</th>"
+           "<th class=\"num\">Backups</th><th class=\"num\">Failed</th><th class=\"num\">Not verified</th>"
+           "<th class=\"num\">Unhealthy</th><th class=\"num\">Alarms fired</th></tr></thead>", "<tbody>"]
+    for group, members in _by_group(data.targets).items():
+        cells = (len(members), sum(t.needs_attention for t in members), sum(len(t.backups) for t in members),
+                 sum(len(t.failed) for t in members), sum(not t.verified for t in members),
+                 sum(bool(t.health and t.health.counts.get("unhealthy")) for t in members),
+                 sum(len(t.alarms_fired) for t in members))
+        out.append(f"<tr><td>{escape(group)}</td>" + "".join(f'<td class="num">{n}</td>' for n in cells) + "</tr>")
+    return [*out, "</tbody>", "</table>", "</section>"]
+
+
+def _overview(data: StageWeek, ordered: list[TargetWeek]) -> list[str]:
     out = ['<section class="overview">', "<h2>Overview</h2>"]
     if not data.targets:
         return [*out, '<p class="muted">No targets are configured for this stage.</p>', "</section>"]
@@ -452,7 +554,7 @@ def _overview(data: StageWeek) -> list[str]:
             "<th class=\"num\">Failed</th><th>Last verified</th><th>Last drill RTO</th>"
             "<th class=\"num\">Alarms fired</th><th class=\"num\">Remediations</th><th>Status</th></tr></thead>",
             "<tbody>"]
-    for t in data.targets:
+    for t in ordered:
         alarms = DASH if t.alarms is None else str(len(t.alarms_fired))
         drill = human_seconds(t.last_drill[1].get("rto_s")) if t.last_drill else "none"
         verified = _time(t.last_verified.verified_at or t.last_verified.finished_at) if t.last_verified else "never"
