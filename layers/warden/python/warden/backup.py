@@ -275,14 +275,20 @@ def _read_manifest(stores: Stores, record: BackupRecord, problems: list[str]) ->
 def _version_problems(stores: Stores, record: BackupRecord) -> list[str]:
     """A pinned object written over later: the current version is not the one the backup wrote."""
     problems = []
-    for key, version in ((record.data_key, record.data_version_id), (record.manifest_key, record.manifest_version_id)):
+    for key, version, sha256 in ((record.data_key, record.data_version_id, record.sha256),
+                                 (record.manifest_key, record.manifest_version_id, record.manifest_sha256)):
         if not key or not version:
             continue  # written before version pinning
         head = stores.artifacts.head(key)
         current = head.get("VersionId") if head else None
         if current != version:
-            problems.append(f"s3://{stores.artifacts.bucket}/{key}: the current object (version {current}) is not "
-                            f"the recorded version {version}")
+            problem = (f"s3://{stores.artifacts.bucket}/{key}: the current object (version {current}) is not "
+                       f"the recorded version {version}")
+            if current is not None and sha256:  # what a reader of the key would get instead
+                _, now = stores.artifacts.digest(key, current)
+                problem += ("; its content is the same" if now == sha256 else
+                            f"; its sha256 {now} != recorded {sha256}")
+            problems.append(problem)
     return problems
 
 
