@@ -125,16 +125,71 @@ def invoke(handle: Any, job: str, event: dict[str, Any], *, wait: bool = True) -
 
 
 
+# Without --target, `warden health` prints one line per target above this many targets.
+SUMMARY_ABOVE = 20
+_STATUS_RANK = {"unhealthy": 0, "degraded": 1, "healthy": 2}
+
+
+def _tag(value: str) -> tuple[str, str]:
+    key, sep, tag_value = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"must be key=value, got {value!r}")
+    return key, tag_value
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return bool(args.engine or args.group or args.tag)
+
+
+def select_fleet(handle: Any, args: argparse.Namespace) -> list[Any]:
+    """The stage's targets that match --engine, --group and every --tag (all when none is given)."""
+    from warden.stores.targets import load_targets
+
+    if args.target and _filtered(args):
+        raise ConfigError("--engine / --group / --tag select among all targets: drop --target")
+    selected = [t for t in load_targets(handle.settings).values()
+                if (not args.engine or t.engine.value == args.engine) and (not args.group or t.group in args.group)
+                and all(t.tags.get(key) == value for key, value in args.tag or [])]
+    if not selected and _filtered(args):
+        raise ConfigError("no target matches the --engine / --group / --tag filters")
+    return selected
+
+
+def health_summary(report: Any, groups: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """One line per target, worst first, naming the checks that do not pass; counts per status on top."""
+    rows = sorted(report.targets, key=lambda t: (_STATUS_RANK[t.status.value], t.target))
+    counts = {status: sum(t.status.value == status for t in rows) for status in _STATUS_RANK}
+    data = {"stage": report.stage, "status": report.status.value, "counts": counts, "targets": [
+        {"target": t.target, "engine": t.engine.value, "group": groups.get(t.target, "default"),
+         "status": t.status.value, "failing": [c.name for c in t.checks if c.status.value == "fail"],
+         "warning": [c.name for c in t.checks if c.status.value == "warn"]} for t in rows]}
+    lines = [f"stage {report.stage}: {report.status.value.upper()} — "
+             + ", ".join(f"{n} {status}" for status, n in counts.items())]
+    for row in data["targets"]:
+        checks = [*row["failing"], *(f"{name} (warn)" for name in row["warning"])]
+        lines.append(f"  {row['status']:<9} {row['target']:<24} {row['engine']:<8} {row['group']:<16} "
+                     f"{', '.join(checks)}".rstrip())
+    return data, "\n".join(lines)
+
+
 def cmd_health(args: argparse.Namespace) -> Result:
     from warden.health import format_text
-    from warden.models import HealthReport
+    from warden.models import HealthReport, HealthStatus
 
     if args.output and args.format != "prometheus":
         raise ConfigError("--output writes the Prometheus exposition: add --format prometheus")
     if args.output and not args.output.parent.is_dir():  # refused before the run, nothing written
         raise ConfigError(f"--output: directory {args.output.parent} does not exist")
     handle = open_stage(args.stage)
-    report = HealthReport.model_validate(invoke(handle, "health", {"target": args.target} if args.target else {}))
+    fleet = select_fleet(handle, args) if not args.target or _filtered(args) else []
+    groups = {t.name: t.group for t in fleet}
+    # The function checks one target or all: a filtered view of several checks all and shows the selection.
+    one = args.target or (fleet[0].name if _filtered(args) and len(fleet) == 1 else None)
+    report = HealthReport.model_validate(invoke(handle, "health", {"target": one} if one else {}))
+    if _filtered(args):
+        kept = [t for t in report.targets if t.target in groups]
+        worst = min((t.status for t in kept), key=lambda s: _STATUS_RANK[s.value], default=HealthStatus.HEALTHY)
+        report = report.model_copy(update={"targets": kept, "status": worst})
     code = 0 if report.status.value == "healthy" else 1
     if args.format == "prometheus":  # text exposition 0.0.4 (warden.prometheus), e.g. for node_exporter
         from warden.prometheus import render, write_atomically
@@ -147,6 +202,8 @@ def cmd_health(args: argparse.Namespace) -> Result:
                 raise CliError(f"cannot write {args.output}: {err}") from None
             return report.model_dump(mode="json"), "", code
         return report.model_dump(mode="json"), text.rstrip("\n"), code
+    if args.summary or (not args.target and len(report.targets) > SUMMARY_ABOVE):
+        return (*health_summary(report, groups), code)
     return report.model_dump(mode="json"), format_text(report), code
 
 
@@ -190,11 +247,44 @@ def cmd_backup_create(args: argparse.Namespace) -> Result:
     return result, _format_record(result), 0
 
 
+def backup_summary(handle: Any, args: argparse.Namespace) -> Result:
+    """One line per target: its newest backup (id, status, age, size); targets without a good
+    backup in the last day first."""
+    from datetime import UTC, datetime, timedelta
+
+    from warden.models import GOOD_BACKUP
+    from warden.stores.catalog import Catalog
+
+    catalog = Catalog(_need(handle.settings.catalog_table))
+    now = datetime.now(UTC)
+    rows = []
+    for target in select_fleet(handle, args):
+        records = list(catalog.list(target.name))  # newest first
+        newest = records[0] if records else None
+        fresh = any(r.status in GOOD_BACKUP and now - r.started_at <= timedelta(days=1) for r in records)
+        rows.append({"target": target.name, "engine": target.engine.value, "group": target.group,
+                     "good_in_last_day": fresh, "backup_id": newest.backup_id if newest else None,
+                     "status": newest.status.value if newest else None,
+                     "age_s": round((now - newest.started_at).total_seconds()) if newest else None,
+                     "size_bytes": newest.size_bytes if newest else None})
+    rows.sort(key=lambda r: (r["good_in_last_day"], r["target"]))
+    lines = [f"{'target':<24} {'backup id':<26} {'status':<10} {'age':>8} {'size':>14}  last day"]
+    for r in rows:
+        age = "-" if r["age_s"] is None else f"{r['age_s'] / 3600:.1f}h"
+        size = f"{r['size_bytes']:,}" if r["size_bytes"] is not None else "-"
+        lines.append(f"{r['target']:<24} {r['backup_id'] or '-':<26} {r['status'] or 'none':<10} {age:>8} "
+                     f"{size:>14}  {'ok' if r['good_in_last_day'] else 'NO GOOD BACKUP'}")
+    missing = sum(not r["good_in_last_day"] for r in rows)
+    return rows, "\n".join([*lines, f"{missing} of {len(rows)} target(s) without a good backup in the last day"]), 0
+
+
 def cmd_backup_list(args: argparse.Namespace) -> Result:
     from warden.stores.catalog import Catalog
     from warden.stores.targets import get_target
 
     handle = open_stage(args.stage)
+    if not args.target or _filtered(args):
+        return backup_summary(handle, args)
     get_target(handle.settings, args.target)  # an unknown name is bad input, not "no backups"
     records = [r.model_dump(mode="json") for r in Catalog(_need(handle.settings.catalog_table)).list(args.target)]
     lines = [f"{'backup id':<26} {'status':<10} {'size':>12} {'duration':>9}  method"]
@@ -458,8 +548,19 @@ def build_parser() -> argparse.ArgumentParser:
     for plugin in entry_points(group="warden.commands"):  # e.g. the local runtime's `local` and `demo`
         plugin.load()(groups, add)
 
+    def add_filters(p: argparse.ArgumentParser) -> None:
+        from warden.config.target import Engine
+
+        p.add_argument("--engine", choices=[e.value for e in Engine], help="only targets of this engine")
+        p.add_argument("--group", action="append", help="only targets of this group (repeatable: any of them)")
+        p.add_argument("--tag", action="append", type=_tag, metavar="KEY=VALUE",
+                       help="only targets with this tag (repeatable: all of them)")
+
     health = add(groups, "health", cmd_health, "health report of one target or all")
     health.add_argument("--target")
+    health.add_argument("--summary", action="store_true", help=f"one line per target, worst first (the default "
+                        f"without --target above {SUMMARY_ABOVE} targets)")
+    add_filters(health)
     health.add_argument("--output", type=Path, help="with --format prometheus: write this file atomically "
                         "(temporary file + rename), e.g. for node_exporter's textfile collector")
 
@@ -472,7 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
     create = add(backup, "create", cmd_backup_create, "back up a target now")
     create.add_argument("--target", required=True)
     create.add_argument("--wait", action="store_true", help="wait for the backup and print its record")
-    add(backup, "list", cmd_backup_list, "a target's backups, newest first").add_argument("--target", required=True)
+    blist = add(backup, "list", cmd_backup_list, "a target's backups, newest first; without --target one line per "
+                "target, those without a good backup in the last day first")
+    blist.add_argument("--target")
+    add_filters(blist)
     for name, func, text in (("verify", cmd_backup_verify, "re-check a stored backup's checksum"),
                              ("hold", lambda a: _set_hold(a, True), "never prune this backup"),
                              ("release", lambda a: _set_hold(a, False), "let retention decide again")):

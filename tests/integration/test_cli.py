@@ -375,3 +375,89 @@ def test_rejected_recovery_keeps_the_operators_reason_on_the_record_and_in_the_a
         time.sleep(0.5)
     assert entries["reject"]["details"]["reason"] == "staging counts look wrong"
     assert "staging counts look wrong" in entries["rollback"]["details"]["error"]
+
+
+# -- issue 17: views that scale ----------------------------------------------------------------
+
+FLEET = [
+    {"name": "pay-api", "engine": "postgres", "local": "postgres18", "group": "payments", "tags": {"tier": "gold"}},
+    {"name": "pay-ledger", "engine": "postgres", "local": "postgres18", "group": "payments",
+     "tags": {"tier": "silver"}},
+    {"name": "core-users", "engine": "postgres", "local": "postgres18", "group": "core", "tags": {"tier": "gold"}},
+]
+
+
+@pytest.fixture
+def fleet_home(local_home: Path, postgres: PostgresEndpoint, neo4j_server: Any) -> Path:
+    """The local stage with three more PostgreSQL targets (on the same database) in two groups."""
+    import boto3
+
+    endpoint = json.loads((local_home / "state.json").read_text())["endpoint_url"]
+
+    class Running:  # the moto server local_home started, as register_targets reaches it
+        def client(self, service: str) -> Any:
+            return boto3.client(service, endpoint_url=endpoint, region_name="eu-west-1",
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    config = LocalConfig.model_validate({"stage": STAGE, "targets": FLEET})
+    register_targets(Running(), config, {"postgres18": postgres_secret(postgres, "cli_source")})  # type: ignore[arg-type]
+    return local_home
+
+
+def test_health_summary_filters_by_engine_group_and_tag_and_lists_the_worst_first(
+        fleet_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given backups, verified, of pay-api only: the other targets fail backup_freshness
+    _, created = run(capsys, "--format", "json", "backup", "create", "--target", "pay-api", "--wait")
+    backup_id = json.loads(created)["backup_id"]
+    assert run(capsys, "backup", "verify", "--target", "pay-api", "--backup-id", backup_id)[0] == 0
+    # When the operator asks for the payments group's summary
+    code, out = run(capsys, "--format", "json", "health", "--summary", "--group", "payments")
+    summary = json.loads(out)
+    # Then only its two targets, worst first, the failing check named, counts on top
+    assert code == 1, out
+    assert [t["target"] for t in summary["targets"]] == ["pay-ledger", "pay-api"]
+    assert summary["targets"][0]["status"] == "unhealthy" and "backup_freshness" in summary["targets"][0]["failing"]
+    assert summary["targets"][1]["status"] == "healthy" and summary["counts"]["healthy"] == 1
+    code, out = run(capsys, "health", "--summary", "--group", "payments")
+    lines = out.splitlines()
+    assert lines[0].startswith("stage ") and "1 unhealthy, 0 degraded, 1 healthy" in lines[0], out
+    assert lines[1].split()[:2] == ["unhealthy", "pay-ledger"] and "backup_freshness" in lines[1]
+    # and tags (all of them) and engine select too
+    _, out = run(capsys, "--format", "json", "health", "--summary", "--tag", "tier=gold")
+    assert sorted(t["target"] for t in json.loads(out)["targets"]) == ["core-users", "pay-api"]
+    _, out = run(capsys, "--format", "json", "health", "--summary", "--tag", "tier=gold", "--group", "core")
+    assert [t["target"] for t in json.loads(out)["targets"]] == ["core-users"]
+    _, out = run(capsys, "--format", "json", "health", "--summary", "--engine", "neo4j")
+    assert [t["target"] for t in json.loads(out)["targets"]] == ["graph-local"]
+
+
+def test_backup_list_across_targets_puts_those_without_a_good_backup_first(
+        fleet_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "backup", "create", "--target", "pay-api", "--wait")[0] == 0
+    code, out = run(capsys, "--format", "json", "backup", "list", "--group", "payments")
+    rows = json.loads(out)
+    assert code == 0 and [r["target"] for r in rows] == ["pay-ledger", "pay-api"]
+    assert rows[0]["backup_id"] is None and not rows[0]["good_in_last_day"]
+    assert rows[1]["status"] == "COMPLETED" and rows[1]["good_in_last_day"] and rows[1]["size_bytes"] > 0
+    code, out = run(capsys, "backup", "list")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 1 + 5 + 1, out  # header, the five targets, the count
+    assert lines[-2].split()[0] == "pay-api" and lines[-1] == "4 of 5 target(s) without a good backup in the last day"
+
+
+@pytest.mark.parametrize("argv", [("health", "--engine", "mysql"), ("backup", "list", "--engine", "mysql"),
+                                  ("health", "--tag", "tier"), ("backup", "list", "--tag", "=gold")])
+def test_unknown_engine_or_bad_tag_syntax_is_exit_2(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(list(argv))
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert ("invalid choice: 'mysql'" in err or "must be key=value" in err) and "Traceback" not in err
+
+
+def test_filters_that_match_nothing_or_come_with_a_target_are_exit_2(
+        fleet_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "health", "--group", "nobody")
+    assert code == 2 and out == "" and "no target matches" in run.err  # type: ignore[attr-defined]
+    code, _ = run(capsys, "backup", "list", "--target", "pay-api", "--group", "payments")
+    assert code == 2 and "drop --target" in run.err  # type: ignore[attr-defined]
