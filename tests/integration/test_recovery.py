@@ -124,11 +124,17 @@ def test_in_place_takes_a_safety_backup_then_restores_production(
 
 def test_validation_failure_rolls_back_and_production_is_byte_for_byte_unchanged(
         aws: LocalAws, deployed: Deployment, backed_up: dict, settings: Settings, postgres: PostgresEndpoint) -> None:
-    # Given a manifest whose counts disagree with the data
+    # Given a manifest whose counts disagree with the data, as the backup recorded it (a manifest
+    # changed afterwards is CORRUPT before any restore: tests/unit/test_backup_integrity.py)
     s3 = aws.client("s3")
     manifest = json.loads(s3.get_object(Bucket=settings.bucket, Key=backed_up["manifest_key"])["Body"].read())
     manifest["counts"]["public.ledger"] = 999
-    s3.put_object(Bucket=settings.bucket, Key=backed_up["manifest_key"], Body=json.dumps(manifest).encode())
+    body = json.dumps(manifest).encode()
+    written = s3.put_object(Bucket=settings.bucket, Key=backed_up["manifest_key"], Body=body)
+    catalog = Catalog(settings.catalog_table)
+    record = catalog.get("pg-local", backed_up["backup_id"])
+    catalog.save(record.model_copy(update={"manifest_sha256": hashlib.sha256(body).hexdigest(),
+                                           "manifest_version_id": written.get("VersionId")}))
     before = prod_checksum(postgres)
     # When a swap recovery runs
     result = wait(aws, start(aws, deployed, {"target": "pg-local", "promotion": "swap"}))
