@@ -119,4 +119,4 @@ def source_stores(stores: Stores, replica: ReplicaSettings | None) -> Stores:
     leases stay the stage's. Read with the stage's own S3 client, as `source_settings` did."""
     settings = source_settings(stores.settings, replica)
     return replace(stores, settings=settings,  # source_settings set the bucket from the replica
-                   artifacts=S3Artifacts(str(settings.bucket), kms_key_id=settings.kms_key_id))
+                   artifacts=S3Artifacts(str(settings.bucket), kms_key_id=settings.kms_key_id, pinned=False))

@@ -277,10 +277,17 @@ class S3Artifacts:
     """The backup bucket as an ArtifactStore (warden.stores.base), SSE-KMS with the stage's key.
 
     `s3`: the client to use (tests hand in a wrapped one); the cached client otherwise.
+    `pinned`: reads honour the version ids the catalog records (the stage's own bucket). A copy whose
+    version ids are not the primary's (the replica, as the local runtime makes it) reads the current
+    object: its content is still checked against the recorded SHA-256s.
     """
 
-    def __init__(self, bucket: str, *, kms_key_id: str | None = None, s3: Any | None = None) -> None:
-        self.bucket, self.kms_key_id, self._client = bucket, kms_key_id, s3
+    def __init__(self, bucket: str, *, kms_key_id: str | None = None, s3: Any | None = None,
+                 pinned: bool = True) -> None:
+        self.bucket, self.kms_key_id, self._client, self.pinned = bucket, kms_key_id, s3, pinned
+
+    def _version(self, version_id: str | None) -> str | None:
+        return version_id if self.pinned else None
 
     @property
     def s3(self) -> Any:
@@ -313,19 +320,20 @@ class S3Artifacts:
         return response.get("VersionId") if isinstance(response, dict) else None
 
     def get_json(self, key: str, version_id: str | None = None) -> dict[str, Any]:
-        return get_json(self.s3, self.bucket, key, version_id=version_id)
+        return get_json(self.s3, self.bucket, key, version_id=self._version(version_id))
 
     def get_bytes(self, key: str, version_id: str | None = None) -> bytes:
-        return b"".join(iter_object(self.s3, self.bucket, key, version_id=version_id))
+        return b"".join(iter_object(self.s3, self.bucket, key, version_id=self._version(version_id)))
 
     def iter_object(self, key: str, version_id: str | None = None) -> Iterator[bytes]:
-        return iter_object(self.s3, self.bucket, key, version_id=version_id)
+        return iter_object(self.s3, self.bucket, key, version_id=self._version(version_id))
 
     def digest(self, key: str, version_id: str | None = None) -> tuple[int, str]:
-        return digest_object(self.s3, self.bucket, key, version_id=version_id)
+        return digest_object(self.s3, self.bucket, key, version_id=self._version(version_id))
 
     def head(self, key: str, version_id: str | None = None) -> dict[str, Any] | None:
         """HeadObject's answer, or None when there is no such object (version)."""
+        version_id = self._version(version_id)
         try:
             return dict(self.s3.head_object(Bucket=self.bucket, Key=key,
                                             **({"VersionId": version_id} if version_id else {})))

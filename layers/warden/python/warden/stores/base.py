@@ -60,9 +60,11 @@ class ArtifactStore(Protocol):
     """The backup bucket: objects by key, and (versioned bucket) by key and version id.
 
     `version_id=None` reads the current version. Errors are `ArtifactError`s with the S3 error code.
+    `pinned`: whether recorded version ids apply here (False for a copy with version ids of its own).
     """
 
     bucket: str
+    pinned: bool
 
     def start_upload(self, key: str, *, metadata: dict[str, str] | None = None) -> Upload: ...
     def abort_upload(self, key: str, upload_id: str) -> None: ...

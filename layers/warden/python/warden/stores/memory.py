@@ -165,7 +165,7 @@ class MemoryArtifacts:
     """A versioned bucket in memory (Object Lock off)."""
 
     def __init__(self, bucket: str = "memory-bucket") -> None:
-        self.bucket = bucket
+        self.bucket, self.pinned = bucket, True
         self.versions: dict[str, list[StoredObject]] = {}  # key -> versions, oldest first
         self.uploads: dict[str, MemoryUpload] = {}
         self._ids = itertools.count(1)
