@@ -36,9 +36,9 @@ ROUNDS = int(os.environ.get("WARDEN_BENCH_ROUNDS", sized(4, 2)))
 EXPORT = PEAK_RSS_SOURCE + """
 import json, sys, time
 import neo4j._codec.packstream.v1 as codec
-from warden.artifacts import MiB, ArtifactWriter, NullSink
-from warden.engines import neo4j_backup as nb
-from warden.models import Neo4jSecret
+from warden.stores.artifacts import MiB, ArtifactWriter, NullSink
+from warden.engines import neo4j as nb
+from warden.config.credentials import Neo4jSecret
 secret = Neo4jSecret(uri=sys.argv[1], username=sys.argv[2], password=sys.argv[3])
 wall, cpu = time.perf_counter(), time.process_time()
 with ArtifactWriter(NullSink(), "bench", part_size=MiB) as writer:

@@ -63,9 +63,9 @@ BASELINE, PIPELINE, FULL = "pg_dump -Fc > /dev/null", "Warden, pipeline only", "
 WARDEN_RUN = PEAK_RSS_SOURCE + r"""
 import json, resource, sys, time
 from pathlib import Path
-from warden.artifacts import ArtifactWriter, NullSink
-from warden.engines.postgres_backup import export_backup
-from warden.models import PostgresSecret
+from warden.stores.artifacts import ArtifactWriter, NullSink
+from warden.engines.postgres import export_backup
+from warden.config.credentials import PostgresSecret
 
 args = json.loads(sys.argv[1])
 secret = PostgresSecret(**args["secret"])
