@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from warden.config.target import Engine
@@ -114,3 +115,26 @@ class DatabaseEngine(Protocol):
 
     def set_user_password(self, admin: Any, username: str, new_password: str, *, member_of: str | None,
                           dbname: str | None = None, timeout: float = 10.0) -> bool: ...
+
+
+class CapabilityModules:
+    """The part of a `DatabaseEngine` every engine implements the same way: its health checks and
+    credentials live in its `health` and `credentials` modules (functions of the same names)."""
+
+    health_module: ModuleType
+    credentials_module: ModuleType
+
+    def health_tiers(self, secret: Any, *, thresholds: HealthThresholds, schema: RequiredSchema) -> list[Tier]:
+        tiers: list[Tier] = self.health_module.tiers(secret, thresholds=thresholds, schema=schema)
+        return tiers
+
+    def can_log_in(self, secret: Any, *, timeout: float = 5.0) -> bool:
+        return bool(self.credentials_module.can_log_in(secret, timeout=timeout))
+
+    def change_own_password(self, current: Any, new_password: str, *, timeout: float = 10.0) -> None:
+        self.credentials_module.change_own_password(current, new_password, timeout=timeout)
+
+    def set_user_password(self, admin: Any, username: str, new_password: str, *, member_of: str | None,
+                          dbname: str | None = None, timeout: float = 10.0) -> bool:
+        return bool(self.credentials_module.set_user_password(admin, username, new_password, member_of=member_of,
+                                                              dbname=dbname, timeout=timeout))
