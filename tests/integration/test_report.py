@@ -133,8 +133,9 @@ def test_week_of_sample_history_renders_with_the_expected_numbers(aws: LocalAws,
     assert "No remediation actions this week." in graph
     assert "None recorded." in pg  # slow queries
     assert html.count("<svg") >= 4  # moto draws no metric images: the catalog's own graphs
-    assert summary.splitlines()[1].startswith("- graph-local [ok]: 7 backups (7 good, 0 failed)")
-    assert summary.splitlines()[2].startswith("- pg-local [ATTENTION]: 7 backups (6 good, 1 failed)")
+    # the summary leads with what needs attention (issue 17: worst first), then the others
+    assert summary.splitlines()[1].startswith("- pg-local [ATTENTION]: 7 backups (6 good, 1 failed)")
+    assert summary.splitlines()[2].startswith("- graph-local [ok]: 7 backups (7 good, 0 failed)")
     assert "last drill RTO 84 s" in summary and "2 remediation action(s)" in summary
 
 
