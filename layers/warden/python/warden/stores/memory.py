@@ -26,7 +26,7 @@ from warden.stores import Stores
 from warden.stores.artifacts import ArtifactError, json_bytes
 from warden.stores.catalog import BackupNotFound, CatalogError, StaleRecord
 from warden.stores.leases import Lease, LeaseHeld
-from warden.stores.recovery_state import NotTheOwner
+from warden.stores.recovery_state import updated
 
 Clock = Callable[[], float]
 
@@ -301,14 +301,7 @@ class MemoryRecoveryState:
         return state
 
     def update(self, target: str, execution: str, **changes: Any) -> RecoveryState:
-        state = self.get(target)
-        if state.execution != execution:
-            raise NotTheOwner(f"the recovery record of {target} belongs to {state.execution}, not {execution}")
-        progress = changes.pop("step_done", None)
-        state = state.model_copy(update=changes)
-        if progress:
-            state.progress = [*state.progress, progress]
-        return self.put(state)
+        return self.put(updated(self.get(target), execution, changes))
 
 
 def memory_stores(*, targets: list[Target] | None = None, secrets: dict[str, DatabaseSecret] | None = None,

@@ -36,11 +36,18 @@ class StateStore:
         return state
 
     def update(self, target: str, execution: str, **changes: Any) -> RecoveryState:
-        state = self.get(target)
-        if state.execution != execution:
-            raise NotTheOwner(f"the recovery record of {target} belongs to {state.execution}, not {execution}")
-        progress = changes.pop("step_done", None)
-        state = state.model_copy(update=changes)
-        if progress:
-            state.progress = [*state.progress, progress]
-        return self.put(state)
+        return self.put(updated(self.get(target), execution, changes))
+
+
+def updated(state: RecoveryState, execution: str, changes: dict[str, Any]) -> RecoveryState:
+    """`state` with `changes` applied by `execution`, its owner (NotTheOwner otherwise); a
+    `step_done` change appends that step to the progress. Every recovery state store updates
+    through this one transition."""
+    if state.execution != execution:
+        raise NotTheOwner(f"the recovery record of {state.target} belongs to {state.execution}, not {execution}")
+    changes = dict(changes)
+    progress = changes.pop("step_done", None)
+    state = state.model_copy(update=changes)
+    if progress:
+        state.progress = [*state.progress, progress]
+    return state
