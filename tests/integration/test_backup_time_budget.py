@@ -21,11 +21,14 @@ from local.runtime import postgres_secret
 from tests.conftest import STAGE, invoke, load_event
 from warden.backup import FINISH_MARGIN_S, BackupOutOfTime, run_backup
 from warden.config.target import Target
+from warden.engines import engine_for
+from warden.engines.neo4j.connection import driver as neo4j_driver_of
 from warden.models import BackupRecord, BackupStatus
 from warden.settings import Settings
 from warden.stores import Stores
 from warden.stores.audit import tail
 from warden.stores.catalog import Catalog
+from warden.stores.secrets import load_secret
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +118,33 @@ def test_neo4j_backup_past_its_deadline_stops_cleanly(aws: LocalAws, settings: S
     assert_nothing_stored(aws, settings, target.name)
     outcome = run_backup(Stores.from_settings(settings), target, actor="test")
     assert outcome.record is not None and outcome.record.counts["nodes"] == 3000
+
+
+class _RefusingSink:
+    def write(self, data: bytes) -> int:
+        raise OSError("the sink is full")
+
+
+def test_an_export_that_fails_gives_its_connection_back_with_its_read_timeout(
+        local_targets: dict[str, Target], deployed: Deployment, neo4j_driver: Any) -> None:
+    """The export bounds its connection's reads by its deadline; whatever stops it (here the sink
+    fails on the first write), the pooled connection gets its own read timeout back, so a later
+    query slower than that bound still works on Warden's driver (a health check found one once)."""
+    with neo4j_driver.session() as session:
+        session.run("MATCH (n) DETACH DELETE n").consume()
+        session.run("UNWIND range(1, 100) AS i CREATE (:Budget {i: i})").consume()
+    secret = load_secret(local_targets["graph-local"])
+    with pytest.raises(OSError, match="the sink is full"):
+        engine_for("neo4j").export_backup(secret, _RefusingSink(), deadline=time.monotonic() + 0.3)
+    query = "UNWIND range(1, $n) AS i WITH i WHERE i % 7 = 0 RETURN count(*)"
+    n = 200_000
+    while True:  # a query that takes at least 0.8 s on this machine
+        started = time.monotonic()
+        neo4j_driver.execute_query(query, n=n)
+        if time.monotonic() - started >= 0.8:
+            break
+        n *= 2
+    assert neo4j_driver_of(secret).execute_query(query, n=n).records[0][0] == n // 7
 
 
 def test_the_backup_function_stops_before_its_timeout(aws: LocalAws, deployed: Deployment, settings: Settings,

@@ -22,7 +22,7 @@ from warden.config.backup import RDS_SNAPSHOT
 from warden.config.credentials import DatabaseSecret
 from warden.config.target import Engine, Target
 from warden.engines import engine_for
-from warden.engines.base import RestoreRefused, RestoreResult, ServerStalled
+from warden.engines.base import DeadlinePassed, RestoreRefused, RestoreResult
 from warden.errors import BackupRefused, WardenError
 from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
 from warden.settings import Settings
@@ -166,9 +166,9 @@ def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
             with ArtifactWriter(sink, data_key, deadline=deadline) as writer:
                 result = engine.export_backup(secret, writer, deadline=deadline,
                                               **{**engine_options(settings, target.engine), **export_options})
-        except (OutOfTime, ServerStalled) as err:  # ServerStalled: the deadline passed while waiting for the server
-            raise _out_of_time(target, writer.size_bytes, (deadline or clock) - clock,
-                               str(err) if isinstance(err, ServerStalled) else None) from None
+        except (OutOfTime, DeadlinePassed) as err:  # DeadlinePassed: the server stopped or stalled at the deadline
+            raise _out_of_time(target, writer.size_bytes, max((deadline or clock) - clock, 0.0),
+                               str(err) if isinstance(err, DeadlinePassed) else None) from None
         info = writer.close()
         finished = datetime.now(UTC)
         manifest = {

@@ -35,7 +35,12 @@ class BackupFailed(WardenError):
     """The engine could not produce a complete backup."""
 
 
-class ServerStalled(BackupFailed):
+class DeadlinePassed(BackupFailed):
+    """The export's deadline passed: the server stopped the export's transaction at the timeout the
+    deadline set, or the export was stopped waiting for the server. The caller reports it as out of time."""
+
+
+class ServerStalled(DeadlinePassed):
     """The export's deadline passed while it waited for a server that sent nothing (stopped, hung,
     or a network that drops packets): the export was stopped instead of blocking past it."""
 

@@ -18,6 +18,7 @@ checked against the archive and the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -26,9 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import neo4j
+from neo4j import exceptions as neo4j_errors
 
 from warden.config.credentials import Neo4jSecret
-from warden.engines.base import BackupFailed, ExportResult, ServerStalled, Writable
+from warden.engines.base import BackupFailed, DeadlinePassed, ExportResult, ServerStalled, Writable
 from warden.engines.neo4j.connection import server_info
 from warden.engines.neo4j.format import (
     COMPRESSION_LEVEL,
@@ -252,11 +254,14 @@ def export_backup(
 
     `deadline` (`time.monotonic()`): the transaction's timeout ends there (a live server stops it),
     and so does every read of the connection (a server that sends nothing, stopped or unreachable):
-    `ServerStalled` instead of a read blocked past it.
+    `ServerStalled` instead of a read blocked past it; a transaction the server stopped at its timeout
+    raises `DeadlinePassed`.
     """
     started = time.monotonic()
     try:
         return _export(secret, out, batch_size, compression_level, on_section, deadline, started)
+    except _TransactionTimedOut as err:
+        raise DeadlinePassed(f"Neo4j stopped the export's transaction at the backup's deadline ({err})") from None
     except DatabaseUnavailable as err:
         if deadline is not None and time.monotonic() >= deadline - _DEADLINE_SLACK_S:
             raise ServerStalled(f"the server stalled: the backup's deadline passed while waiting for Neo4j at "
@@ -265,6 +270,14 @@ def export_backup(
 
 
 _DEADLINE_SLACK_S = 0.5  # a read that timed out at the deadline reports a little before or after it
+
+
+class _TransactionTimedOut(Exception):
+    """The server stopped the export's transaction at the timeout its deadline set."""
+
+
+_TIMED_OUT_CODES = ("Neo.ClientError.Transaction.TransactionTimedOut",
+                    "Neo.ClientError.Transaction.TransactionTimedOutClientConfiguration")
 
 
 def _bound_reads(tx: Any, deadline: float | None) -> Any:
@@ -282,7 +295,34 @@ def _bound_reads(tx: Any, deadline: float | None) -> Any:
 def _restore_reads(tx: Any, previous: Any) -> None:
     sock: Any = getattr(getattr(tx, "_connection", None), "socket", None)
     if hasattr(sock, "set_read_timeout"):
-        sock.set_read_timeout(previous)  # the connection goes back to the pool
+        with contextlib.suppress(OSError):  # a connection closed by the failure is not reused
+            sock.set_read_timeout(previous)  # the connection goes back to the pool
+
+
+def _export_in(tx: Any, secret: Neo4jSecret, writer: ArchiveWriter, seen: _IdSet, counts: dict[str, int],
+               batch_size: int, info: Any, on_section: SectionHook | None) -> tuple[int, int, int, dict[str, Any]]:
+    """The export's transaction: header and schema, nodes, relationships, commit."""
+    schema = _read_schema(tx)
+    writer.record(["header", {
+        "format": FORMAT_VERSION,
+        "created_at": datetime.now(UTC).isoformat(),
+        "server": {"version": info.version, "edition": info.edition},
+        "database": secret.database,
+        "schema": schema,
+    }])
+    if on_section:
+        on_section("schema", len(schema["constraints"]) + len(schema["indexes"]))
+    try:
+        nodes = _export_nodes(tx, writer, seen, counts, batch_size, info.version)
+        if on_section:
+            on_section("nodes", nodes)
+        relationships, dangling = _export_relationships(tx, writer, seen, counts, batch_size, info.version)
+    except UnsupportedValue as err:
+        raise BackupFailed(f"cannot back up {secret.uri}/{secret.database}: {err}") from None
+    if on_section:
+        on_section("relationships", relationships)
+    tx.commit()
+    return nodes, relationships, dangling, schema
 
 
 def _export(secret: Neo4jSecret, out: Writable, batch_size: int, compression_level: int,
@@ -297,27 +337,15 @@ def _export(secret: Neo4jSecret, out: Writable, batch_size: int, compression_lev
         timeout = None if deadline is None else max(deadline - time.monotonic(), 0.1)
         with session.begin_transaction(timeout=timeout) as tx:
             previous_timeout = _bound_reads(tx, deadline)
-            schema = _read_schema(tx)
-            writer.record(["header", {
-                "format": FORMAT_VERSION,
-                "created_at": datetime.now(UTC).isoformat(),
-                "server": {"version": info.version, "edition": info.edition},
-                "database": secret.database,
-                "schema": schema,
-            }])
-            if on_section:
-                on_section("schema", len(schema["constraints"]) + len(schema["indexes"]))
             try:
-                nodes = _export_nodes(tx, writer, seen, counts, batch_size, info.version)
-                if on_section:
-                    on_section("nodes", nodes)
-                relationships, dangling = _export_relationships(tx, writer, seen, counts, batch_size, info.version)
-            except UnsupportedValue as err:
-                raise BackupFailed(f"cannot back up {secret.uri}/{secret.database}: {err}") from None
-            if on_section:
-                on_section("relationships", relationships)
-            tx.commit()
-            _restore_reads(tx, previous_timeout)
+                nodes, relationships, dangling, schema = _export_in(tx, secret, writer, seen, counts, batch_size,
+                                                                    info, on_section)
+            except neo4j_errors.ClientError as err:
+                if deadline is not None and err.code in _TIMED_OUT_CODES:
+                    raise _TransactionTimedOut(f"{err.code}") from None
+                raise
+            finally:
+                _restore_reads(tx, previous_timeout)  # also on failure: the connection goes back to the pool
         after, bookmark_after = _totals(session)
 
     counts.update(nodes=nodes, relationships=relationships)
