@@ -5,12 +5,13 @@ thresholds and the rest (each concern's model lives in its own module of warden.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from warden.config.backup import BackupConfig, check_backup_method
 from warden.config.base import GROUP_NAME, SECRET_NAME, TAG_KEY, TAG_VALUE, TARGET_NAME, Model
+from warden.config.fargate import FargateSize
 from warden.config.health import HealthThresholds, LicenseConfig, RequiredSchema
 from warden.config.monitoring import InstanceMonitoring, LogMonitoring, check_monitoring
 from warden.config.network import TlsConfig
@@ -105,6 +106,10 @@ class Target(Model):
     rds: RdsRef | None = None
     # How it is backed up: the engine's logical method by default, or rds-snapshot (warden.config.backup).
     backup: BackupConfig = BackupConfig()
+    # Where its backup runs: Lambda, an ECS Fargate task, or (auto) whichever fits (warden.runner,
+    # docs/fargate.md); `fargate` sizes the task.
+    runner: Literal["auto", "lambda", "fargate"] = "auto"
+    fargate: FargateSize = FargateSize()
     # Instance alarms (EC2 instances of a self-hosted target; thresholds of an RDS one) and log
     # monitoring (warden.config.monitoring, docs/monitoring.md).
     instances: InstanceMonitoring | None = None
@@ -124,6 +129,13 @@ class Target(Model):
         if self.rds is not None and self.engine is not Engine.POSTGRES:
             raise ValueError(f"target {self.name!r}: rds is for PostgreSQL targets on RDS / Aurora")
         check_backup_method(self.name, self.engine.value, self.rds is not None, self.backup)
+        return self
+
+    @model_validator(mode="after")
+    def _runner_fits_the_method(self) -> Target:
+        if self.runner == "fargate" and self.backup.method == "rds-snapshot":
+            raise ValueError(f"target {self.name!r}: runner fargate runs logical backups; an rds-snapshot "
+                             "backup is made by RDS (leave runner out or set it to lambda)")
         return self
 
     @model_validator(mode="after")
