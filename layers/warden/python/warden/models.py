@@ -109,6 +109,10 @@ class BackupRecord(BaseModel):
     replica_checked_at: datetime | None = None
     # method rds-snapshot: the RDS snapshot this backup is (RDS keeps the data; see warden.snapshot_backup).
     snapshot: SnapshotRef | None = None
+    # Where the backup ran ("lambda", "fargate"; None on records written before), and, while it runs,
+    # how far it got: {"bytes", "rate_bytes_s", "eta_s", "updated_at"} (warden.backup).
+    runner: str | None = None
+    progress: dict[str, Any] | None = None
 
 
 

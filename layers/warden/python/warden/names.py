@@ -34,6 +34,14 @@ ENV_BACKUP_FUNCTION: Final = "WARDEN_BACKUP_FUNCTION"  # remediate: the function
 ENV_REPLICA_BUCKET: Final = "WARDEN_REPLICA_BUCKET"
 ENV_REPLICA_REGION: Final = "WARDEN_REPLICA_REGION"
 ENV_REPLICA_KMS_KEY: Final = "WARDEN_REPLICA_KMS_KEY"
+# The backup function and the task (docs/fargate.md): the stage's Task state machine and ECS cluster,
+# the task run's Step Functions token, and the knobs of a run (tests cut them short).
+ENV_TASK_STATE_MACHINE_ARN: Final = "WARDEN_TASK_STATE_MACHINE_ARN"
+ENV_TASK_CLUSTER: Final = "WARDEN_TASK_CLUSTER"
+ENV_TASK_TOKEN: Final = "WARDEN_TASK_TOKEN"  # noqa: S105 - the variable's name
+ENV_TASK_LEASE_TTL_S: Final = "WARDEN_TASK_LEASE_TTL_S"
+ENV_PROGRESS_INTERVAL_S: Final = "WARDEN_PROGRESS_INTERVAL_S"
+ENV_LAMBDA_BUDGET_S: Final = "WARDEN_LAMBDA_BUDGET_S"
 
 # -- a deployed stage ---------------------------------------------------------------------------
 

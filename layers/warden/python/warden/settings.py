@@ -27,6 +27,18 @@ class Settings(BaseModel):
     kms_key_id: str | None = Field(default=None, alias=names.ENV_KMS_KEY_ID)
     # Where the TLS-capable pg_dump / pg_restore live (see docs/postgres-tools.md); PATH otherwise.
     pg_bin_dir: str | None = Field(default=None, alias=names.ENV_PG_BIN_DIR)
+    # Long jobs on ECS Fargate (docs/fargate.md): where the backup function hands a backup over, and
+    # the cluster whose tasks the abandon action stops; None on a stage without Fargate.
+    task_state_machine_arn: str | None = Field(default=None, alias=names.ENV_TASK_STATE_MACHINE_ARN)
+    task_cluster: str | None = Field(default=None, alias=names.ENV_TASK_CLUSTER)
+    # A task run's Step Functions task token (set per run by RunTask's override); never logged.
+    task_token: str | None = Field(default=None, alias=names.ENV_TASK_TOKEN, repr=False)
+    # A task run's lease TTL (None: warden.backup.BACKUP_LEASE_S), renewed every quarter of it.
+    task_lease_ttl_s: float | None = Field(default=None, gt=0, alias=names.ENV_TASK_LEASE_TTL_S)
+    # How often a running backup records its progress on its RUNNING record.
+    progress_interval_s: float = Field(default=5.0, gt=0, alias=names.ENV_PROGRESS_INTERVAL_S)
+    # Caps the backup function's Lambda budget at this many seconds (tests: a backup that does not fit).
+    lambda_budget_s: float | None = Field(default=None, gt=0, alias=names.ENV_LAMBDA_BUDGET_S)
 
     @property
     def targets_path(self) -> str:

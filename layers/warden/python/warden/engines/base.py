@@ -105,6 +105,11 @@ class DatabaseEngine(Protocol):
 
     def is_empty(self, secret: Any) -> bool: ...
 
+    def estimate_size_bytes(self, secret: Any) -> int | None:
+        """What the database takes on disk, cheaply (the runner's guess for a first backup); None
+        when the engine cannot tell cheaply."""
+        ...
+
     def compare_indexes(self, secret: Any, manifest: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """(errors, warnings): the database's index states against the source's in the manifest. An
         index ONLINE in the source and not here is an error; one FAILED in both is a warning."""

@@ -56,6 +56,9 @@ class Neo4jEngine(CapabilityModules):
     def is_empty(self, secret: Any) -> bool:
         return is_empty(secret)
 
+    def estimate_size_bytes(self, secret: Any) -> int | None:
+        return None  # Community has no cheap store size over Bolt; a first backup starts on Lambda
+
     def compare_indexes(self, secret: Any, manifest: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         return compare_indexes(secret, manifest)
 

@@ -23,7 +23,7 @@ from warden.engines.postgres import credentials, health
 from warden.engines.postgres.archive import ARCHIVE_MAGIC, ArchiveHeader, parse_header
 from warden.engines.postgres.backup import CONSISTENCY, export_backup
 from warden.engines.postgres.connection import APPLICATION_NAME, connect, server_info
-from warden.engines.postgres.inventory import count_objects, is_empty
+from warden.engines.postgres.inventory import count_objects, database_size, is_empty
 from warden.engines.postgres.restore import restore_backup
 from warden.engines.postgres.tools import PgTool, PgToolsError, compression_for, find_tool
 
@@ -58,6 +58,9 @@ class PostgresEngine(CapabilityModules):
 
     def is_empty(self, secret: Any) -> bool:
         return is_empty(secret)
+
+    def estimate_size_bytes(self, secret: Any) -> int | None:
+        return database_size(secret)
 
     def compare_indexes(self, secret: Any, manifest: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         # pg_restore builds every index or fails the restore (--exit-on-error): nothing to compare.

@@ -134,6 +134,13 @@ SELECT
 """
 
 
+def database_size(secret: PostgresSecret) -> int:
+    """pg_database_size of the target's database (bytes on disk; a dump is usually smaller)."""
+    with connect(secret, timeout=CONNECT_TIMEOUT) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(row[0]) if row else 0
+
+
 def is_empty(secret: PostgresSecret) -> bool:
     """True when the database holds nothing of its own: no schema but `public`, and no table, view,
     sequence, function or type outside what installed extensions brought. A database that does not
