@@ -281,7 +281,8 @@ class Dashboard(Construct):
                    [fn.function.metric_throttles(statistic="Sum", period=period, label=job)
                     for job, fn in functions.items()]),
             _graph("Health runs: targets checked",
-                   [warden_metric("TargetsChecked", statistic="Sum", period=period, label="targets checked")]),
+                   [warden_metric("TargetsChecked", statistic="Sum", period=period, label="targets checked",
+                                  Stage=self.alarms.stage.name)]),
         ]
         machines = self.alarms.state_machines
         if machines:

@@ -35,6 +35,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     publish(metric_points(report), metrics.namespace)
     log_checks(report)  # check durations and values: the log, not CloudWatch metrics
     record_health(stores.audit, report, actor=actor(context, request.requested_by))
+    metrics.add_dimension(name="Stage", value=SETTINGS.stage)  # stages never share metrics
     metrics.add_metric(name="TargetsChecked", unit=MetricUnit.Count, value=len(report.targets))
     logger.info("health checked", extra={
         "status": report.status.value, "targets": len(report.targets),

@@ -29,6 +29,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     targets = select_targets(config, request.target)
     report = check_licenses(config.stage, targets)
     publish(license_metric_points(report), metrics.namespace)
+    metrics.add_dimension(name="Stage", value=config.stage)  # stages never share metrics
     metrics.add_metric(name="LicensesChecked", unit=MetricUnit.Count, value=len(report.targets))
     logger.info("licences checked", extra={
         "status": report.status.value, "targets": {t.target: t.status.value for t in report.targets}})

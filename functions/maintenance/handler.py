@@ -26,6 +26,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     target = get_target(SETTINGS, request.target)
     report = run_maintenance(Stores.from_settings(SETTINGS), target, actor=actor(context, request.requested_by),
                              tasks=request.tasks)
+    metrics.add_dimension(name="Stage", value=SETTINGS.stage)  # stages never share metrics
     metrics.add_dimension(name="Target", value=target.name)
     metrics.add_metric(name="MaintenanceDuration", unit=MetricUnit.Seconds, value=report.duration_s)
     metrics.add_metric(name="MaintenanceErrors", unit=MetricUnit.Count, value=sum(len(t.errors) for t in report.tasks))

@@ -26,6 +26,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = run_prune(Stores.from_settings(SETTINGS), target, apply=request.applies,
                        actor=actor(context, request.requested_by))
     if report.applied:
+        metrics.add_dimension(name="Stage", value=SETTINGS.stage)  # stages never share metrics
         metrics.add_dimension(name="Target", value=target.name)
         metrics.add_metric(name="BackupsKept", unit=MetricUnit.Count, value=report.kept)
         metrics.add_metric(name="BackupsDeleted", unit=MetricUnit.Count, value=len(report.deleted))

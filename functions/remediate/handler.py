@@ -38,6 +38,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     result = remediate(Stores.from_settings(SETTINGS), event, actor=actor(context),
                        backup_function=ENVIRONMENT.backup_function)
     if result.target and result.action:
+        metrics.add_dimension(name="Stage", value=SETTINGS.stage)  # stages never share metrics
         metrics.add_dimension(name="Target", value=result.target)
         metrics.add_dimension(name="Action", value=result.action)
         metrics.add_dimension(name="Outcome", value=result.outcome)

@@ -24,6 +24,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(ReportRequest, event)
     result = run_report(Stores.from_settings(SETTINGS), request.when(datetime.now(UTC)),
                         actor(context, request.requested_by))
+    metrics.add_dimension(name="Stage", value=SETTINGS.stage)  # stages never share metrics
     metrics.add_metric(name="ReportsPublished", unit=MetricUnit.Count, value=1)
     logger.info("report published", extra={"key": result["key"]})
     return result

@@ -28,6 +28,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(RotationEvent, event)
     target = target_of_secret(list(load_targets(SETTINGS).values()), request.secret_id)
     by = actor(context)
+    metrics.add_dimension(name="Stage", value=SETTINGS.stage)  # stages never share metrics
     try:
         result = rotate_step(target, request.secret_id, request.token, request.step.value)
     except Exception as err:

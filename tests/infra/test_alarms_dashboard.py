@@ -498,8 +498,8 @@ def test_dashboard_shows_errors_and_throttles_of_every_function_and_state_machin
         rows = _metric_rows(widgets[title])
         assert {(r[0], r[1]) for r in rows} == {("AWS/Lambda", metric)}
         assert {_dims(r)["FunctionName"] for r in rows} == functions
-    assert _metric_rows(widgets["Health runs: targets checked"])[0][:4] == ["Warden", "TargetsChecked", "service",
-                                                                          "warden"]
+    checked = _metric_rows(widgets["Health runs: targets checked"])[0]
+    assert checked[:2] == ["Warden", "TargetsChecked"] and _dims(checked) == {"Stage": "dev", "service": "warden"}
     machines = dev_stack.state_machines
     rows = _metric_rows(widgets["State machines: executions failed / timed out"])
     assert {r[1] for r in rows} == {"ExecutionsFailed", "ExecutionsTimedOut"}

@@ -577,7 +577,8 @@ def test_deployed_health_function_runs_every_tier_and_emits_metrics_with_documen
     assert "backup" in {e["Tier"] for e in emf if "TierStatus" in e}
     assert not {"Healthy", "CheckStatus", "CheckDuration", "WraparoundAge", "NodeCount"} & set(dims)
     assert {e["Stage"] for e in emf if "Target" in e} == {"local"}
-    assert dims["TargetsChecked"] == ("service",)
+    assert set(dims["TargetsChecked"]) == {"Stage", "service"}  # a stage's count, never two stages' mixed
+    assert {e["Stage"] for e in emf if "TargetsChecked" in e} == {"local"}
     assert {e["_aws"]["CloudWatchMetrics"][0]["Namespace"] for e in emf} == {"Warden"}
     assert {e["service"] for e in emf} == {"warden"}
     points = {(p.name, p.dimensions.get("Tier")) for p in metric_points(_report(report))}

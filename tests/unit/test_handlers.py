@@ -181,3 +181,73 @@ def test_a_recovery_step_logs_no_target_or_backup_of_an_earlier_invocation(
     assert during_restore["target"] == "pg-local" and during_restore["backup_id"] == plan.backup_id
     assert during_preflight["step"] == "preflight"
     assert "target" not in during_preflight and "backup_id" not in during_preflight
+
+
+# -- stage-level counts carry the stage ----------------------------------------------------------
+
+def _fakes(job: str) -> dict[str, Any]:
+    """What the job's domain call returns here instead of reaching a database, S3 or SNS."""
+    from warden.license import LicenseReport
+    from warden.maintenance import MaintenanceReport, TaskResult
+    from warden.models import HealthReport, HealthStatus
+    from warden.prune import PruneReport
+    from warden.remediation import Remediation
+    from warden.rotation import StepResult
+
+    fakes: dict[str, dict[str, Any]] = {
+        "health": {"check_targets": lambda stage, targets, **_: HealthReport(stage=stage, status=HealthStatus.HEALTHY,
+                                                                              targets=[]),
+                   "record_health": lambda *a, **k: None},
+        "license_check": {"check_licenses": lambda stage, targets: LicenseReport(stage=stage, status="ok",
+                                                                                   targets=[])},
+        "prune": {"run_prune": lambda *a, **k: PruneReport(target="pg-local", applied=True, decisions=[])},
+        "maintenance": {"run_maintenance": lambda *a, **k: MaintenanceReport(
+            target="pg-local", tasks=[TaskResult(task="analyze", duration_s=0.1, summary="analyzed")],
+            duration_s=0.1)},
+        "remediate": {"remediate": lambda *a, **k: Remediation(outcome="dry-run", why="test", target="pg-local",
+                                                               action="cancel_long_queries")},
+        "report": {"run_report": lambda *a, **k: {"key": "reports/local/2026-W47.html", "summary": ""}},
+        "rotate": {"target_of_secret": lambda targets, secret: targets[0],
+                   "rotate_step": lambda target, secret, token, step: StepResult(
+                       step=step, target=target.name, version=token, outcome="done", username="warden"),
+                   "audit": lambda *a, **k: None},
+    }
+    return fakes[job]
+
+
+STAGE_COUNT_EVENTS: dict[str, tuple[dict[str, Any], set[str]]] = {
+    "health": ({"target": "pg-local"}, {"TargetsChecked"}),
+    "license_check": ({"target": "pg-local"}, {"LicensesChecked"}),
+    "prune": ({"target": "pg-local", "trigger": "schedule"},
+              {"BackupsKept", "BackupsDeleted", "BytesFreed", "PruneFailures"}),
+    "maintenance": ({"target": "pg-local", "tasks": ["analyze"]}, {"MaintenanceDuration", "MaintenanceErrors"}),
+    "remediate": ({}, {"RemediationActions"}),
+    "report": ({}, {"ReportsPublished"}),
+    "rotate": ({"SecretId": "warden/local/pg-local", "ClientRequestToken": "a" * 32, "Step": "finishSecret"},
+               {"CredentialsRotated"}),
+}
+
+
+@pytest.mark.parametrize("job", sorted(STAGE_COUNT_EVENTS))
+def test_a_functions_counts_carry_the_stage_so_two_stages_in_one_account_never_share_them(
+        aws: LocalAws, load_handler: Callable[..., ModuleType], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], job: str) -> None:
+    # Given one target, and the job's domain call answering without a database
+    target = Target(name="pg-local", engine=Engine.POSTGRES, secret_name=f"warden/{STAGE}/pg-local")
+    aws.client("ssm").put_parameter(Name=f"/warden/{STAGE}/targets/pg-local", Type="String",
+                                    Value=json.dumps(target.model_dump(mode="json")))
+    handler = load_handler(job)
+    for name, fake in _fakes(job).items():
+        monkeypatch.setattr(handler, name, fake)
+    event, counts = STAGE_COUNT_EVENTS[job]
+    capsys.readouterr()
+    # When the function runs
+    handler.handler(event, context(job))
+    # Then each of its counts is sent with the Stage dimension, valued the function's stage
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    sent = {m["Name"]: (tuple(d), e.get("Stage")) for e in emf for block in e["_aws"]["CloudWatchMetrics"]
+            for m in block["Metrics"] for d in block["Dimensions"]}
+    assert counts <= set(sent), sent
+    for name in counts:
+        dims, stage = sent[name]
+        assert {"Stage", "service"} <= set(dims) and stage == STAGE, (name, dims)
