@@ -13,7 +13,7 @@ from warden.config.target import Engine
 from warden.models import BackupRecord, BackupStatus
 from warden.stores import audit
 from warden.stores.catalog import BackupNotFound, Catalog, StaleRecord, new_backup_id, object_prefix
-from warden.stores.leases import LeaseHeld, Leases
+from warden.stores.leases import LeaseHeld, LeaseLost, Leases
 
 
 @pytest.fixture
@@ -91,6 +91,24 @@ def test_release_of_a_lease_taken_over_does_not_free_the_new_holder(tables: Loca
     leases.acquire("pg", "run-2", "backup", ttl_s=60)
     leases.release(stale)
     assert leases.get("pg").owner == "run-2"
+
+
+def test_renewing_a_lease_pushes_its_expiry_only_for_its_owner(tables: LocalAws) -> None:
+    leases = Leases("state")
+    lease, _ = leases.acquire("pg", "task#1", "backup", ttl_s=0.2, runner="fargate", execution="exec-1")
+    renewed = leases.renew(lease, ttl_s=60)
+    stored = leases.get("pg")
+    assert stored is not None and stored.expires_at == pytest.approx(renewed.expires_at, abs=0.01)
+    assert stored.runner == "fargate" and stored.execution == "exec-1"
+    time.sleep(0.3)  # past the first TTL: still ours, nobody can take it
+    with pytest.raises(LeaseHeld):
+        leases.acquire("pg", "run-2", "backup", ttl_s=60)
+    leases.release(lease)
+    with pytest.raises(LeaseLost, match="it is gone"):
+        leases.renew(lease, ttl_s=60)
+    leases.acquire("pg", "run-2", "backup", ttl_s=60)
+    with pytest.raises(LeaseLost, match="backup by run-2 holds it now"):
+        leases.renew(lease, ttl_s=60)
 
 
 def test_audit_appends_and_tails_newest_first(tables: LocalAws) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -28,8 +30,9 @@ from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
 from warden.settings import Settings
 from warden.stores import Stores
 from warden.stores.artifacts import ArtifactWriter, OutOfTime, json_bytes
-from warden.stores.catalog import new_backup_id, object_prefix
-from warden.stores.leases import Lease, LeaseHeld
+from warden.stores.base import CatalogStore, LeaseStore
+from warden.stores.catalog import StaleRecord, new_backup_id, object_prefix
+from warden.stores.leases import Lease, LeaseHeld, LeaseLost
 
 MANIFEST_VERSION = 1
 METHODS = {Engine.NEO4J: "neo4j-logical", Engine.POSTGRES: "pg_dump"}
@@ -41,24 +44,32 @@ BACKUP_TIMEOUT_S = 15 * 60
 BACKUP_LEASE_S = BACKUP_TIMEOUT_S + 60
 FINISH_MARGIN_S = 30
 
+log = logging.getLogger(__name__)
+
 
 class BackupOutOfTime(WardenError):
-    """The backup could not finish within its invocation's time budget; it was stopped cleanly."""
+    """The backup could not finish within its invocation's time budget; it was stopped cleanly.
+    `backup_id`: its FAILED record (None when it was not started)."""
+
+    backup_id: str | None = None
 
 
 class BackupNotStarted(BackupOutOfTime):
     """The invocation had less time left than the finish margin: the backup was refused, nothing touched."""
 
 
-def _out_of_time(target: Target, written: int, budget_s: float, stalled: str | None = None) -> BackupOutOfTime:
+def _out_of_time(target: Target, written: int, budget_s: float, stalled: str | None = None,
+                 backup_id: str | None = None) -> BackupOutOfTime:
     advice = ("backup.method rds-snapshot backs up an RDS / Aurora database of any size; "
               if target.engine is Engine.POSTGRES and target.rds is not None else "")
-    return BackupOutOfTime(
+    err = BackupOutOfTime(
         f"the backup of {target.name} did not finish within its time budget of {budget_s:.0f} s "
         f"({written / 2**20:.1f} MiB written, about {written / 2**20 / max(budget_s, 1e-3):.1f} MiB/s)"
         f"{'; ' + stalled if stalled else ''}: a backup has to finish inside one invocation of the backup "
         f"function (at most "
         f"{BACKUP_TIMEOUT_S // 60} min); {advice}see the README section \"A backup's time budget\"")
+    err.backup_id = backup_id
+    return err
 
 
 def engine_options(settings: Settings, engine: Engine) -> dict[str, Any]:
@@ -79,13 +90,22 @@ class BackupOutcome:
 def run_backup(stores: Stores, target: Target, *, actor: str, trigger: str = "manual",
                export_options: dict[str, Any] | None = None,
                secret_loader: Callable[[Target], DatabaseSecret] | None = None,
-               held_lease: Lease | None = None, deadline: float | None = None) -> BackupOutcome:
+               held_lease: Lease | None = None, deadline: float | None = None, runner: str = "lambda",
+               on_progress: Callable[[int], None] | None = None, lease_ttl_s: float = BACKUP_LEASE_S,
+               renew_lease: bool = False, execution: str | None = None) -> BackupOutcome:
     """Back up one target. A second trigger while one runs returns "already running" and changes
     nothing; a lease left by a crashed run is taken over and its leftovers cleaned up first.
 
     `held_lease`: the caller already holds the target's lease (a recovery's safety backup); the
     backup runs under it and leaves it held. `deadline` (`time.monotonic()`): an export still
     writing then is stopped, its upload aborted and the record FAILED with `BackupOutOfTime`.
+
+    `runner` ("lambda", "fargate") is recorded on the record (and the lease, with the task's
+    `execution` when known). While the export writes, its progress is saved on the RUNNING record
+    every `settings.progress_interval_s`; `on_progress` gets the bytes written after every write.
+    `lease_ttl_s`: the lease's TTL; with `renew_lease` a background thread renews it every quarter
+    of that (a run with no deadline), and a lease that cannot be renewed stops the export at its
+    next write: the record is FAILED with `LeaseLost`.
     """
     stores.require("catalog", "leases", "artifacts")
     if deadline is not None and (budget := deadline - time.monotonic()) <= 0:
@@ -97,27 +117,111 @@ def run_backup(stores: Stores, target: Target, *, actor: str, trigger: str = "ma
                            trigger=trigger, reason=str(refused))
         raise refused
     load = secret_loader or stores.secrets.load
+    run = _Run(runner=runner, on_progress=on_progress)
     if held_lease is not None:
         return BackupOutcome(record=_backup_under_lease(stores, target, held_lease, actor, trigger,
-                                                        export_options or {}, load, deadline))
+                                                        export_options or {}, load, deadline, run))
     owner = f"{actor}#{uuid.uuid4().hex[:8]}"
+    marks = {"runner": runner, **({"execution": execution} if execution else {})}
     try:
-        lease, crashed = stores.leases.acquire(target.name, owner, "backup", BACKUP_LEASE_S)
+        lease, crashed = stores.leases.acquire(target.name, owner, "backup", lease_ttl_s, **marks)
     except LeaseHeld as held:
         stores.audit.audit(target=target.name, operation="backup", step="start",
                            outcome="skipped", actor=actor, reason=str(held))
         return BackupOutcome(record=None, already_running=str(held))
+    keeper = LeaseKeeper(stores.leases, lease, lease_ttl_s) if renew_lease else None
+    run.keeper = keeper
     try:
+        if keeper is not None:
+            keeper.start()
         if crashed is not None:
             clean_up_crashed_run(stores, crashed, actor)
         return BackupOutcome(record=_backup_under_lease(stores, target, lease, actor, trigger,
-                                                        export_options or {}, load, deadline))
+                                                        export_options or {}, load, deadline, run))
     finally:
+        if keeper is not None:
+            keeper.stop()
         stores.leases.release(lease)
 
 
-def clean_up_crashed_run(stores: Stores, crashed: Lease, actor: str) -> None:
-    """A run died holding the lease: abort its upload and mark its RUNNING record FAILED."""
+class LeaseKeeper:
+    """Renews a lease every quarter of its TTL from a background thread, while a backup with no
+    deadline runs (a Fargate task). A lease it could not renew (LeaseLost: gone, or someone else's)
+    is kept in `lost`, and `check` raises it in the backup's own thread."""
+
+    def __init__(self, leases: LeaseStore, lease: Lease, ttl_s: float) -> None:
+        self._leases, self.lease, self.ttl_s = leases, lease, ttl_s
+        self.lost: LeaseLost | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._renew_loop, name=f"lease-{lease.target}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def check(self) -> None:
+        """Raise LeaseLost when the lease was lost."""
+        if self.lost is not None:
+            raise self.lost
+
+    def _renew_loop(self) -> None:
+        while not self._stopped.wait(self.ttl_s / 4):
+            try:
+                self.lease = self._leases.renew(self.lease, self.ttl_s)
+            except LeaseLost as err:
+                self.lost = err
+                return
+            except Exception as err:  # a transient store error: the next renewal (well before expiry) tries again
+                log.warning("lease renewal failed", extra={"target": self.lease.target, "error": str(err)})
+
+
+@dataclass
+class _Run:
+    """How one backup runs: where, who watches its bytes, who keeps its lease."""
+
+    runner: str = "lambda"
+    on_progress: Callable[[int], None] | None = None
+    keeper: LeaseKeeper | None = None
+
+
+class ProgressRecorder:
+    """The ArtifactWriter's `on_write` hook: raises a lost lease, tells `on_progress`, and saves
+    {bytes, rate_bytes_s, eta_s, updated_at} on the RUNNING record at most every `interval_s`
+    (ETA from `expected_bytes`, the size of the target's newest good backup)."""
+
+    def __init__(self, catalog: CatalogStore, record: BackupRecord, *, interval_s: float,
+                 expected_bytes: int | None, run: _Run, clock: Callable[[], float] = time.monotonic) -> None:
+        self.catalog, self.record, self.interval_s, self.expected_bytes = catalog, record, interval_s, expected_bytes
+        self.run, self.clock = run, clock
+        self.started = self.last_saved = clock()
+
+    def __call__(self, written: int) -> None:
+        if self.run.keeper is not None:
+            self.run.keeper.check()
+        if self.run.on_progress is not None:
+            self.run.on_progress(written)
+        now = self.clock()
+        if now - self.last_saved >= self.interval_s:
+            self.last_saved = now
+            self.record = self.catalog.save(self.record.model_copy(update={"progress": self.progress(written, now)}),
+                                            expect_status=BackupStatus.RUNNING)  # StaleRecord: settled by another
+
+    def progress(self, written: int, now: float | None = None) -> dict[str, Any]:
+        elapsed = max((self.clock() if now is None else now) - self.started, 1e-3)
+        rate = written / elapsed
+        eta = ((self.expected_bytes - written) / rate if self.expected_bytes and rate > 0
+               and self.expected_bytes > written else None)
+        return {"bytes": written, "rate_bytes_s": round(rate), "eta_s": None if eta is None else round(eta, 1),
+                "updated_at": datetime.now(UTC).isoformat()}
+
+
+def clean_up_crashed_run(stores: Stores, crashed: Lease, actor: str, reason: str | None = None) -> None:
+    """A run died holding the lease: abort its upload and mark its RUNNING record FAILED (with
+    `reason`, or "its lease expired")."""
     catalog = stores.catalog
     if crashed.upload_key and crashed.upload_id:
         stores.artifacts.abort_upload(crashed.upload_key, crashed.upload_id)
@@ -128,28 +232,31 @@ def clean_up_crashed_run(stores: Stores, crashed: Lease, actor: str) -> None:
             settle_snapshot(stores, record, actor)
         elif record.status is BackupStatus.RUNNING:
             record.status = BackupStatus.FAILED
-            record.error = f"the run ({crashed.owner}) stopped without finishing; its lease expired"
+            record.error = reason or f"the run ({crashed.owner}) stopped without finishing; its lease expired"
             record.finished_at = datetime.now(UTC)
             record.upload_id = None
             catalog.save(record, expect_status=BackupStatus.RUNNING)
     stores.audit.audit(target=crashed.target, operation="backup", step="cleanup",
-                       outcome="ok", actor=actor, backup_id=crashed.backup_id, crashed_owner=crashed.owner)
+                       outcome="ok", actor=actor, backup_id=crashed.backup_id, crashed_owner=crashed.owner,
+                       **({"reason": reason} if reason else {}))
 
 
 def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
                         actor: str, trigger: str, export_options: dict[str, Any],
                         secret_loader: Callable[[Target], DatabaseSecret],
-                        deadline: float | None = None) -> BackupRecord:
+                        deadline: float | None = None, run: _Run | None = None) -> BackupRecord:
     settings, catalog, artifacts = stores.settings, stores.catalog, stores.artifacts
+    run = run or _Run()
     if target.backup.method == RDS_SNAPSHOT:  # RDS makes the copy, nothing streams to S3 (warden.snapshot_backup)
         from warden.snapshot_backup import back_up_snapshot
         return back_up_snapshot(stores, target, lease, actor, trigger)
     started = datetime.now(UTC)
     clock = time.monotonic()
     backup_id = new_backup_id(started)
+    previous = catalog.latest(target.name, GOOD_BACKUP)  # its size gives the progress an ETA
     record = catalog.create(BackupRecord(
         target=target.name, backup_id=backup_id, engine=target.engine, method=METHODS[target.engine],
-        status=BackupStatus.RUNNING, started_at=started, trigger=trigger, actor=actor,
+        status=BackupStatus.RUNNING, started_at=started, trigger=trigger, actor=actor, runner=run.runner,
     ))
     stores.audit.audit(target=target.name, operation="backup", step="start", outcome="ok",
                        actor=actor, backup_id=backup_id, trigger=trigger)
@@ -162,13 +269,17 @@ def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
         stores.leases.update(lease, backup_id=backup_id, upload_key=data_key, upload_id=sink.upload_id)
         record.upload_id = sink.upload_id
         catalog.save(record)
+        recorder = ProgressRecorder(catalog, record, interval_s=settings.progress_interval_s,
+                                    expected_bytes=previous.size_bytes if previous else None, run=run)
         try:
-            with ArtifactWriter(sink, data_key, deadline=deadline) as writer:
+            with ArtifactWriter(sink, data_key, deadline=deadline, on_write=recorder) as writer:
                 result = engine.export_backup(secret, writer, deadline=deadline,
                                               **{**engine_options(settings, target.engine), **export_options})
+                if run.keeper is not None:
+                    run.keeper.check()  # a lost lease: abort rather than complete the object
         except (OutOfTime, DeadlinePassed) as err:  # DeadlinePassed: the server stopped or stalled at the deadline
             raise _out_of_time(target, writer.size_bytes, max((deadline or clock) - clock, 0.0),
-                               str(err) if isinstance(err, DeadlinePassed) else None) from None
+                               str(err) if isinstance(err, DeadlinePassed) else None, backup_id) from None
         info = writer.close()
         finished = datetime.now(UTC)
         manifest = {
@@ -201,6 +312,7 @@ def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
             "format_version": result.format_version, "consistency": result.consistency,
             "warnings": list(result.details.get("warnings", [])),
             "duration_s": round(time.monotonic() - clock, 3), "upload_id": None,
+            "progress": (recorder.progress(info.size_bytes) | {"eta_s": 0}) if recorder.record.progress else None,
         })
         catalog.save(record, expect_status=BackupStatus.RUNNING)
     except BaseException as err:
@@ -208,7 +320,10 @@ def _backup_under_lease(stores: Stores, target: Target, lease: Lease,
             "status": BackupStatus.FAILED, "finished_at": datetime.now(UTC), "error": f"{type(err).__name__}: {err}",
             "duration_s": round(time.monotonic() - clock, 3), "upload_id": None,
         })
-        catalog.save(failed)
+        try:
+            catalog.save(failed, expect_status=BackupStatus.RUNNING)
+        except StaleRecord:  # settled already (an Abandon step, or a run that took over an expired lease)
+            log.warning("backup record settled by another run", extra={"target": target.name, "backup_id": backup_id})
         stores.audit.audit(target=target.name, operation="backup", step="fail",
                            outcome="failed", actor=actor, backup_id=backup_id, error=failed.error)
         raise

@@ -33,6 +33,8 @@ class Settings(BaseModel):
     task_cluster: str | None = Field(default=None, alias=names.ENV_TASK_CLUSTER)
     # A task run's Step Functions task token (set per run by RunTask's override); never logged.
     task_token: str | None = Field(default=None, alias=names.ENV_TASK_TOKEN, repr=False)
+    # A task run's execution name, recorded on the lease: the execution's Abandon step cleans up only its own run.
+    task_execution: str | None = Field(default=None, alias=names.ENV_TASK_EXECUTION)
     # A task run's lease TTL (None: warden.backup.BACKUP_LEASE_S), renewed every quarter of it.
     task_lease_ttl_s: float | None = Field(default=None, gt=0, alias=names.ENV_TASK_LEASE_TTL_S)
     # How often a running backup records its progress on its RUNNING record.

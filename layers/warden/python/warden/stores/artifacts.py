@@ -13,7 +13,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -146,10 +146,12 @@ class ArtifactWriter:
 
     `deadline` (a `time.monotonic()` value): a write after it raises `OutOfTime`, so a producer that
     would outlive its Lambda invocation stops while there is still time to abort and record why.
+    `on_write`: called after each write with the bytes written so far (progress); an exception it
+    raises stops the producer like any failed write.
     """
 
     def __init__(self, sink: Sink, key: str, *, part_size: int = DEFAULT_PART_SIZE,
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None, on_write: Callable[[int], None] | None = None) -> None:
         if part_size < 5 * MiB and not isinstance(sink, NullSink):
             raise ValueError("S3 parts must be at least 5 MiB")
         self.sink, self.key, self.part_size = sink, key, part_size
@@ -163,6 +165,7 @@ class ArtifactWriter:
         self._part = 0
         self._closed = False
         self._deadline = deadline
+        self._on_write = on_write
         self.info: ArtifactInfo | None = None
 
     @property
@@ -186,6 +189,8 @@ class ArtifactWriter:
             view = view[take:]
             if self._fill == self.part_size:
                 self._flush()
+        if self._on_write is not None:
+            self._on_write(self._size)
         return size
 
     def _flush(self) -> None:

@@ -21,6 +21,10 @@ class LeaseHeld(WardenError):
         self.holder = holder
 
 
+class LeaseLost(WardenError):
+    """Our lease is gone or someone else holds it now: the work it guarded must stop."""
+
+
 @dataclass(frozen=True)
 class Lease:
     target: str
@@ -30,6 +34,10 @@ class Lease:
     backup_id: str | None = None
     upload_key: str | None = None
     upload_id: str | None = None
+    # A backup on Fargate (docs/fargate.md): its runner, and its Task state machine execution when known,
+    # so the execution's Abandon step cleans up only after its own task.
+    runner: str | None = None
+    execution: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Lease:
@@ -41,6 +49,8 @@ class Lease:
             backup_id=item.get("backup_id", {}).get("S"),
             upload_key=item.get("upload_key", {}).get("S"),
             upload_id=item.get("upload_id", {}).get("S"),
+            runner=item.get("runner", {}).get("S"),
+            execution=item.get("execution", {}).get("S"),
         )
 
 
@@ -94,6 +104,24 @@ class Leases:
         )
         return Lease(**{**lease.__dict__, **attrs})
 
+    def renew(self, lease: Lease, ttl_s: float) -> Lease:
+        """Push our lease's expiry to `ttl_s` from now; LeaseLost when it is gone or someone else's."""
+        expires_at = time.time() + ttl_s
+        try:
+            self._ddb.update_item(
+                TableName=self.table, Key={"pk": {"S": f"lease#{lease.target}"}, "sk": {"S": "lease"}},
+                UpdateExpression="SET expires_at = :e, #t = :t",
+                ConditionExpression="attribute_exists(pk) AND #o = :owner",
+                ExpressionAttributeNames={"#o": "owner", "#t": "ttl"},
+                ExpressionAttributeValues={":e": {"N": f"{expires_at:.3f}"}, ":t": {"N": str(int(expires_at) + 86400)},
+                                           ":owner": {"S": lease.owner}},
+            )
+        except ClientError as err:
+            if err.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            raise LeaseLost(lost_message(lease, self.get(lease.target))) from None
+        return Lease(**{**lease.__dict__, "expires_at": expires_at})
+
     def get(self, target: str) -> Lease | None:
         item = self._ddb.get_item(TableName=self.table, Key={"pk": {"S": f"lease#{target}"}, "sk": {"S": "lease"}},
                                   ConsistentRead=True).get("Item")
@@ -110,3 +138,9 @@ class Leases:
         except ClientError as err:
             if err.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
+
+
+def lost_message(lease: Lease, holder: Lease | None) -> str:
+    """Why `lease` is not ours any more, for LeaseLost."""
+    now = "it is gone" if holder is None else f"{holder.operation} by {holder.owner} holds it now"
+    return f"lease lost: the lease of {lease.target} held by {lease.owner} cannot be renewed ({now})"

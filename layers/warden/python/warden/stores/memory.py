@@ -25,7 +25,7 @@ from warden.settings import Settings
 from warden.stores import Stores
 from warden.stores.artifacts import ArtifactError, json_bytes
 from warden.stores.catalog import BackupNotFound, CatalogError, StaleRecord
-from warden.stores.leases import Lease, LeaseHeld
+from warden.stores.leases import Lease, LeaseHeld, LeaseLost, lost_message
 from warden.stores.recovery_state import updated
 
 Clock = Callable[[], float]
@@ -116,6 +116,13 @@ class MemoryLeases:
         updated = Lease(**{**held.__dict__, **attrs})
         self.leases[lease.target] = updated
         return Lease(**{**lease.__dict__, **attrs})
+
+    def renew(self, lease: Lease, ttl_s: float) -> Lease:
+        held = self.leases.get(lease.target)
+        if held is None or held.owner != lease.owner:
+            raise LeaseLost(lost_message(lease, held))
+        self.leases[lease.target] = Lease(**{**held.__dict__, "expires_at": self.clock() + ttl_s})
+        return Lease(**{**lease.__dict__, "expires_at": self.clock() + ttl_s})
 
     def get(self, target: str) -> Lease | None:
         return self.leases.get(target)
