@@ -10,6 +10,9 @@ invocation — from boto3 or from a state machine's Task — runs the real handl
 `functions/<job>/handler.py`, chosen by the function's `WARDEN_FUNCTION` variable, in this process.
 A handler that raises answers like Lambda does: `FunctionError: Unhandled` and a payload with
 `errorType` / `errorMessage`, so Step Functions Retry / Catch on error names work as in AWS.
+ECS tasks (RunTask, from boto3 or a state machine's `ecs:runTask`) run as child processes
+(local/ecs.py), which reach moto through `AWS_ENDPOINT_URL`: the server, or in-process a
+ThreadedMotoServer started on the first RunTask, which serves the same backends as the mock.
 """
 
 from __future__ import annotations
@@ -147,11 +150,15 @@ def _patched_lambda(dispatcher: HandlerDispatcher) -> Iterator[None]:
 class LocalAws:
     """moto with the Step Functions interpreter on and Lambda routed to the real handlers."""
 
-    def __init__(self, *, server: bool = False, port: int | None = None) -> None:
+    def __init__(self, *, server: bool = False, port: int | None = None, task_dir: Path | None = None) -> None:
         self.server = server
         self.port = port
         self.dispatcher = HandlerDispatcher()
         self.endpoint_url: str | None = None
+        self.task_dir = task_dir  # ECS tasks' logs and scratch directories (local.ecs); a temp dir by default
+        self.tasks: Any = None  # local.ecs.TaskRunner while started
+        self._task_server: Any = None
+        self._task_server_lock = threading.Lock()
         self._stack: list[Callable[[], None]] = []
         self._saved_env: dict[str, str | None] = {}
 
@@ -199,10 +206,40 @@ class LocalAws:
             mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]
             mock.start()
             self._stack.append(mock.stop)
+        from local.ecs import TaskRunner, patch_ecs
+
+        # ECS tasks run as child processes (local.ecs); stopped before the server or the mock stops.
+        self.tasks = TaskRunner(self._task_endpoint, REGION, self.task_dir)
+        self._stack.append(self._stop_task_server)
+        self._stack.append(patch_ecs(self.tasks))
         from warden.stores.clients import reset_clients
 
         reset_clients()
         return self
+
+    def _task_endpoint(self) -> str:
+        """Where ECS tasks (child processes) reach AWS. In server mode the server; in-process, a
+        ThreadedMotoServer started on the first RunTask: it serves this process's moto backends, the
+        ones the in-process mock uses (moto's backends are module state, shared by both)."""
+        if self.endpoint_url:
+            return self.endpoint_url
+        with self._task_server_lock:
+            if self._task_server is None:
+                from moto.server import ThreadedMotoServer
+
+                from local._proc import free_port
+
+                port = free_port()
+                server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+                server.start()
+                self._task_server = (server, f"http://127.0.0.1:{port}")
+            return str(self._task_server[1])
+
+    def _stop_task_server(self) -> None:
+        with self._task_server_lock:
+            if self._task_server is not None:
+                self._task_server[0].stop()
+                self._task_server = None
 
     def _reset_server(self) -> None:
         import urllib.request
