@@ -2,9 +2,10 @@
 
 This is a small CloudFormation for the resource types Warden uses: KMS keys, S3 buckets, DynamoDB
 tables, SNS topics, SSM parameters, Lambda functions (routed to `functions/<job>/handler.py` by
-their `WARDEN_FUNCTION` variable) and Step Functions state machines (their definitions rendered
-from the template, so moto's interpreter runs the same JSON that deploys). IAM, log groups,
-layers, policies and alarms have no local behaviour and are recorded as skipped.
+their `WARDEN_FUNCTION` variable), ECS clusters and task definitions (their tasks run as child
+processes, local/ecs.py) and Step Functions state machines (their definitions rendered from the
+template, so moto's interpreter runs the same JSON that deploys). IAM, log groups, layers, policies
+and alarms have no local behaviour and are recorded as skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from local.aws import ACCOUNT, REGION, LocalAws, create_function, render_definition
+from local.ecs import register_task_definition
 from warden.config.stage import StageConfig
 from warden.settings import Settings
 
@@ -28,6 +30,8 @@ ORDER = [
     "AWS::SNS::Topic",
     "AWS::SSM::Parameter",
     "AWS::Lambda::Function",
+    "AWS::ECS::Cluster",
+    "AWS::ECS::TaskDefinition",
     "AWS::StepFunctions::StateMachine",
 ]
 
@@ -237,6 +241,24 @@ def _create(aws: LocalAws, d: Deployment, r: _Resolver, logical_id: str, resourc
         arn = create_function(aws, name, job, variables, memory_size=int(props.get("MemorySize", 128)),
                               timeout=int(props.get("Timeout", 3)))
         d.refs[logical_id], d.attrs[(logical_id, "Arn")] = name, arn
+    elif kind == "AWS::ECS::Cluster":  # Ref: the name; Fn::GetAtt Arn: the ARN
+        name = props.get("ClusterName") or _name(d.stage, logical_id, 255)
+        arn = aws.client("ecs").create_cluster(clusterName=name)["cluster"]["clusterArn"]
+        d.refs[logical_id], d.attrs[(logical_id, "Arn")] = name, arn
+    elif kind == "AWS::ECS::TaskDefinition":  # Ref and Fn::GetAtt TaskDefinitionArn: the ARN
+        containers = [_container_definition(r, c, d.extra_environment) for c in props.get("ContainerDefinitions", [])]
+        platform = props.get("RuntimePlatform")
+        storage = props.get("EphemeralStorage")
+        arn = register_task_definition(
+            aws.client("ecs"), props.get("Family") or _name(d.stage, logical_id, 255), containers,
+            cpu=str(r.value(props["Cpu"])) if "Cpu" in props else None,
+            memory=str(r.value(props["Memory"])) if "Memory" in props else None,
+            runtimePlatform=None if not platform else {
+                "cpuArchitecture": platform.get("CpuArchitecture", "X86_64"),
+                "operatingSystemFamily": platform.get("OperatingSystemFamily", "LINUX")},
+            ephemeralStorage={"sizeInGiB": int(storage["SizeInGiB"])} if storage else None,
+        )
+        d.refs[logical_id], d.attrs[(logical_id, "TaskDefinitionArn")] = arn, arn
     elif kind == "AWS::StepFunctions::StateMachine":
         definition = render_definition({"Resources": {logical_id: resource}}, logical_id, r.ref)
         name = props.get("StateMachineName") or _name(d.stage, logical_id, 80)
@@ -246,3 +268,25 @@ def _create(aws: LocalAws, d: Deployment, r: _Resolver, logical_id: str, resourc
         )["stateMachineArn"]
         d.refs[logical_id], d.attrs[(logical_id, "Arn")] = arn, arn
         d.attrs[(logical_id, "Name")] = name
+
+
+def _container_definition(r: _Resolver, container: dict[str, Any],
+                          extra_environment: Mapping[str, str]) -> dict[str, Any]:
+    """An `AWS::ECS::TaskDefinition` container definition as RegisterTaskDefinition takes it: what
+    the local task runs (entry point, command, environment with the local additions, as the
+    functions get them) and its sizes; logging, secrets and roles have no local behaviour."""
+    environment = {e["Name"]: str(e.get("Value", "")) for e in r.value(container.get("Environment", []))}
+    environment.update(extra_environment)
+    definition: dict[str, Any] = {
+        "name": container["Name"],
+        "image": str(r.value(container["Image"])),
+        "environment": [{"name": k, "value": v} for k, v in environment.items()],
+        "essential": bool(container.get("Essential", True)),
+    }
+    for key, name in (("EntryPoint", "entryPoint"), ("Command", "command")):
+        if key in container:
+            definition[name] = [str(part) for part in r.value(container[key])]
+    for key, name in (("Cpu", "cpu"), ("Memory", "memory"), ("MemoryReservation", "memoryReservation")):
+        if key in container:
+            definition[name] = int(r.value(container[key]))
+    return definition
