@@ -1,6 +1,7 @@
 """The CloudWatch cost model of a stage (docs/cost.md): what a stage and each target cost a month at
 list prices, from a synthesized template (alarms by kind, metric filters, dashboards) and from the
-EMF lines of a real health run (distinct metric streams per target).
+EMF lines of a real health run (distinct metric streams per target); and what the fleet runs cost in
+Step Functions (`fleet_run_cost`: the health run, every 5 minutes, is the one that counts).
 
     python -m infra.cost --stage prod [--targets 500] [--emf health-run.jsonl]
 
@@ -14,12 +15,17 @@ Prices (us-east-1 list prices, the first tier; what is counted):
 - a dashboard: $3.00 a month (first 3 free, not deducted); log metric filters are free, their
   metrics are custom metrics. Not counted: PutMetricData/EMF log ingestion (the health log lines
   are Logs' $0.50/GB), GetMetricData of the remediate function (only on ALARM), SNS.
+- Step Functions: a Standard workflow $0.025 per 1,000 state transitions; an Express workflow $1.00
+  per million executions plus $0.00001667 per GB-second of its duration, its memory billed in 64 MB
+  steps (a fleet run's plan and results are far below 64 MB). Not counted: the Lambda invocations
+  (the same either way).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +40,103 @@ DAILY = 1 / 24  # a metric sent once a day is metered one hour in 24
 DAILY_STREAMS = {"neo4j": ("BackupSuccess", "BackupDuration", "BackupSize", "StoredBytes", "BackupVerified",
                            "LicenseDaysLeft"),
                  "postgres": ("BackupSuccess", "BackupDuration", "BackupSize", "StoredBytes", "BackupVerified")}
+
+
+TRANSITION = 0.025 / 1000
+EXPRESS_EXECUTION = 1.00 / 1_000_000
+EXPRESS_GB_SECOND = 0.00001667
+EXPRESS_MEMORY_GB = 64 / 1024
+MONTH_MINUTES = 30 * 24 * 60
+# A fleet run's own states (Plan, FanOut, Summarise); per item the Map iteration and each state on
+# its ok path (Run, Ok; a windowed job also Delay, WaitForOffset). tests/infra checks the synthesized
+# definitions agree.
+RUN_STATES = 3
+# Measured (docs/fleets.md, tests/perf/test_fleet_perf.py): one target's health takes 0.34 s; a run
+# adds its cold starts and the plan / summary steps.
+HEALTH_TARGET_S = 0.34
+RUN_OVERHEAD_S = 5.0
+
+
+def item_transitions(windowed: bool) -> int:
+    return 1 + 2 + (2 if windowed else 0)
+
+
+def definition_transitions(definition: Mapping[str, Any], items: int) -> int:
+    """State transitions of one successful run of a Fleet definition over `items` targets: every
+    top-level state once, and per item its iteration and each state on the path to its end."""
+    states = definition["States"]
+    processor = next(s["ItemProcessor"] for s in states.values() if s["Type"] == "Map")
+    path, name = 0, processor["StartAt"]
+    while name is not None:
+        path += 1
+        name = processor["States"][name].get("Next")
+    return len(states) + items * (1 + path)
+
+
+def runs_per_month(expression: str) -> float:
+    """How often a schedule expression fires in 30 days: `rate(...)` exactly; a cron by its minute,
+    hour and day fields (`*`, `*/n`, lists, ranges; a day of the week as 30/7 days)."""
+    if expression.startswith("rate("):
+        count, unit = expression[5:-1].split()
+        minutes = {"minute": 1, "hour": 60, "day": 24 * 60}[unit.rstrip("s")]
+        return MONTH_MINUTES / (int(count) * minutes)
+    minute, hour, day, _, weekday = expression.removeprefix("cron(").removesuffix(")").split()[:5]
+    days = 30.0 if day in ("*", "?") else _field_count(day, 31) * 30 / 31
+    if weekday not in ("*", "?"):
+        days = _field_count(weekday, 7) * 30 / 7
+    return _field_count(minute, 60) * _field_count(hour, 24) * days
+
+
+_WEEKDAYS = {day: str(i) for i, day in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"), start=1)}
+
+
+def _field_count(field: str, span: int) -> float:
+    """How many values of a cron field of `span` values fire."""
+    count = 0.0
+    for part in field.split(","):
+        if part in ("*", "?"):
+            count += span
+        elif "/" in part:  # */n, a/n: every n-th from a
+            start, step = part.split("/")
+            count += math.ceil((span - (0 if start == "*" else int(start))) / int(step))
+        elif "-" in part:  # a range: 1-5, MON-FRI
+            low, high = (_WEEKDAYS.get(v, v) for v in part.split("-"))
+            count += int(high) - int(low) + 1
+        else:
+            count += 1  # one value: a number or a name (SUN)
+    return count
+
+
+@dataclass(frozen=True)
+class FleetRunCost:
+    """One job's fleet runs in a month: a Standard workflow pays its state transitions, an Express
+    one its executions and their duration."""
+
+    express: bool
+    targets: int
+    runs: float  # a month
+    transitions: int  # per run (what Standard bills)
+    run_s: float  # duration of a run (what Express bills)
+
+    @property
+    def monthly(self) -> float:
+        if self.express:
+            return self.runs * (EXPRESS_EXECUTION + EXPRESS_MEMORY_GB * self.run_s * EXPRESS_GB_SECOND)
+        return self.runs * self.transitions * TRANSITION
+
+    @property
+    def per_target(self) -> float:
+        return self.monthly / max(self.targets, 1)
+
+
+def fleet_run_cost(*, express: bool, targets: int, expression: str, max_concurrency: int,
+                   windowed: bool = False, timeout_s: float = 300, run_s: float | None = None) -> FleetRunCost:
+    """A job's fleet runs a month. `run_s` defaults to the health sizing of docs/fleets.md (0.34 s a
+    target, `max_concurrency` at once, plus 5 s), never beyond the run's timeout."""
+    if run_s is None:
+        run_s = min(timeout_s, targets * HEALTH_TARGET_S / max_concurrency + RUN_OVERHEAD_S)
+    return FleetRunCost(express, targets, runs_per_month(expression),
+                        RUN_STATES + targets * item_transitions(windowed), run_s)
 
 
 def emf_streams(lines: Iterable[str]) -> dict[str, set[tuple[str, tuple[tuple[str, str], ...]]]]:
@@ -158,7 +261,31 @@ def main(argv: list[str] | None = None) -> int:
           f"{counts.metric_alarms} standard alarms, {counts.metric_filters} metric filters: "
           f"${stage_cost(costs, counts) + 13 * 2 * ALARM_METRIC_MONTH:.2f}/month "
           f"(incl. 13 functions x 2 alarms)")
+    print_fleet_runs(stage)
     return 0
+
+
+def print_fleet_runs(stage: Any) -> None:
+    """Each job's fleet runs in Step Functions, and the health run as Express and as Standard."""
+    from infra.fleet import EXPRESS_JOBS
+    from warden.config.fleet import FLEET_JOBS, fleet_expression, runs_in_fleet
+
+    runs = {}
+    for job in FLEET_JOBS:
+        config = stage.fleet.job(job)
+        targets = sum(1 for t in stage.targets if runs_in_fleet(t, job, config))
+        runs[job] = fleet_run_cost(express=job in EXPRESS_JOBS, targets=targets,
+                                   expression=fleet_expression(job, config), max_concurrency=config.max_concurrency,
+                                   windowed=config.window is not None)
+    total = sum(r.monthly for r in runs.values())
+    health = runs["health"]
+    standard = FleetRunCost(False, health.targets, health.runs, health.transitions, health.run_s)
+    slowest = FleetRunCost(health.express, health.targets, health.runs, health.transitions, 300)
+    print(f"fleet runs (Step Functions): ${total:.2f}/month, ${total / max(len(stage.targets), 1):.4f} per target; "
+          f"health ({'Express' if health.express else 'Standard'}, {health.runs:.0f} runs of "
+          f"{health.targets} targets, ~{health.run_s:.0f} s each): ${health.per_target:.4f} per target "
+          f"(every run at its 300 s timeout: ${slowest.per_target:.4f}); as a Standard workflow "
+          f"({health.transitions} transitions a run) ${standard.per_target:.2f} per target")
 
 
 if __name__ == "__main__":

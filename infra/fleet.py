@@ -10,6 +10,12 @@ state machine:
 
 Targets that override the job's schedule keep their own per-target schedule (infra/schedules.py,
 warden.config.fleet.runs_in_fleet) and are skipped by the plan.
+
+Health runs as an Express workflow (EXPRESS_JOBS): it runs every 5 minutes and must end within 5
+minutes (Express's limit) with no .sync or callback task in it; Express bills executions and their
+duration, not state transitions — about 0.1 % of the Standard cost (infra/cost.py). Express keeps no
+execution history: a run's summary is in the fleet function's log ("fleet run finished"). The other
+jobs, rarer and longer (a drill's .sync waits hours), stay Standard.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ SCHEDULED_INPUT = {"trigger": "schedule", "scheduled_time": "<aws.scheduler.sche
 # A whole fleet run must end within: health inside its interval; a windowed job inside its window
 # plus the time its last run may take; the rest within half a day.
 RUN_TIMEOUT = {"health": Duration.minutes(5), "drill": Duration.hours(24)}
+EXPRESS_JOBS = frozenset({"health"})
+EXPRESS_MAX = Duration.minutes(5)
 
 
 def _construct_id(job: str) -> str:
@@ -93,11 +101,14 @@ class FleetJobRun(Construct):
         window = config.window_minutes
         timeout = RUN_TIMEOUT.get(job) or (Duration.minutes(window[1]).plus(Duration.hours(4)) if window
                                            else Duration.hours(12))
+        express = job in EXPRESS_JOBS
+        if express:  # what Express refuses: a .sync start, a run longer than 5 minutes
+            assert recovery is None and timeout.to_seconds() <= EXPRESS_MAX.to_seconds(), job
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",
             state_machine_name=f"warden-{stage.name}-fleet-{job.replace('_', '-')}",
             definition_body=sfn.DefinitionBody.from_chainable(plan.next(self.fan_out).next(summarise)),
-            state_machine_type=sfn.StateMachineType.STANDARD,
+            state_machine_type=sfn.StateMachineType.EXPRESS if express else sfn.StateMachineType.STANDARD,
             timeout=timeout,
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=encrypted_log_group(self, "Logs", stage=stage, key=storage.key),

@@ -66,7 +66,9 @@ def neo4j_fleet(aws: LocalAws, neo4j_server: Any, count: int) -> list[Target]:
 
 def run_fleet(aws: LocalAws, deployed: Deployment, job: str, payload: dict[str, Any],
               timeout: float = 300) -> tuple[dict[str, Any], float]:
-    """Start the deployed Fleet state machine of `job` and wait: (its output, wall seconds)."""
+    """Start the deployed Fleet state machine of `job` and wait: (its output, wall seconds).
+    moto describes an Express execution (health) too; AWS does not: there its summary is the fleet
+    function's "fleet run finished" log line."""
     sfn = aws.client("stepfunctions")
     started = time.monotonic()
     execution = sfn.start_execution(stateMachineArn=deployed.outputs()[names.fleet_output(job)],

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from infra_helpers import Synthesized, logical_id, resources
 
-from infra.fleet import SCHEDULED_INPUT
+from infra import cost
+from infra.fleet import EXPRESS_JOBS, SCHEDULED_INPUT
 from infra.stack import WardenStack
 from local.aws import render_definition
 from warden.config.fleet import fleet_expression
@@ -82,3 +83,32 @@ def test_drills_start_the_recovery_machine_and_wait_for_it(synthesized: Synthesi
 def test_a_health_run_must_end_within_its_interval(synthesized: Synthesized) -> None:
     stack = synthesized.stacks["dev"]
     assert fleet_definition(synthesized, stack, "health")["TimeoutSeconds"] == 300
+
+
+def test_the_health_run_is_an_express_workflow_with_nothing_express_refuses(synthesized: Synthesized) -> None:
+    stack = synthesized.stacks["dev"]
+    template = synthesized.template(stack)
+    for job, run in stack.fleet.runs.items():
+        props = template["Resources"][logical_id(stack, run.state_machine)]["Properties"]
+        # Then health (every 5 minutes) is Express, billed by duration; the rest stay Standard
+        assert props["StateMachineType"] == ("EXPRESS" if job in EXPRESS_JOBS else "STANDARD"), job
+    assert sorted(EXPRESS_JOBS) == ["health"]
+    definition = fleet_definition(synthesized, stack, "health")
+    # And it holds no task Express refuses (.sync, callbacks), ends within Express's 5 minutes, and
+    # logs to CloudWatch Logs (Express keeps no execution history of its own)
+    resources_used = json.dumps(definition)
+    assert ".sync" not in resources_used and "waitForTaskToken" not in resources_used
+    assert definition["TimeoutSeconds"] <= 300
+    props = template["Resources"][logical_id(stack, stack.fleet.runs["health"].state_machine)]["Properties"]
+    assert props["LoggingConfiguration"]["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]
+
+
+@pytest.mark.parametrize("items", [1, 500])
+def test_the_cost_models_transitions_agree_with_each_fleet_definition(synthesized: Synthesized, items: int) -> None:
+    stack = synthesized.stacks["dev"]
+    for job in stack.fleet.runs:
+        config = stack.stage.fleet.job(job)
+        modelled = cost.fleet_run_cost(express=False, targets=items, expression=fleet_expression(job, config),
+                                       max_concurrency=config.max_concurrency, windowed=config.window is not None)
+        assert modelled.transitions == cost.definition_transitions(fleet_definition(synthesized, stack, job),
+                                                                   items), job

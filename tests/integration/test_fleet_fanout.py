@@ -21,6 +21,7 @@ from tests.fleet_fixtures import (
     register,
     run_fleet,
 )
+from warden import names
 from warden.config.target import Target
 from warden.models import BackupStatus
 from warden.stores.catalog import Catalog
@@ -43,6 +44,9 @@ def fleet(aws: LocalAws, deployed: Deployment, postgres: PostgresEndpoint, neo4j
 
 def test_fleet_health_reports_every_target_within_the_interval(aws: LocalAws, deployed: Deployment,
                                                                fleet: list[Target]) -> None:
+    # Given the health run deployed as the stack defines it: an Express workflow
+    machine = deployed.outputs()[names.fleet_output("health")]
+    assert aws.client("stepfunctions").describe_state_machine(stateMachineArn=machine)["type"] == "EXPRESS"
     # When the health fleet run covers the group
     summary, wall = run_fleet(aws, deployed, "health", {"trigger": "manual", "group": GROUP})
     # Then every target was checked, none failed, well inside the 5-minute interval
