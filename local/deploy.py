@@ -277,6 +277,8 @@ def _container_definition(r: _Resolver, container: dict[str, Any],
     functions get them) and its sizes; logging, secrets and roles have no local behaviour."""
     environment = {e["Name"]: str(e.get("Value", "")) for e in r.value(container.get("Environment", []))}
     environment.update(extra_environment)
+    if "WARDEN_TASK_CODE" in environment:  # the layer zips in the CDK asset bucket: locally the task
+        environment["WARDEN_TASK_CODE"] = ""  # runs the library from this checkout instead
     definition: dict[str, Any] = {
         "name": container["Name"],
         "image": str(r.value(container["Image"])),
