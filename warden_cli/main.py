@@ -174,7 +174,7 @@ def health_summary(report: Any, groups: dict[str, str]) -> tuple[dict[str, Any],
 
 def cmd_health(args: argparse.Namespace) -> Result:
     from warden.health import format_text
-    from warden.models import HealthReport, HealthStatus
+    from warden.models import HealthReport
 
     if args.output and args.format != "prometheus":
         raise ConfigError("--output writes the Prometheus exposition: add --format prometheus")
@@ -183,13 +183,13 @@ def cmd_health(args: argparse.Namespace) -> Result:
     handle = open_stage(args.stage)
     fleet = select_fleet(handle, args) if not args.target or _filtered(args) else []
     groups = {t.name: t.group for t in fleet}
-    # The function checks one target or all: a filtered view of several checks all and shows the selection.
-    one = args.target or (fleet[0].name if _filtered(args) and len(fleet) == 1 else None)
-    report = HealthReport.model_validate(invoke(handle, "health", {"target": one} if one else {}))
-    if _filtered(args):
-        kept = [t for t in report.targets if t.target in groups]
-        worst = min((t.status for t in kept), key=lambda s: _STATUS_RANK[s.value], default=HealthStatus.HEALTHY)
-        report = report.model_copy(update={"targets": kept, "status": worst})
+    # A filtered view names its targets: the function checks those only, not the whole stage.
+    event: dict[str, Any] = {"trigger": "cli", "requested_by": actor()}
+    if args.target:
+        event["target"] = args.target
+    elif _filtered(args):
+        event["targets"] = sorted(groups)
+    report = HealthReport.model_validate(invoke(handle, "health", event))
     code = 0 if report.status.value == "healthy" else 1
     if args.format == "prometheus":  # text exposition 0.0.4 (warden.prometheus), e.g. for node_exporter
         from warden.prometheus import render, write_atomically

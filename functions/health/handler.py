@@ -1,10 +1,11 @@
-"""Health function: checks one target (or every target of the stage) and reports.
+"""Health function: checks one target, the named targets, or every target of the stage, and reports.
 
 Run per target by the stage's fleet health run (one schedule, a Map with a concurrency cap:
 infra/fleet.py) or by a target's own schedule (`{"target": "<name>"}`); the CLI and the smoke state
-machine invoke it too. Returns the JSON health report; emits the report's metrics in Embedded Metric
-Format (names and dimension sets: docs/metrics.md). Backup freshness is checked when the function
-knows the catalog table.
+machine invoke it too (a filtered `warden health` names its `targets`; an unknown name fails the
+request before anything is checked). Returns the JSON health report; emits the report's metrics in
+Embedded Metric Format (names and dimension sets: docs/metrics.md). Backup freshness is checked
+when the function knows the catalog table.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from warden.health import check_targets, log_checks, metric_points, record_healt
 from warden.observability import MetricUnit, actor, lambda_handler, logger, metrics
 from warden.settings import Settings
 from warden.stores import Stores
+from warden.stores.targets import named_targets
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -28,7 +30,7 @@ SETTINGS = Settings.from_env()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(HealthRequest, event)
     stores = Stores.from_settings(SETTINGS)
-    targets = stores.targets.select(request.target)
+    targets = named_targets(stores.targets.all(), request.names, SETTINGS.stage)
     # Backup freshness is checked where the function knows the catalog.
     catalog = None if stores.missing("catalog") else stores.catalog
     report = check_targets(SETTINGS.stage, targets, catalog=catalog)

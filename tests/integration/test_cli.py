@@ -431,6 +431,25 @@ def test_health_summary_filters_by_engine_group_and_tag_and_lists_the_worst_firs
     assert [t["target"] for t in json.loads(out)["targets"]] == ["graph-local"]
 
 
+def test_a_filtered_health_view_checks_only_the_targets_it_selects(
+        fleet_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def health_checks(target: str) -> list[dict[str, Any]]:
+        _, out = run(capsys, "--format", "json", "audit", "tail", "--target", target)
+        return [e for e in json.loads(out) if e["operation"] == "health"]
+
+    # When the operator asks for the gold tier of the core group (one target of five)
+    code, out = run(capsys, "--format", "json", "health", "--summary", "--group", "core", "--tag", "tier=gold")
+    assert [t["target"] for t in json.loads(out)["targets"]] == ["core-users"], out
+    # Then the health function checked that target alone, on the operator's behalf
+    (checked,) = health_checks("core-users")
+    assert checked["actor"].endswith(f"for {cli.actor()}"), checked
+    for other in ("pay-api", "pay-ledger", "pg-local", "graph-local"):
+        assert health_checks(other) == [], other
+    # And a view of a group checks each of its targets once
+    run(capsys, "health", "--group", "payments")
+    assert [len(health_checks(t)) for t in ("pay-api", "pay-ledger", "core-users", "pg-local")] == [1, 1, 1, 0]
+
+
 def test_backup_list_across_targets_puts_those_without_a_good_backup_first(
         fleet_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "backup", "create", "--target", "pay-api", "--wait")[0] == 0

@@ -585,6 +585,39 @@ def test_deployed_health_function_runs_every_tier_and_emits_metrics_with_documen
     assert ("TierStatus", "backup") in points and ("ConnectionsUsedPct", None) in points
 
 
+def test_deployed_health_function_checks_only_the_targets_named_and_refuses_an_unknown_one_untouched(
+        aws: LocalAws, deployed: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
+    from warden.stores.audit import tail
+
+    audit_table = deployed.settings("health").audit_table
+    assert audit_table
+
+    def health_entries(target: str) -> int:
+        return sum(1 for e in tail(audit_table, target) if e.operation == "health")
+
+    # When an operator's filtered view names one of the stage's two targets
+    report, error = invoke(aws, deployed.function_named("health"), {"targets": ["pg-local"], "trigger": "cli"})
+    # Then only that target was checked (against the real server) and audited
+    assert error is None, report
+    assert [t["target"] for t in report["targets"]] == ["pg-local"]
+    assert {c["name"] for c in report["targets"][0]["checks"]} >= {"connectivity", "server_version"}
+    assert (health_entries("pg-local"), health_entries("graph-local")) == (1, 0)
+    # And the sample event naming both checks both
+    both, error = invoke(aws, deployed.function_named("health"), load_event("health_targets"))
+    assert error is None and [t["target"] for t in both["targets"]] == ["graph-local", "pg-local"]
+    assert (health_entries("pg-local"), health_entries("graph-local")) == (2, 1)
+    capsys.readouterr()
+
+    # When a selection names a target the stage does not have
+    refused, error = invoke(aws, deployed.function_named("health"), {"targets": ["graph-local", "nope", "nix"]})
+    # Then the request fails naming each unknown one, and nothing was checked, audited or sent
+    assert error == "Unhandled" and refused["errorType"] == "TargetNotFound", refused
+    assert "unknown targets 'nope', 'nix' in stage 'local'" in refused["errorMessage"]
+    assert "graph-local" in refused["errorMessage"]  # the configured ones, to pick from
+    assert (health_entries("pg-local"), health_entries("graph-local")) == (2, 1)
+    assert not [line for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+
+
 def _report(payload: dict[str, Any]) -> Any:
     from warden.models import HealthReport
 

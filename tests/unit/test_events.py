@@ -35,3 +35,16 @@ def test_sample_event_matches_its_model(path: Path) -> None:
             model.model_validate(event)
     else:
         model.model_validate(event)
+
+
+def test_a_health_request_names_targets_each_once_or_none_for_every_target() -> None:
+    assert HealthRequest.model_validate({"targets": ["b", "a", "b"]}).names == ["b", "a"]
+    assert HealthRequest.model_validate({"target": "a"}).names == ["a"]
+    assert HealthRequest.model_validate({}).names is None
+
+
+@pytest.mark.parametrize("event", [{"targets": []}, {"target": "a", "targets": ["b"]}, {"targets": ["../etc"]},
+                                   {"targets": "pg-local"}])
+def test_a_health_request_refuses_an_empty_or_double_or_malformed_selection(event: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        HealthRequest.model_validate(event)

@@ -50,9 +50,24 @@ class ScheduledRequest(Model):
 
 
 class HealthRequest(ScheduledRequest):
-    """Input of the health function: one target, or every target of the stage when omitted."""
+    """Input of the health function: one `target`, the named `targets` (an operator's filtered view),
+    or every target of the stage when both are omitted."""
 
     target: Annotated[str, Field(pattern=TARGET_NAME)] | None = None
+    targets: Annotated[list[Annotated[str, Field(pattern=TARGET_NAME)]], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> HealthRequest:
+        if self.target is not None and self.targets is not None:
+            raise ValueError("give target or targets, not both")
+        return self
+
+    @property
+    def names(self) -> list[str] | None:
+        """The targets asked for, each once, or None for every target of the stage."""
+        if self.targets is not None:
+            return list(dict.fromkeys(self.targets))
+        return [self.target] if self.target is not None else None
 
 
 class BackupRequest(ScheduledRequest):

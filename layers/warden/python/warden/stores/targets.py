@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
@@ -43,6 +44,21 @@ def get_target(settings: Settings, name: str) -> Target:
 def select_targets(settings: Settings, name: str | None) -> list[Target]:
     """The named target, or every target of the stage when no name is given."""
     return [get_target(settings, name)] if name else list(load_targets(settings).values())
+
+
+def named_targets(configured: Mapping[str, Target], names: Sequence[str] | None, stage: str) -> list[Target]:
+    """The `names` targets in that order, or every configured one when `names` is None. Any name the
+    stage does not configure is `TargetNotFound` for the whole selection, naming each unknown one."""
+    if names is None:
+        return list(configured.values())
+    unknown = [n for n in names if n not in configured]
+    if unknown:
+        known = ", ".join(list(configured)[:20]) or "none"
+        more = f" and {len(configured) - 20} more" if len(configured) > 20 else ""
+        listed = ", ".join(repr(n) for n in unknown)
+        raise TargetNotFound(f"unknown target{'s' if len(unknown) > 1 else ''} {listed} in stage {stage!r} "
+                             f"(configured: {known}{more})")
+    return [configured[n] for n in names]
 
 
 def _parse(parameter: str, value: str) -> Target:
