@@ -5,8 +5,9 @@ WARDEN_TASK_CODE: comma-separated `s3://bucket/key` zips (the Lambda layers the 
 uses), downloaded and unpacked in order under /opt as Lambda unpacks layers (WARDEN_TASK_CODE_DIR:
 somewhere else); unset or empty, nothing is downloaded (the local runtime: its Python has the
 library). Then `python -m warden.task <arguments>`. Standard library and the image's boto3 only.
-A download that fails stops the task with a message saying which one and why (exit 2), and tells
-the Task state machine at once when the run has a task token.
+With a task token (WARDEN_TASK_TOKEN), it heartbeats once the code is in place, and a download
+that fails tells the Task state machine at once; either way that failure stops the task with a
+message saying which zip and why (exit 2).
 """
 
 from __future__ import annotations
@@ -93,6 +94,20 @@ def use_code(dest: str, shadowing: set[str]) -> None:
     importlib.invalidate_caches()
 
 
+def report_started() -> None:
+    """SendTaskHeartbeat once the code is in place, when the run has a task token: the image pull
+    and the downloads count against the run's HeartbeatSeconds before the job's own heartbeats."""
+    token = os.environ.get(ENV_TOKEN)
+    if not token:
+        return
+    try:
+        import boto3
+
+        boto3.client("stepfunctions").send_task_heartbeat(taskToken=token)
+    except Exception as err:  # the job's own heartbeats follow; the state machine's timeout decides
+        print(f"warden task bootstrap: SendTaskHeartbeat failed: {type(err).__name__}: {err}", file=sys.stderr)
+
+
 def report_failure(message: str) -> None:
     """SendTaskFailure when the run has a task token: the Task state machine need not wait for its
     heartbeat timeout to learn that the task never started its job."""
@@ -113,7 +128,9 @@ def main(argv: list[str]) -> None:
         uris = code_uris(os.environ.get(ENV_CODE))
         if uris:
             dest = os.environ.get(ENV_CODE_DIR) or DEFAULT_CODE_DIR
-            use_code(dest, install(uris, dest))
+            shadowing = install(uris, dest)
+            report_started()
+            use_code(dest, shadowing)
     except CodeUnavailable as err:
         message = f"warden task bootstrap: {err}"
         print(message, file=sys.stderr)

@@ -155,3 +155,23 @@ def test_a_failed_download_tells_the_state_machine_at_once_when_the_run_has_a_to
     assert failure["error"] == "TaskCodeUnavailable"
     assert "cannot download s3://b/layer.zip: OSError: connection refused" in failure["cause"]
     assert "cannot download s3://b/layer.zip" in capsys.readouterr().err
+
+
+def test_the_run_heartbeats_once_its_code_is_in_place_before_the_job_starts(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    steps: list[str] = []
+
+    class Client:
+        def send_task_heartbeat(self, taskToken: str) -> None:
+            steps.append(f"heartbeat {taskToken}")
+
+    monkeypatch.setattr(boto3, "client", lambda service: Client())
+    monkeypatch.setattr(task_bootstrap, "install", lambda uris, dest: steps.append(f"install {uris}") or set())
+    monkeypatch.setattr(task_bootstrap, "use_code", lambda dest, shadowing: steps.append("use code"))
+    monkeypatch.setattr(task_bootstrap.runpy, "run_module", lambda *a, **k: steps.append(f"run {sys.argv}"))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setenv("WARDEN_TASK_CODE", "s3://b/layer.zip")
+    monkeypatch.setenv("WARDEN_TASK_TOKEN", "token-2")
+    task_bootstrap.main(["backup", "--target", "orders"])
+    assert steps == ["install [('b', 'layer.zip')]", "heartbeat token-2", "use code",
+                     "run ['warden.task', 'backup', '--target', 'orders']"]
