@@ -247,26 +247,42 @@ def cmd_backup_create(args: argparse.Namespace) -> Result:
     return result, _format_record(result), 0
 
 
-def backup_summary(handle: Any, args: argparse.Namespace) -> Result:
-    """One line per target: its newest backup (id, status, age, size); targets without a good
-    backup in the last day first."""
-    from datetime import UTC, datetime, timedelta
+# `backup list` across targets reads this many targets' catalog partitions at once (one DynamoDB
+# query each, so the time is mostly round trips); below botocore's pool of 10 connections.
+CATALOG_READERS = 8
+
+
+def backup_row(catalog: Any, target: Any, now: Any) -> dict[str, Any]:
+    """A target's newest backup and whether it has a good one from the last day."""
+    from datetime import timedelta
 
     from warden.models import GOOD_BACKUP
+
+    records = list(catalog.list(target.name))  # newest first
+    newest = records[0] if records else None
+    fresh = any(r.status in GOOD_BACKUP and now - r.started_at <= timedelta(days=1) for r in records)
+    return {"target": target.name, "engine": target.engine.value, "group": target.group,
+            "good_in_last_day": fresh, "backup_id": newest.backup_id if newest else None,
+            "status": newest.status.value if newest else None,
+            "age_s": round((now - newest.started_at).total_seconds()) if newest else None,
+            "size_bytes": newest.size_bytes if newest else None}
+
+
+def backup_summary(handle: Any, args: argparse.Namespace) -> Result:
+    """One line per target: its newest backup (id, status, age, size); targets without a good
+    backup in the last day first. The targets' catalogs are read `CATALOG_READERS` at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
     from warden.stores.catalog import Catalog
+    from warden.stores.clients import aws_client
 
     catalog = Catalog(_need(handle.settings.catalog_table))
     now = datetime.now(UTC)
-    rows = []
-    for target in select_fleet(handle, args):
-        records = list(catalog.list(target.name))  # newest first
-        newest = records[0] if records else None
-        fresh = any(r.status in GOOD_BACKUP and now - r.started_at <= timedelta(days=1) for r in records)
-        rows.append({"target": target.name, "engine": target.engine.value, "group": target.group,
-                     "good_in_last_day": fresh, "backup_id": newest.backup_id if newest else None,
-                     "status": newest.status.value if newest else None,
-                     "age_s": round((now - newest.started_at).total_seconds()) if newest else None,
-                     "size_bytes": newest.size_bytes if newest else None})
+    targets = select_fleet(handle, args)
+    aws_client("dynamodb")  # made before the threads: making a boto3 client is not thread-safe, using one is
+    with ThreadPoolExecutor(max_workers=max(1, min(CATALOG_READERS, len(targets)))) as pool:
+        rows = list(pool.map(lambda target: backup_row(catalog, target, now), targets))
     rows.sort(key=lambda r: (r["good_in_last_day"], r["target"]))
     lines = [f"{'target':<24} {'backup id':<26} {'status':<10} {'age':>8} {'size':>14}  last day"]
     for r in rows:
