@@ -198,7 +198,7 @@ class Network(Construct):
         endpoint_subnets = ec2.SubnetSelection(subnets=list(per_zone.values()))
         for service in created:
             self.interface_endpoints[service] = ec2.InterfaceVpcEndpoint(
-                self, f"{service.title()}Endpoint", vpc=self.vpc,
+                self, f"{_construct_name(service)}Endpoint", vpc=self.vpc,
                 service=ec2.InterfaceVpcEndpointAwsService(service),
                 subnets=endpoint_subnets, security_groups=[group], private_dns_enabled=True, open=False)
 
@@ -236,6 +236,11 @@ class Network(Construct):
             "Lambda creates the function's network interfaces at run time, so their ids are unknown here; "
             "creation is limited to the stage's subnets and security group, and the actions are listed.")
         return policy
+
+
+def _construct_name(service: str) -> str:
+    """`kms` → `Kms`, `ecr.api` → `EcrApi` (the endpoint's construct, so its logical id)."""
+    return service.replace(".", " ").title().replace(" ", "")
 
 
 def _subnet_group(vpc: ec2.IVpc, name: str) -> list[ec2.ISubnet]:

@@ -102,7 +102,7 @@ def _endpoints(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for r in resources(template, "AWS::EC2::VPCEndpoint").values():
         name = r["Properties"]["ServiceName"]
         service = (name if isinstance(name, str) else "".join(p for p in name["Fn::Join"][1] if isinstance(p, str)))
-        found[service.rsplit(".", 1)[1]] = r["Properties"]
+        found[service.split(".", 3)[3]] = r["Properties"]  # com.amazonaws.<region>.<service>: ecr.api too
     return found
 
 

@@ -29,9 +29,11 @@ DB_FUNCTIONS = ("backup", "health", "license_check", "maintenance", "recovery", 
 GATEWAY_ENDPOINTS = ("s3", "dynamodb")
 # secretsmanager: credentials; kms: the stage key; monitoring: metrics and alarms; logs; sns:
 # notifications; states: recovery's task tokens; sts; rds: rds-snapshot targets; ssm: the targets'
-# configuration (Parameter Store); lambda: remediate starts a backup.
+# configuration (Parameter Store); lambda: remediate starts a backup. The Fargate tasks of long jobs
+# (docs/fargate.md) run in the same subnets: ecr.api and ecr.dkr pull their image (its layers come
+# through the s3 gateway); ecs: the backup function stops an abandoned run's task.
 INTERFACE_ENDPOINTS = ("secretsmanager", "kms", "monitoring", "logs", "sns", "states", "sts", "rds", "ssm",
-                       "lambda")
+                       "lambda", "ecr.api", "ecr.dkr", "ecs")
 ENDPOINT_SERVICES = GATEWAY_ENDPOINTS + INTERFACE_ENDPOINTS
 
 NEO4J_BOLT_PORT = 7687
