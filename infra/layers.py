@@ -28,12 +28,13 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # aws_cdk is imported where layers are made, not here: `python -m infra.layers` builds the
 # dependency layer without starting the jsii/Node runtime.
 if TYPE_CHECKING:
     from aws_cdk import aws_lambda as lambda_
+    from aws_cdk import aws_s3_assets as s3_assets
     from constructs import Construct
 
 REPO = Path(__file__).resolve().parent.parent
@@ -463,25 +464,37 @@ class SharedLayers:
         """The `pgtools` layer (pg_dump / pg_restore per PostgreSQL major, see docs/postgres-tools.md),
         made on first use: only the functions that run the tools take it (`functions.use_pg_tools`).
         Built by `build_pgtools_layer(arch)` unless `pgtools_layer_dir` was given."""
-        from aws_cdk import AssetHashType
         from aws_cdk import aws_lambda as lambda_
 
-        layer_dir = self.pgtools_layer_dir or build_pgtools_layer(self.arch)
-        if not (layer_dir / "pgtools").is_dir():
-            raise LayerBuildError(f"{layer_dir} is not a built pgtools layer (no pgtools/ inside)")
         return lambda_.LayerVersion(
             self.scope,
             "PgTools",
-            code=lambda_.Code.from_asset(
-                str(layer_dir),
-                asset_hash_type=AssetHashType.CUSTOM,
-                asset_hash=layer_dir.name,
-                exclude=[_MARKER],
-            ),
+            code=lambda_.Code.from_asset(**_prebuilt_source(self._pgtools_dir)),
             compatible_runtimes=[self.runtime],
             compatible_architectures=[self.architecture],
             description=f"Warden pg_dump / pg_restore for PostgreSQL {', '.join(sorted(PG_TOOLS_VERSIONS))}",
         )
+
+    @functools.cached_property
+    def _pgtools_dir(self) -> Path:
+        layer_dir = self.pgtools_layer_dir or build_pgtools_layer(self.arch)
+        if not (layer_dir / "pgtools").is_dir():
+            raise LayerBuildError(f"{layer_dir} is not a built pgtools layer (no pgtools/ inside)")
+        return layer_dir
+
+    def code_assets(self, scope: Construct, id: str, *, pgtools: bool = True) -> list[s3_assets.Asset]:
+        """The layers' zips as S3 assets in `scope`, in the order a function lists its layers
+        (dependencies, warden, then pgtools): the same sources with the same options as the
+        LayerVersions, so one asset hash each and the CDK uploads every zip once for both. The ECS
+        task unpacks them under /opt as Lambda does (infra/tasks.py, infra/task_bootstrap.py)."""
+        from aws_cdk import aws_s3_assets as s3_assets
+        from constructs import Construct
+
+        container = Construct(scope, id)
+        sources = {"Dependencies": _prebuilt_source(self.dependency_layer_dir), "Warden": _warden_source()}
+        if pgtools:
+            sources["PgTools"] = _prebuilt_source(self._pgtools_dir)
+        return [s3_assets.Asset(container, name, **source) for name, source in sources.items()]
 
     @property
     def all(self) -> list[lambda_.ILayerVersion]:
@@ -503,7 +516,6 @@ class SharedLayers:
         `dependency_layer_dir` defaults to `build_dependency_layer(arch=arch)`, a no-op when the
         layer for the current requirements.txt is already built.
         """
-        from aws_cdk import AssetHashType, IgnoreMode
         from aws_cdk import aws_lambda as lambda_
         from constructs import Construct
 
@@ -517,13 +529,7 @@ class SharedLayers:
         dependencies = lambda_.LayerVersion(
             container,
             "Dependencies",
-            # The directory name already hashes what went in: no need to hash ~100 MB per synth.
-            code=lambda_.Code.from_asset(
-                str(layer_dir),
-                asset_hash_type=AssetHashType.CUSTOM,
-                asset_hash=layer_dir.name,
-                exclude=[_MARKER],
-            ),
+            code=lambda_.Code.from_asset(**_prebuilt_source(layer_dir)),
             compatible_runtimes=[runtime],
             compatible_architectures=[architecture],
             description="Warden third-party dependencies (requirements.txt)",
@@ -531,11 +537,7 @@ class SharedLayers:
         warden = lambda_.LayerVersion(
             container,
             "Warden",
-            code=lambda_.Code.from_asset(
-                str(WARDEN_LAYER_DIR),
-                exclude=["**/__pycache__", "**/*.pyc"],
-                ignore_mode=IgnoreMode.GLOB,
-            ),
+            code=lambda_.Code.from_asset(**_warden_source()),
             compatible_runtimes=[runtime],
             compatible_architectures=[architecture],
             description="Warden domain library (layers/warden)",
@@ -550,6 +552,23 @@ class SharedLayers:
             dependency_layer_dir=layer_dir,
             pgtools_layer_dir=pgtools_layer_dir,
         )
+
+
+def _prebuilt_source(layer_dir: Path) -> dict[str, Any]:
+    """How a built layer directory (dependencies, pgtools) becomes an asset: its name already
+    hashes what went in, so ~100 MB are not hashed on every synth."""
+    from aws_cdk import AssetHashType
+
+    return {"path": str(layer_dir), "asset_hash_type": AssetHashType.CUSTOM, "asset_hash": layer_dir.name,
+            "exclude": [_MARKER]}
+
+
+def _warden_source() -> dict[str, Any]:
+    """How layers/warden becomes an asset (hashed by content, bytecode left out)."""
+    from aws_cdk import IgnoreMode
+
+    return {"path": str(WARDEN_LAYER_DIR), "exclude": ["**/__pycache__", "**/*.pyc"],
+            "ignore_mode": IgnoreMode.GLOB}
 
 
 def main() -> None:
