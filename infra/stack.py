@@ -27,13 +27,15 @@ from infra.rotation import rotate_secrets
 from infra.schedules import TargetSchedules
 from infra.storage import Storage, protect_backup_bucket
 from infra.targets import TargetContext, TargetGroups
+from infra.tasks import TaskRunner
 from warden import names
 from warden.config.stage import StageConfig
 
 
 class WardenStack(Stack):
     """Everything one stage deploys. Attributes: `stage`, `storage`, `layers`, `network`, `jobs`
-    (StageFunctions), `functions` (WardenFunction by job), `recovery`, `report`, `remediation`,
+    (StageFunctions), `functions` (WardenFunction by job), `tasks` (TaskRunner, None when the stage
+    cannot start tasks), `recovery`, `report`, `remediation`,
     `rotation`, `schedules`, `fleet`, `alarms`, `targets` (TargetGroups: the per-target group stacks),
     `dashboard`."""
 
@@ -66,9 +68,15 @@ class WardenStack(Stack):
                                          network=self.network)
         self.functions: dict[str, WardenFunction] = self.jobs.by_job
         fns = self.functions
+        # Long backups on ECS Fargate, where the stage can start tasks (infra/tasks.py, docs/fargate.md);
+        # after every grant of the backup function: the task takes its environment and grant policy.
+        self.tasks = (TaskRunner(self, "Tasks", stage=stage, storage=self.storage, layers=self.layers,
+                                 backup=fns["backup"], network=self.network) if stage.can_start_tasks else None)
         self.recovery = RecoveryStateMachine(self, "RecoveryWorkflow", stage=stage, storage=self.storage,
                                              function=fns["recovery"], per_target=False)
         self.state_machines = {"recovery": self.recovery.state_machine}
+        if self.tasks is not None:
+            self.state_machines["task"] = self.tasks.state_machine
         self.report = schedule_report(self, stage=stage, function=fns["report"])
         self.remediation = AlarmRemediation(self, "Remediation", stage=stage, remediate=fns["remediate"])
         # Only when a target rotates its credentials.
@@ -76,7 +84,9 @@ class WardenStack(Stack):
                          if "rotate" in fns else None)
 
         # The backup bucket's policy: only the functions whose grants write or delete backups may.
-        protect_backup_bucket(self.storage, writers=self.jobs.backup_writers(), deleters=self.jobs.backup_deleters())
+        task_roles = [self.tasks.task_role] if self.tasks else []  # the task writes backups as the function does
+        protect_backup_bucket(self.storage, writers=[*self.jobs.backup_writers(), *task_roles],
+                              deleters=self.jobs.backup_deleters())
         replication = stage.backup_protection.replication
         self.replication_role: iam.Role | None = (
             replicate_backups(self.storage, stage, replication) if replication is not None else None)
