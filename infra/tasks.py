@@ -162,19 +162,19 @@ class TaskRunner(Construct):
 
     # -- the task definition ---------------------------------------------------------------------
 
-    def _task_role(self, name: str, description: str) -> iam.Role:
+    def _task_definition(self, stage: StageConfig, storage: Storage, backup: WardenFunction) -> None:
         stack = Stack.of(self)
-        # Only ECS tasks of this account and region may assume it (confused deputy).
-        principal = iam.ServicePrincipal(ECS_TASKS, conditions={
+        # Only ECS tasks of this account and region may assume the task role (confused deputy), as
+        # the ECS guide recommends for task roles; the execution role is ECS's own, assumed plainly.
+        tasks_here = iam.ServicePrincipal(ECS_TASKS, conditions={
             "ArnLike": {"aws:SourceArn": stack.format_arn(service="ecs", resource="*", resource_name=None,
                                                           arn_format=ArnFormat.NO_RESOURCE_NAME)},
             "StringEquals": {"aws:SourceAccount": stack.account}})
-        return iam.Role(self, name, assumed_by=principal, description=description)
-
-    def _task_definition(self, stage: StageConfig, storage: Storage, backup: WardenFunction) -> None:
-        self.task_role = self._task_role("TaskRole", f"Warden {stage.name} long jobs (ECS Fargate tasks)")
-        self.execution_role = self._task_role("ExecutionRole", f"ECS: pull the image and write the logs of "
-                                                               f"Warden {stage.name}'s tasks")
+        self.task_role = iam.Role(self, "TaskRole", assumed_by=tasks_here,
+                                  description=f"Warden {stage.name} long jobs (ECS Fargate tasks)")
+        self.execution_role = iam.Role(self, "ExecutionRole", assumed_by=iam.ServicePrincipal(ECS_TASKS),
+                                       description=f"ECS: pull the image and write the logs of Warden "
+                                                   f"{stage.name}'s tasks")
         self._grant_task(backup)
         self.log_group = encrypted_log_group(self, "Logs", stage=stage, key=storage.key)
         self.task_definition = ecs.FargateTaskDefinition(
