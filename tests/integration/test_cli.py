@@ -438,7 +438,7 @@ def test_a_filtered_health_view_checks_only_the_targets_it_selects(
         return [e for e in json.loads(out) if e["operation"] == "health"]
 
     # When the operator asks for the gold tier of the core group (one target of five)
-    code, out = run(capsys, "--format", "json", "health", "--summary", "--group", "core", "--tag", "tier=gold")
+    _, out = run(capsys, "--format", "json", "health", "--summary", "--group", "core", "--tag", "tier=gold")
     assert [t["target"] for t in json.loads(out)["targets"]] == ["core-users"], out
     # Then the health function checked that target alone, on the operator's behalf
     (checked,) = health_checks("core-users")
