@@ -143,8 +143,13 @@ class LocalRuntime:
         self.stop()
 
 
+# Where a local stage "starts" its Fargate tasks: the ids only have to be well formed; the local runtime
+# runs a task as a child process (local.ecs) and ignores its network configuration.
+LOCAL_FARGATE = {"subnet_ids": ["subnet-0a0a0a0a0a0a0a0a0"], "security_group_ids": ["sg-0a0a0a0a0a0a0a0a0"]}
+
+
 def local_stage(name: str, targets: list[Target]) -> StageConfig:
-    return StageConfig(name=name, targets=targets)
+    return StageConfig(name=name, targets=targets, fargate=LOCAL_FARGATE)
 
 
 def postgres_secret(pg: PostgresEndpoint, dbname: str | None = None) -> dict[str, Any]:
