@@ -3,16 +3,19 @@ first run, its size) says a backup would not comfortably fit a Lambda invocation
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from warden.config.target import Target
+from warden.errors import ConfigError
 from warden.models import BackupRecord, BackupStatus
-from warden.runner import LAMBDA_THROUGHPUT_BPS, choose, fargate_available, task_input
+from warden.runner import LAMBDA_THROUGHPUT_BPS, choose, fargate_available, runner_for, task_input
 from warden.settings import Settings
-from warden.stores.memory import MemoryCatalog
+from warden.stores import Stores, Unconfigured
+from warden.stores.memory import MemoryCatalog, memory_stores
 
 BUDGET_S = 870.0
 PG: dict[str, Any] = {"name": "orders", "engine": "postgres", "secret_name": "warden/dev/orders"}
@@ -92,3 +95,29 @@ def test_the_task_input_carries_the_command_and_the_targets_fargate_size() -> No
         "command": ["backup", "--target", "orders", "--trigger", "schedule", "--actor", "function:warden-dev-backup"],
         "cpu": "2048", "memory": "8192", "ephemeral_gib": 50, "heartbeat_s": 120, "timeout_s": 7200,
     }
+
+
+def stores_for(task_machine: str | None) -> Stores:
+    stores = memory_stores()
+    arn = {"task_state_machine_arn": task_machine} if task_machine else {}
+    return dataclasses.replace(stores, settings=stores.settings.model_copy(update=arn))
+
+
+def test_without_a_task_state_machine_auto_is_lambda_and_the_catalog_is_not_asked() -> None:
+    stores = dataclasses.replace(stores_for(None), catalog=cast(Any, Unconfigured("memory", "catalog")))
+    choice = runner_for(stores, target(), requested=None, lambda_budget_s=BUDGET_S)
+    assert choice.runner == "lambda" and "has no Task state machine" in choice.reason
+
+
+@pytest.mark.parametrize(("configured", "requested"), [("fargate", None), ("auto", "fargate")])
+def test_fargate_without_a_task_state_machine_is_a_configuration_error(configured: str, requested: Any) -> None:
+    with pytest.raises(ConfigError, match="has no Task state machine"):
+        runner_for(stores_for(None), target(runner=configured), requested=requested, lambda_budget_s=BUDGET_S)
+
+
+def test_a_request_names_the_runner_whatever_the_history_says() -> None:
+    stores = stores_for("arn:aws:states:eu-west-1:123456789012:stateMachine:warden-memory-task")
+    assert isinstance(stores.catalog, MemoryCatalog)
+    backed_up(stores.catalog, (BackupStatus.COMPLETED, "fargate", 5000.0))
+    assert runner_for(stores, target(), requested="lambda", lambda_budget_s=BUDGET_S).runner == "lambda"
+    assert runner_for(stores, target(), requested=None, lambda_budget_s=BUDGET_S).runner == "fargate"

@@ -73,9 +73,36 @@ class HealthRequest(ScheduledRequest):
 class BackupRequest(ScheduledRequest):
     """Input of the backup function. The schedule sends `scheduled_time`
     (`<aws.scheduler.scheduled-time>`): a retried delivery of the same scheduled event carries the
-    same value, so it never produces a second backup."""
+    same value, so it never produces a second backup. `runner` overrides the runner the backup
+    function would choose (warden.runner, docs/fargate.md)."""
 
     target: Annotated[str, Field(pattern=TARGET_NAME)]
+    runner: Literal["lambda", "fargate"] | None = None
+
+
+# A Step Functions execution name: 1 to 80 characters, none of whitespace, brackets, wildcards or these.
+EXECUTION_NAME = r"^[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/]{1,80}$"
+
+
+class AbandonTaskRequest(Model):
+    """What the Task state machine's Abandon step sends the backup function when a task run failed,
+    timed out or stopped heartbeating: stop the execution's task, and clean up after it
+    (docs/fargate.md). `error` is the state's caught error, `{"Error": ..., "Cause": ...}`."""
+
+    action: Literal["abandon"]
+    target: Annotated[str, Field(pattern=TARGET_NAME)]
+    execution: Annotated[str, Field(pattern=EXECUTION_NAME)]
+    error: dict[str, Any] = {}
+
+    @property
+    def error_name(self) -> str | None:
+        name = self.error.get("Error")
+        return str(name) if name else None
+
+    @property
+    def error_text(self) -> str:
+        cause = str(self.error.get("Cause") or "")[:2000]
+        return f"{self.error_name or 'unknown error'}" + (f": {cause}" if cause else "")
 
 
 class VerifyRequest(ScheduledRequest):

@@ -1,19 +1,27 @@
 """Where a target's backup runs: in the backup function (Lambda) or in an ECS Fargate task started
-through the stage's Task state machine (docs/fargate.md, "Choosing the runner").
+through the stage's Task state machine (docs/fargate.md).
 
-`choose` decides from the target's configuration and its catalog; `task_input` is what the backup
-function gives the Task state machine when it hands a backup over.
+`choose` decides from the target's configuration and its catalog (`runner_for` adds the request's
+override, a first backup's size estimate and whether the stage can start tasks); `hand_over`
+starts a task run with `task_input`; `abandon` is the Task state machine's Abandon step: it stops
+the execution's task and cleans up after it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from warden.config.backup import RDS_SNAPSHOT
 from warden.config.target import Target
-from warden.models import GOOD_BACKUP
+from warden.errors import ConfigError, WardenError
+from warden.models import GOOD_BACKUP, BackupStatus
 from warden.settings import Settings
+from warden.stores import Stores
 from warden.stores.base import CatalogStore
 
 Runner = Literal["lambda", "fargate"]
@@ -25,6 +33,14 @@ LAMBDA_THROUGHPUT_BPS = 20 * 2**20
 BUDGET_SHARE = 0.5
 # The module a task runs: `python -m warden.task <command...>`.
 TASK_MODULE = "warden.task"
+# The ECS task group of a run: the Task state machine's RunTask sets it from the execution's name.
+TASK_GROUP_PREFIX = "warden-task:"
+
+log = logging.getLogger(__name__)
+
+
+class HandOverFailed(WardenError):
+    """The Task state machine could not be started (the backup was not handed over)."""
 
 
 @dataclass(frozen=True)
@@ -93,3 +109,129 @@ def task_input(target: Target, job: str, trigger: str, actor: str) -> dict[str, 
         "heartbeat_s": size.heartbeat_s,
         "timeout_s": size.timeout_s,
     }
+
+
+def runner_for(stores: Stores, target: Target, *, requested: Runner | None,
+               lambda_budget_s: float) -> RunnerChoice:
+    """The runner of a backup request: the request's `runner` when it names one, else `choose`
+    (asking the database for a size estimate only for a first backup that could go to Fargate).
+    Fargate where the stage cannot start tasks is Lambda for `auto`, a ConfigError otherwise."""
+    available = fargate_available(stores.settings)
+    if requested is not None:
+        choice = RunnerChoice(requested, f"the request asked for {requested}")
+    elif target.runner == "auto" and not available:  # nothing to choose from: the catalog is not asked
+        return RunnerChoice("lambda", f"stage {stores.settings.stage!r} has no Task state machine")
+    else:
+        estimate = None
+        if (available and target.runner == "auto" and target.backup.method != RDS_SNAPSHOT
+                and stores.catalog.latest(target.name, GOOD_BACKUP) is None):
+            estimate = estimate_size_bytes(stores, target)
+        choice = choose(target, stores.catalog, lambda_budget_s=lambda_budget_s, estimate_bytes=estimate)
+    if choice.runner == "fargate" and not available:
+        raise ConfigError(f"target {target.name!r}: runner fargate, but stage {stores.settings.stage!r} has no Task "
+                          "state machine (a stage with `network:` or fargate.subnet_ids has one; docs/fargate.md)")
+    return choice
+
+
+def estimate_size_bytes(stores: Stores, target: Target) -> int | None:
+    """The engine's cheap size estimate of the target's database; None when it cannot tell (or the
+    database does not answer: the backup itself will say why)."""
+    from warden.engines import engine_for
+
+    try:
+        return engine_for(target.engine).estimate_size_bytes(stores.secrets.load(target))
+    except WardenError as err:
+        log.warning("no size estimate", extra={"target": target.name, "error": str(err)})
+        return None
+
+
+def execution_name(target: Target, job: str) -> str:
+    """A unique execution name (at most 80 characters): `<target>-<job>-<UTC time>-<6 hex>`."""
+    return f"{target.name}-{job}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def hand_over(settings: Settings, target: Target, job: str, trigger: str, actor: str) -> str:
+    """Start a task run of `job` on `target` (an execution of the stage's Task state machine); its ARN."""
+    from botocore.exceptions import ClientError
+
+    from warden.stores.clients import aws_client
+
+    if not settings.task_state_machine_arn:
+        raise ConfigError(f"stage {settings.stage!r} has no Task state machine")
+    try:
+        started = aws_client("stepfunctions").start_execution(
+            stateMachineArn=settings.task_state_machine_arn, name=execution_name(target, job),
+            input=json.dumps(task_input(target, job, trigger, actor)))
+    except ClientError as err:
+        raise HandOverFailed(f"cannot start the Task state machine for {target.name}: "
+                             f"{err.response.get('Error', {}).get('Code', err)}") from err
+    return str(started["executionArn"])
+
+
+def continue_on_fargate(stores: Stores, target: Target, backup_id: str | None, execution_arn: str) -> str | None:
+    """Say on the FAILED record of a Lambda attempt that the backup continues on Fargate; its error."""
+    if backup_id is None:
+        return None
+    record = stores.catalog.get(target.name, backup_id)
+    if record.status is not BackupStatus.FAILED:
+        return record.error
+    record = record.model_copy(update={"error": f"{record.error}; continued on Fargate: {execution_arn}"})
+    stores.catalog.save(record, expect_status=BackupStatus.FAILED)
+    return record.error
+
+
+def stop_task_runs(settings: Settings, execution: str, reason: str) -> list[str]:
+    """Stop the stage cluster's tasks of one execution (ECS group `warden-task:<execution>`); their ARNs."""
+    from warden.stores.clients import aws_client
+
+    if not settings.task_cluster:
+        return []
+    ecs, group, found = aws_client("ecs"), TASK_GROUP_PREFIX + execution, []
+    arns = [arn for page in ecs.get_paginator("list_tasks").paginate(cluster=settings.task_cluster)
+            for arn in page.get("taskArns", [])]
+    for i in range(0, len(arns), 100):  # DescribeTasks takes at most 100
+        for task in ecs.describe_tasks(cluster=settings.task_cluster, tasks=arns[i:i + 100]).get("tasks", []):
+            if task.get("group") == group and task.get("lastStatus") != "STOPPED":
+                ecs.stop_task(cluster=settings.task_cluster, task=task["taskArn"], reason=reason[:255])
+                found.append(str(task["taskArn"]))
+    return found
+
+
+def abandon(stores: Stores, target: str, execution: str, error_name: str | None, error_text: str,
+            actor: str) -> dict[str, Any]:
+    """The Abandon step of the Task state machine: stop the execution's task, then, when the target's
+    lease is still held by a task run of this execution (or of an unnamed one), clean up after it as
+    after a crashed run (upload aborted, RUNNING record FAILED with the error) and release the lease.
+
+    `counts_failure`: the backup failed without the task having said so itself (a task that failed
+    sends its own error and counts its own BackupFailure; a `States.*` error is the state machine's).
+    """
+    from botocore.exceptions import ClientError
+
+    from warden.backup import clean_up_crashed_run
+    from warden.stores.catalog import StaleRecord
+
+    reason = f"abandoned by the Task state machine (execution {execution}): {error_text}"
+    stop_error = None
+    try:
+        stopped = stop_task_runs(stores.settings, execution, reason)
+    except ClientError as err:  # clean up all the same: a task still running then loses its lease and stops
+        stopped, stop_error = [], f"cannot stop the execution's tasks: {err.response.get('Error', {}).get('Code', err)}"
+        log.warning("abandon: tasks not stopped", extra={"target": target, "error": stop_error})
+    lease = stores.leases.get(target)
+    ours = lease is not None and lease.runner == "fargate" and lease.execution in (None, execution)
+    if lease is not None and ours:
+        try:
+            clean_up_crashed_run(stores, lease, actor, reason=reason)
+        except StaleRecord:  # the stopped task recorded its own failure meanwhile (SIGTERM)
+            log.info("abandon: the task settled its record itself", extra={"target": target})
+        stores.leases.release(lease)
+    counts_failure = ours or error_name is None or error_name.startswith("States.")
+    backup_id = lease.backup_id if lease is not None and ours else None
+    stores.audit.audit(target=target, operation="backup", step="abandon", outcome="failed", actor=actor,
+                       backup_id=backup_id, execution=execution,
+                       error=error_text, stopped_tasks=stopped, cleaned_up=ours,
+                       **({"stop_error": stop_error} if stop_error else {}))
+    return {"target": target, "status": "abandoned", "execution": execution, "stopped_tasks": stopped,
+            "stop_error": stop_error, "cleaned_up": ours, "backup_id": backup_id, "error": error_text,
+            "counts_failure": counts_failure}
