@@ -1,5 +1,7 @@
 """Recovery: restore → validation → approval → promotion, with rollback. The Recovery state machine
-(infra/recovery.py) sequences these steps; each is one invocation of the recovery function.
+(infra/recovery.py) sequences these steps; each is one invocation of the recovery function, but for
+restore and validation when Preflight chose the Fargate runner (`Plan.runner`, docs/fargate.md):
+then each is an ECS task (`python -m warden.task recovery`, warden.task_recovery).
 
 Production is touched only in Promote. Everything before works on staging, so any failure,
 rejection or timeout before Promote leaves production untouched; Rollback undoes what Promote did
@@ -10,6 +12,7 @@ target's recovery state record (state table, `recovery#<target>` / `current`), a
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +31,7 @@ from warden.errors import ConfigError, WardenError
 from warden.events import RecoveryInput
 from warden.models import GOOD_BACKUP, BackupStatus, RecoveryState, RecoveryStatus
 from warden.replication import source_stores
+from warden.runner import choose_recovery, fargate_available, stop_task_runs, task_sizes
 from warden.snapshot_backup import restore_refusal
 from warden.stores import CatalogStore, Stores
 from warden.stores.catalog import BackupNotFound
@@ -36,6 +40,8 @@ from warden.stores.leases import Lease, LeaseHeld
 from warden.stores.recovery_state import StateStore
 
 ACTIVE_PARAMETER = "/warden/{stage}/active/{target}"
+
+logger = logging.getLogger(__name__)
 
 
 class RecoveryRefused(ConfigError):
@@ -59,11 +65,15 @@ class Plan:
     execution: str
     staging: dict[str, Any]  # {"kind": "database", "name": ...} or {"kind": "secret", "name": ...}
     source: str = "primary"  # or "replica": data and manifest are read from the replica bucket
+    runner: str = "lambda"  # or "fargate": restore and validate run as ECS tasks (a plan without it: Lambda)
+    # The tasks' size and limits (warden.runner.task_sizes) when the runner is fargate; the RunTask states read them.
+    task: dict[str, Any] | None = None
 
     @classmethod
     def from_event(cls, data: dict[str, Any]) -> Plan:
         return cls(**{k: data[k] for k in ("target", "backup_id", "promotion", "approval", "execution", "staging")},
-                   source=data.get("source", "primary"))
+                   source=data.get("source", "primary"), runner=data.get("runner") or "lambda",
+                   task=data.get("task"))
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -210,7 +220,14 @@ def preflight(stores: Stores, raw_input: dict[str, Any], execution: str,
         backup_id = record.backup_id
     production = stores.secrets.load(target)
     staging, staging_ref = staging_secret(stores, target, production)
-    ttl = target.recovery.approval_timeout_s + 4 * 3600
+    chosen = catalog.get(target.name, backup_id)
+    try:
+        runner = choose_recovery(target, catalog, chosen, available=fargate_available(stores.settings))
+    except ConfigError as err:
+        raise RecoveryRefused(str(err)) from None
+    task = task_sizes(target, spool_bytes=chosen.size_bytes) if runner.runner == "fargate" else None
+    # The lease outlives the steps: a restore and a validation on Fargate may each take their task's timeout.
+    ttl = target.recovery.approval_timeout_s + 4 * 3600 + (2 * task["timeout_s"] if task else 0)
     try:
         lease, _ = stores.leases.acquire(target.name, execution, "recovery", ttl)
     except LeaseHeld as held:
@@ -218,7 +235,7 @@ def preflight(stores: Stores, raw_input: dict[str, Any], execution: str,
     try:
         _check_staging_reachable(target, staging)
         plan = Plan(target=target.name, backup_id=backup_id, promotion=request.promotion, approval=request.approval,
-                    execution=execution, staging=staging_ref, source=request.source)
+                    execution=execution, staging=staging_ref, source=request.source, runner=runner.runner, task=task)
         stores.recovery_state.put(RecoveryState(
             target=target.name, status=RecoveryStatus.RECOVERING, execution=execution, backup_id=backup_id,
             promotion=request.promotion, approval=request.approval, started_at=datetime.now(UTC),
@@ -227,7 +244,7 @@ def preflight(stores: Stores, raw_input: dict[str, Any], execution: str,
         stores.leases.release(lease)
         raise
     _audit(stores, plan, "preflight", "ok", promotion=plan.promotion, approval=plan.approval,
-           requested_by=request.requested_by, source=plan.source)
+           requested_by=request.requested_by, source=plan.source, runner=plan.runner, runner_reason=runner.reason)
     return plan
 
 
@@ -399,6 +416,7 @@ def finish(stores: Stores, plan: Plan) -> dict[str, Any]:
 def rollback(stores: Stores, plan: Plan, error: dict[str, Any] | None) -> dict[str, Any]:
     """Undo what Promote did (by the recorded progress), clean staging, mark RECOVERY_FAILED."""
     _need(stores.settings.state_table, "a state table")
+    stopped = _stop_tasks(stores, plan)
     store = stores.recovery_state
     state = store.get(plan.target)
     done = set(state.progress)
@@ -425,8 +443,25 @@ def rollback(stores: Stores, plan: Plan, error: dict[str, Any] | None) -> dict[s
                  finished_at=datetime.now(UTC), task_token=None, step_done="rollback")
     _release(stores, plan)
     _cleanup_staging(stores, plan, promoted=False)
-    _audit(stores, plan, "rollback", "ok", error=reason, undone=undone)
-    return {"status": RecoveryStatus.RECOVERY_FAILED.value, "error": reason, "undone": undone}
+    extra = {"stopped_tasks": stopped} if stopped else {}
+    _audit(stores, plan, "rollback", "ok", error=reason, undone=undone, **extra)
+    return {"status": RecoveryStatus.RECOVERY_FAILED.value, "error": reason, "undone": undone, **extra}
+
+
+def _stop_tasks(stores: Stores, plan: Plan) -> list[str]:
+    """Stop the execution's restore or validation task if one still runs: a heartbeat timeout ends
+    its state, not the task, which would go on writing into staging while Rollback cleans it up.
+    On a stage that starts tasks, whatever the plan's runner (a cancel's plan does not know it)."""
+    if not stores.settings.task_cluster:
+        return []
+    from botocore.exceptions import ClientError
+
+    name = plan.execution.rsplit(":", 1)[-1]  # RunTask's group is the execution's name, the plan has its ARN
+    try:
+        return stop_task_runs(stores.settings, name, f"recovery {name} rolled back")
+    except ClientError as err:  # roll back all the same
+        logger.warning("rollback: tasks not stopped", extra={"target": plan.target, "error": str(err)})
+        return []
 
 
 def cancel(stores: Stores, target: str, *, actor: str) -> RecoveryState:

@@ -4,7 +4,8 @@ through the stage's Task state machine (docs/fargate.md).
 `choose` decides from the target's configuration and its catalog (`runner_for` adds the request's
 override, a first backup's size estimate and whether the stage can start tasks); `hand_over`
 starts a task run with `task_input`; `abandon` is the Task state machine's Abandon step: it stops
-the execution's task and cleans up after it.
+the execution's task and cleans up after it. `choose_recovery` decides where a recovery's restore
+and validation run (the Recovery state machine runs them as tasks itself, sized by `task_sizes`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Literal
 from warden.config.backup import RDS_SNAPSHOT
 from warden.config.target import Target
 from warden.errors import ConfigError, WardenError
-from warden.models import GOOD_BACKUP, BackupStatus
+from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
 from warden.settings import Settings
 from warden.stores import Stores
 from warden.stores.base import CatalogStore
@@ -35,6 +36,15 @@ BUDGET_SHARE = 0.5
 TASK_MODULE = "warden.task"
 # The ECS task group of a run: the Task state machine's RunTask sets it from the execution's name.
 TASK_GROUP_PREFIX = "warden-task:"
+# What a restore on Lambda is assumed to load (bytes of backup per second): slower than the dump that
+# made the backup (pg_restore rebuilds the indexes and checks the constraints; a Neo4j restore commits
+# in batches). Conservative on purpose, as LAMBDA_THROUGHPUT_BPS.
+LAMBDA_RESTORE_BPS = 5 * 2**20
+# The Lambda budget of one recovery step: the recovery function's timeout (infra/jobs.py).
+RECOVERY_STEP_BUDGET_S = 15 * 60
+# A run that spools a backup to its disk (a PostgreSQL restore: pg_restore -j needs a seekable archive)
+# gets room for it plus the image and the unpacked layers, up to Fargate's largest ephemeral storage.
+SPOOL_HEADROOM_PCT, DISK_RESERVE_GIB, MAX_EPHEMERAL_GIB = 10, 2, 200
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +108,51 @@ def task_input(target: Target, job: str, trigger: str, actor: str) -> dict[str, 
     `command` is what follows `python -m warden.task`; cpu and memory are strings as RunTask's
     overrides take them; heartbeat and timeout are the state machine's HeartbeatSeconds and
     TimeoutSeconds."""
+    return {"job": job, "target": target.name, "command": task_command(target, job, trigger, actor),
+            **task_sizes(target)}
+
+
+def task_sizes(target: Target, *, spool_bytes: int | None = None) -> dict[str, Any]:
+    """One run's size and limits from the target's `fargate:` block, as a RunTask state reads them:
+    cpu and memory as strings (RunTask's overrides), ephemeral storage in GiB, heartbeat and timeout
+    in whole seconds (HeartbeatSecondsPath / TimeoutSecondsPath need JSON integers). With
+    `spool_bytes` (what the run writes to its disk) the disk grows past `fargate.ephemeral_gib` to hold it."""
     size = target.fargate
-    return {
-        "job": job,
-        "target": target.name,
-        "command": task_command(target, job, trigger, actor),
-        "cpu": str(size.cpu),
-        "memory": str(size.memory_mib),
-        "ephemeral_gib": size.ephemeral_gib,
-        "heartbeat_s": size.heartbeat_s,
-        "timeout_s": size.timeout_s,
-    }
+    ephemeral = size.ephemeral_gib
+    if spool_bytes:
+        needed = -(-spool_bytes * (100 + SPOOL_HEADROOM_PCT) // (100 * 2**30)) + DISK_RESERVE_GIB  # GiB, rounded up
+        ephemeral = max(ephemeral, min(MAX_EPHEMERAL_GIB, needed))
+    return {"cpu": str(size.cpu), "memory": str(size.memory_mib), "ephemeral_gib": int(ephemeral),
+            "heartbeat_s": int(size.heartbeat_s), "timeout_s": int(size.timeout_s)}
+
+
+def choose_recovery(target: Target, catalog: CatalogStore, record: BackupRecord, *, available: bool,
+                    budget_s: float = RECOVERY_STEP_BUDGET_S) -> RunnerChoice:
+    """Where a recovery of `record` runs its restore and validation (Preflight decides it once).
+
+    `runner: lambda` / `fargate` as configured (Fargate where the stage cannot start tasks, not
+    `available`, is a ConfigError). `auto`: Lambda where the stage cannot start tasks; else Fargate
+    when the backup, or the target's newest good backup, ran on Fargate, or when the backup's size
+    at LAMBDA_RESTORE_BPS would take more than half of `budget_s`; Lambda otherwise.
+    """
+    if target.runner == "fargate" and not available:
+        raise ConfigError(f"target {target.name!r}: runner fargate, but the stage has no Task state machine "
+                          "(a stage with `network:` or fargate.subnet_ids has one; docs/fargate.md)")
+    if target.runner != "auto":
+        return RunnerChoice(target.runner, f"the target's runner is {target.runner}")
+    if not available:
+        return RunnerChoice("lambda", "the stage cannot start tasks")
+    if record.runner == "fargate":
+        return RunnerChoice("fargate", f"backup {record.backup_id} ran on Fargate")
+    newest = catalog.latest(target.name, GOOD_BACKUP)
+    if newest is not None and newest.runner == "fargate":
+        return RunnerChoice("fargate", f"the newest backup {newest.backup_id} ran on Fargate")
+    expected_s = (record.size_bytes or 0) / LAMBDA_RESTORE_BPS
+    size = f"{(record.size_bytes or 0) / 2**20:.0f} MiB"
+    if expected_s > BUDGET_SHARE * budget_s:
+        return RunnerChoice("fargate", f"a restore of {size} would take about {expected_s:.0f} s, more than "
+                                       f"half the Lambda budget of {budget_s:.0f} s")
+    return RunnerChoice("lambda", f"a restore of {size} fits the Lambda budget of {budget_s:.0f} s")
 
 
 def runner_for(stores: Stores, target: Target, *, requested: Runner | None,

@@ -1,6 +1,7 @@
 """A long job in an ECS Fargate task (docs/fargate.md, "The task"):
 
     python -m warden.task backup --target T [--trigger schedule] [--actor A]
+    python -m warden.task recovery --step restore|validate --plan '<json>'   (warden.task_recovery)
 
 Runs `warden.backup.run_backup` with no Lambda deadline, the target's lease renewed every quarter
 of its TTL (WARDEN_TASK_LEASE_TTL_S, default BACKUP_LEASE_S) and progress on the RUNNING record.
@@ -27,10 +28,10 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from warden import names
+from warden import names, task_recovery
 from warden.errors import BadRequest, ConfigError, WardenError
 
-JOBS = ("backup",)
+JOBS = ("backup", "recovery")
 # A heartbeat at most this often (and at most every target.fargate.heartbeat_s), when progress advanced.
 HEARTBEAT_MAX_S = 30.0
 CAUSE_LIMIT = 30000  # SendTaskFailure's `cause` holds at most 32 768 characters
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("--trigger", default="manual",
                         choices=get_args(ScheduledRequest.model_fields["trigger"].annotation))
     backup.add_argument("--actor", default=None, help="on whose behalf (audited)")
+    task_recovery.add_parser(jobs)
     return parser
 
 
@@ -106,6 +108,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     try:
         args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        if args.job == task_recovery.JOB:
+            return task_recovery.main(args, env)
         request = _request(args)
         from warden.settings import Settings
 
