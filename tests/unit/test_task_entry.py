@@ -11,6 +11,14 @@ import pytest
 from warden.task import Heartbeats, main
 
 
+@pytest.fixture(autouse=True)
+def task_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Powertools settings a task gets (as the functions): the task's logger, imported here first,
+    builds warden.observability's Metrics with them, as the handler tests expect it built."""
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "warden")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Warden")
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     ([], "required: job"),
     (["restore", "--target", "pg-local"], "invalid choice: 'restore'"),
