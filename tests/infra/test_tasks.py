@@ -211,10 +211,13 @@ def test_any_error_of_the_run_is_abandoned_through_the_backup_function_then_fail
     assert "Lambda.TooManyRequestsException" in retry["ErrorEquals"] and "States.ALL" not in retry["ErrorEquals"]
     assert abandon["Next"] == "Failed"
     (abandon_catch,) = abandon["Catch"]  # a failed Abandon keeps the run's error for Failed
-    assert abandon_catch["Next"] == "Failed" and abandon_catch["ResultPath"] != "$.error"
+    assert abandon_catch["Next"] == "AbandonFailed" and abandon_catch["ResultPath"] != "$.error"
     failed = states["Failed"]
-    assert (failed["Type"], failed["ErrorPath"], failed["CausePath"]) == ("Fail", "$.error.Error", "$.error.Cause")
-    assert set(states) == {"RunTask", "Done", "Abandon", "Failed"}
+    # the run's error as Abandon names it: a Fail state may not end with a States.* error
+    assert (failed["Type"], failed["ErrorPath"], failed["CausePath"]) == ("Fail", "$.abandon.error_name",
+                                                                          "$.error.Cause")
+    assert (states["AbandonFailed"]["Type"], states["AbandonFailed"]["Error"]) == ("Fail", "AbandonFailed")
+    assert set(states) == {"RunTask", "Done", "Abandon", "Failed", "AbandonFailed"}
 
 
 def test_the_task_machine_outlives_the_longest_run_a_target_may_ask_for(
@@ -284,10 +287,15 @@ def test_the_task_role_holds_the_backup_functions_grants_and_only_named_actions(
     assert not [a for a in actions if a.startswith(("ecs:", "iam:", "lambda:")) or a == "states:StartExecution"]
     by_action = {a: s for s in statements for a in as_list(s["Action"])}
     for action in ("states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"):
-        assert by_action[action]["Resource"] == f"arn:aws:states:eu-west-1:{ACCOUNT}:stateMachine:warden-staging-task"
+        # the Task state machine's runs, and the Recovery one's restore and validation (its Fargate states)
+        assert sorted(as_list(by_action[action]["Resource"])) == [
+            f"arn:aws:states:eu-west-1:{ACCOUNT}:stateMachine:warden-staging-{machine}"
+            for machine in ("recovery", "task")]
     metrics = by_action["cloudwatch:PutMetricData"]
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Warden"}}
-    code = as_list(by_action["s3:GetObject"]["Resource"])
+    # the layer zips (the recovery steps also read backups: tests/infra/test_recovery_fargate.py)
+    code = [r for s in statements if "s3:GetObject" in as_list(s["Action"]) for r in as_list(s["Resource"])
+            if "cdk-hnb659fds-assets-" in json.dumps(r)]
     assert len(code) == 3 and all(r.startswith("arn:aws:s3:::cdk-hnb659fds-assets-") and r.endswith(".zip")
                                   for r in code)
 

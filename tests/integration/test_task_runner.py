@@ -199,6 +199,9 @@ def test_a_task_backs_up_postgres_on_fargate_with_progress_object_and_manifest(
     assert {"Stage": STAGE, "Target": "pg-local", "service": "warden"} in metric_dimensions(
         server, "BackupSuccess", "pg-local")
     assert metric_dimensions(server, "BackupSize", "pg-local")
+    # its duration in a stream of its own: the alarm near the Lambda time limit reads the function's
+    assert metric_dimensions(server, "BackupDuration", "pg-local") == [
+        {"Stage": STAGE, "Target": "pg-local", "service": "warden", "Runner": "fargate"}]
     logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert "backup finished" in {entry["message"] for entry in logs}
     assert postgres.password not in out + err

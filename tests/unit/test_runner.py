@@ -121,3 +121,13 @@ def test_a_request_names_the_runner_whatever_the_history_says() -> None:
     backed_up(stores.catalog, (BackupStatus.COMPLETED, "fargate", 5000.0))
     assert runner_for(stores, target(), requested="lambda", lambda_budget_s=BUDGET_S).runner == "lambda"
     assert runner_for(stores, target(), requested=None, lambda_budget_s=BUDGET_S).runner == "fargate"
+
+
+@pytest.mark.parametrize(("error", "name"), [
+    ("States.HeartbeatTimeout", "TaskHeartbeatTimeout"), ("States.Timeout", "TaskTimeout"),
+    ("States.TaskFailed", "TaskTaskFailed"), ("BackupFailed", "BackupFailed"), (None, "TaskFailed"),
+])
+def test_the_task_machine_fails_with_a_name_a_fail_state_may_raise(error: str | None, name: str) -> None:
+    from warden.runner import failure_name
+
+    assert failure_name(error) == name and not failure_name(error).startswith("States.")

@@ -244,11 +244,12 @@ def stop_task_runs(settings: Settings, execution: str, reason: str) -> list[str]
 def abandon(stores: Stores, target: str, execution: str, error_name: str | None, error_text: str,
             actor: str) -> dict[str, Any]:
     """The Abandon step of the Task state machine: stop the execution's task, then, when the target's
-    lease is still held by a task run of this execution (or of an unnamed one), clean up after it as
+    lease is still held by a task run of this execution, clean up after it as
     after a crashed run (upload aborted, RUNNING record FAILED with the error) and release the lease.
 
-    `counts_failure`: the backup failed without the task having said so itself (a task that failed
-    sends its own error and counts its own BackupFailure; a `States.*` error is the state machine's).
+    `counts_failure`: the backup failed without the task having said so itself (a task that failed, or
+    that settled its record when stopped, counts its own BackupFailure; a `States.*` error is the
+    state machine's).
     """
     from botocore.exceptions import ClientError
 
@@ -263,14 +264,17 @@ def abandon(stores: Stores, target: str, execution: str, error_name: str | None,
         stopped, stop_error = [], f"cannot stop the execution's tasks: {err.response.get('Error', {}).get('Code', err)}"
         log.warning("abandon: tasks not stopped", extra={"target": target, "error": stop_error})
     lease = stores.leases.get(target)
-    ours = lease is not None and lease.runner == "fargate" and lease.execution in (None, execution)
+    # A task of this execution holds the lease (every task the machine starts records its execution).
+    ours = lease is not None and lease.runner == "fargate" and lease.execution == execution
+    settled_by_task = False
     if lease is not None and ours:
         try:
             clean_up_crashed_run(stores, lease, actor, reason=reason)
-        except StaleRecord:  # the stopped task recorded its own failure meanwhile (SIGTERM)
+        except StaleRecord:  # the stopped task recorded its own failure meanwhile (SIGTERM) and counted it
+            settled_by_task = True
             log.info("abandon: the task settled its record itself", extra={"target": target})
         stores.leases.release(lease)
-    counts_failure = ours or error_name is None or error_name.startswith("States.")
+    counts_failure = not settled_by_task and (ours or error_name is None or error_name.startswith("States."))
     backup_id = lease.backup_id if lease is not None and ours else None
     stores.audit.audit(target=target, operation="backup", step="abandon", outcome="failed", actor=actor,
                        backup_id=backup_id, execution=execution,
@@ -278,4 +282,13 @@ def abandon(stores: Stores, target: str, execution: str, error_name: str | None,
                        **({"stop_error": stop_error} if stop_error else {}))
     return {"target": target, "status": "abandoned", "execution": execution, "stopped_tasks": stopped,
             "stop_error": stop_error, "cleaned_up": ours, "backup_id": backup_id, "error": error_text,
-            "counts_failure": counts_failure}
+            "error_name": failure_name(error_name), "counts_failure": counts_failure}
+
+
+def failure_name(error_name: str | None) -> str:
+    """The error the Task state machine's Failed state ends with: the run's own (BackupFailed, ...), or
+    for the machine's own errors (a Fail state may not raise `States.*`) Task<name>: TaskHeartbeatTimeout,
+    TaskTimeout, TaskTaskFailed."""
+    if not error_name:
+        return "TaskFailed"
+    return f"Task{error_name.removeprefix('States.')}" if error_name.startswith("States.") else error_name

@@ -171,10 +171,13 @@ def _back_up(settings: Any, target: Any, trigger: str, actor: str, env: Mapping[
         return 0
     record = outcome.record
     _metrics(env, settings.stage, target.name, [
-        ("BackupSuccess", "Count", 1), ("BackupDuration", "Seconds", record.duration_s or 0),
-        ("BackupSize", "Bytes", record.size_bytes or 0),
+        ("BackupSuccess", "Count", 1), ("BackupSize", "Bytes", record.size_bytes or 0),
         ("StoredBytes", "Bytes", stores.catalog.stored_bytes(target.name)),
     ])
+    # With Runner=fargate: a stream of its own, so the fleet's "near the Lambda time limit" alarm (over
+    # the function's BackupDuration) does not read hours-long task runs.
+    _metrics(env, settings.stage, target.name, [("BackupDuration", "Seconds", record.duration_s or 0)],
+             extra={"Runner": "fargate"})
     _log("info", "backup finished", target=target.name, backup_id=record.backup_id, size_bytes=record.size_bytes,
          duration_s=record.duration_s)
     _report_success(token, {"target": target.name, "backup_id": record.backup_id, "status": record.status.value,
@@ -217,13 +220,15 @@ def _report_failure(token: str | None, err: BaseException) -> None:
         _log("warning", "SendTaskFailure failed", error=f"{type(failed).__name__}: {failed}")
 
 
-def _metrics(env: Mapping[str, str], stage: str, target: str, points: list[tuple[str, str, float]]) -> None:
+def _metrics(env: Mapping[str, str], stage: str, target: str, points: list[tuple[str, str, float]],
+             extra: Mapping[str, str] | None = None) -> None:
     """PutMetricData with the backup function's names and dimensions (docs/metrics.md: Stage, Target
     and the `service` Powertools adds), so the same alarms read them; a failure is logged, not raised."""
     from warden.stores.clients import aws_client
 
     dimensions = [{"Name": "Stage", "Value": stage}, {"Name": "Target", "Value": target},
                   {"Name": "service", "Value": env.get(names.ENV_POWERTOOLS_SERVICE_NAME, names.SERVICE_NAME)}]
+    dimensions += [{"Name": name, "Value": value} for name, value in (extra or {}).items()]
     try:
         aws_client("cloudwatch").put_metric_data(
             Namespace=env.get(names.ENV_POWERTOOLS_METRICS_NAMESPACE, names.METRICS_NAMESPACE),
