@@ -287,11 +287,16 @@ class TaskRunner(Construct):
             payload_response_only=True, result_path="$.abandon", retry_on_service_exceptions=False,
             task_timeout=sfn.Timeout.duration(ABANDON_TIMEOUT))
         abandon.add_retry(errors=TRANSIENT_ERRORS, interval=Duration.seconds(5), max_attempts=3, backoff_rate=2.0)
+        # The run's error as Abandon names it (a Fail state may not end with a `States.*` error:
+        # States.HeartbeatTimeout ends as TaskHeartbeatTimeout; warden.runner.failure_name).
         failed = sfn.Fail(self, "Failed", comment="The run failed, timed out or stopped heartbeating; abandoned",
-                          error_path="$.error.Error", cause_path="$.error.Cause")
+                          error_path="$.abandon.error_name", cause_path="$.error.Cause")
+        abandon_failed = sfn.Fail(self, "AbandonFailed", error="AbandonFailed",
+                                  comment="The run failed and Abandon did not finish: see the audit trail and the "
+                                          "record; a task left running loses its lease",
+                                  cause_path="$.abandon_error.Cause")
         run.add_catch(abandon, errors=["States.ALL"], result_path="$.error")
-        # A failed Abandon still fails the run with the run's error (the record says the rest).
-        abandon.add_catch(failed, errors=["States.ALL"], result_path="$.abandon_error")
+        abandon.add_catch(abandon_failed, errors=["States.ALL"], result_path="$.abandon_error")
         abandon.next(failed)
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",
