@@ -244,7 +244,53 @@ def cmd_backup_create(args: argparse.Namespace) -> Result:
         return result, f"backup of {args.target} started ({result['function']}); see `warden backup list`", 0
     if result.get("status") == "already running":
         return result, f"{args.target}: already running — {result['detail']}", 1
+    if result.get("status") == "handed over":  # it runs on Fargate: follow the Task state machine's execution
+        return _follow_task(handle, result)
     return result, _format_record(result), 0
+
+
+def progress_text(progress: dict[str, Any] | None) -> str:
+    """A running backup's progress: bytes written, rate, time left (`-` where unknown)."""
+    if not progress:
+        return "starting"
+    rate = progress.get("rate_bytes_s") or 0
+    eta = progress.get("eta_s")
+    left = "-" if eta is None else (f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s")
+    return f"{progress.get('bytes', 0) / 2**20:,.1f} MiB written, {rate / 2**20:.1f} MiB/s, {left} left"
+
+
+def _follow_task(handle: Any, handed: dict[str, Any]) -> Result:
+    """A backup handed over to Fargate: a live progress line (from its RUNNING record) until the Task
+    state machine's execution ends, then the record the task wrote."""
+    from warden.stores.catalog import Catalog
+    from warden.stores.clients import aws_client
+
+    sfn, catalog = aws_client("stepfunctions"), Catalog(_need(handle.settings.catalog_table))
+    execution, target = handed["execution_arn"], handed["target"]
+    print(f"{target}: on Fargate ({handed.get('reason') or 'runner fargate'}); execution {execution}",
+          file=sys.stderr, flush=True)
+    last = None
+    while True:
+        described = sfn.describe_execution(executionArn=execution)
+        running = next((r for r in catalog.list(target) if r.status.value == "RUNNING" and r.runner == "fargate"), None)
+        if running is not None:
+            line = f"{running.backup_id}: RUNNING on fargate, {progress_text(running.progress)}"
+            if line != last:
+                print(line, file=sys.stderr, flush=True)
+                last = line
+        if described["status"] != "RUNNING":
+            break
+        time.sleep(float(os.environ.get("WARDEN_CLI_POLL_S", "2")))
+    if described["status"] != "SUCCEEDED":
+        data = {**handed, "execution_status": described["status"], "error": described.get("error"),
+                "cause": described.get("cause")}
+        return data, (f"{target}: backup on Fargate {described['status']}: {described.get('error')}: "
+                      f"{described.get('cause')}"), 1
+    output = json.loads(described.get("output") or "{}").get("result") or {}
+    if output.get("status") == "already running":
+        return output, f"{target}: already running — {output.get('detail')}", 1
+    record = catalog.get(target, output["backup_id"]).model_dump(mode="json")
+    return record, _format_record(record), 0 if record["status"] in ("COMPLETED", "VERIFIED") else 1
 
 
 # `backup list` across targets reads this many targets' catalog partitions at once (one DynamoDB
@@ -265,7 +311,9 @@ def backup_row(catalog: Any, target: Any, now: Any) -> dict[str, Any]:
             "good_in_last_day": fresh, "backup_id": newest.backup_id if newest else None,
             "status": newest.status.value if newest else None,
             "age_s": round((now - newest.started_at).total_seconds()) if newest else None,
-            "size_bytes": newest.size_bytes if newest else None}
+            "size_bytes": newest.size_bytes if newest else None,
+            "running": (f"on {newest.runner or 'lambda'}: {progress_text(newest.progress)}"
+                        if newest is not None and newest.status.value == "RUNNING" else None)}
 
 
 def backup_summary(handle: Any, args: argparse.Namespace) -> Result:
@@ -289,7 +337,8 @@ def backup_summary(handle: Any, args: argparse.Namespace) -> Result:
         age = "-" if r["age_s"] is None else f"{r['age_s'] / 3600:.1f}h"
         size = f"{r['size_bytes']:,}" if r["size_bytes"] is not None else "-"
         lines.append(f"{r['target']:<24} {r['backup_id'] or '-':<26} {r['status'] or 'none':<10} {age:>8} "
-                     f"{size:>14}  {'ok' if r['good_in_last_day'] else 'NO GOOD BACKUP'}")
+                     f"{size:>14}  {'ok' if r['good_in_last_day'] else 'NO GOOD BACKUP'}"
+                     f"{'  (' + r['running'] + ')' if r['running'] else ''}")
     missing = sum(not r["good_in_last_day"] for r in rows)
     return rows, "\n".join([*lines, f"{missing} of {len(rows)} target(s) without a good backup in the last day"]), 0
 
@@ -309,7 +358,10 @@ def cmd_backup_list(args: argparse.Namespace) -> Result:
         duration = f"{r['duration_s']:.1f}s" if r.get("duration_s") is not None else "-"
         hold = "  [hold]" if r.get("hold") else ""
         snapshot = f" {r['snapshot']['snapshot_id']}" if r.get("snapshot") else ""  # rds-snapshot: RDS keeps the data
-        lines.append(f"{r['backup_id']:<26} {r['status']:<10} {size:>12} {duration:>9}  {r['method']}{snapshot}{hold}")
+        running = (f"  on {r.get('runner') or 'lambda'}: {progress_text(r.get('progress'))}"
+                   if r["status"] == "RUNNING" else "")
+        lines.append(f"{r['backup_id']:<26} {r['status']:<10} {size:>12} {duration:>9}  {r['method']}{snapshot}{hold}"
+                     f"{running}")
     if not records:
         lines = [f"no backups of {args.target}"]
     return records, "\n".join(lines), 0

@@ -480,3 +480,32 @@ def test_filters_that_match_nothing_or_come_with_a_target_are_exit_2(
     assert code == 2 and out == "" and "no target matches" in run.err  # type: ignore[attr-defined]
     code, _ = run(capsys, "backup", "list", "--target", "pay-api", "--group", "payments")
     assert code == 2 and "drop --target" in run.err  # type: ignore[attr-defined]
+
+
+def test_backup_create_wait_follows_a_backup_handed_over_to_fargate(
+        local_home: Path, postgres: PostgresEndpoint, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    # Given a target that runs its backups on Fargate (the local runtime runs the task as a process)
+    endpoint = json.loads((local_home / "state.json").read_text())["endpoint_url"]
+
+    class Running:
+        def client(self, service: str) -> Any:
+            return boto3.client(service, endpoint_url=endpoint, region_name="eu-west-1",
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    config = LocalConfig.model_validate({"stage": STAGE, "targets": [
+        {"name": "big-pg", "engine": "postgres", "local": "postgres18", "runner": "fargate"}]})
+    register_targets(Running(), config, {"postgres18": postgres_secret(postgres, "cli_source")})  # type: ignore[arg-type]
+    monkeypatch.setenv("WARDEN_CLI_POLL_S", "0.5")
+    # When the operator backs it up and waits
+    code, out = run(capsys, "--format", "json", "backup", "create", "--target", "big-pg", "--wait")
+    # Then the CLI followed the task's execution to the record the task wrote
+    assert code == 0, (out, run.err)  # type: ignore[attr-defined]
+    record = json.loads(out)
+    assert record["status"] == "COMPLETED" and record["runner"] == "fargate" and record["size_bytes"] > 0, record
+    assert "big-pg: on Fargate" in run.err  # type: ignore[attr-defined]
+    # and the listing shows it like any other backup
+    code, out = run(capsys, "backup", "list", "--target", "big-pg")
+    assert code == 0 and record["backup_id"] in out and "COMPLETED" in out, out
