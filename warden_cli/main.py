@@ -236,6 +236,12 @@ def cmd_report(args: argparse.Namespace) -> Result:
     return result, f"{result['summary']}\n\ns3://{handle.settings.bucket}/{result['key']}", 0
 
 
+def progress_text(progress: dict[str, Any] | None) -> str:
+    from warden.runner import progress_text as text
+
+    return text(progress)
+
+
 def cmd_backup_create(args: argparse.Namespace) -> Result:
     handle = open_stage(args.stage)
     result = invoke(handle, "backup", {"target": args.target, "trigger": "cli", "requested_by": actor()},
@@ -247,16 +253,6 @@ def cmd_backup_create(args: argparse.Namespace) -> Result:
     if result.get("status") == "handed over":  # it runs on Fargate: follow the Task state machine's execution
         return _follow_task(handle, result)
     return result, _format_record(result), 0
-
-
-def progress_text(progress: dict[str, Any] | None) -> str:
-    """A running backup's progress: bytes written, rate, time left (`-` where unknown)."""
-    if not progress:
-        return "starting"
-    rate = progress.get("rate_bytes_s") or 0
-    eta = progress.get("eta_s")
-    left = "-" if eta is None else (f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s")
-    return f"{progress.get('bytes', 0) / 2**20:,.1f} MiB written, {rate / 2**20:.1f} MiB/s, {left} left"
 
 
 def _follow_task(handle: Any, handed: dict[str, Any]) -> Result:

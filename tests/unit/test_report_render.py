@@ -327,3 +327,16 @@ def test_small_stage_lists_the_target_needing_attention_first() -> None:
     attention = html[html.index("Needs attention (1)"):html.index("<h2>Overview</h2>")]
     assert "pg-main" in attention and "graph-main" not in attention
     assert summarize(data).splitlines()[1].startswith("- pg-main [ATTENTION]")
+
+
+def test_summary_shows_a_backup_still_running_with_its_runner_and_progress() -> None:
+    data = sample_week()
+    graph = data.targets[1]
+    running = graph.backups[-1].model_copy(update={
+        "backup_id": "20261122T230000Z-0000abcd", "status": BackupStatus.RUNNING, "finished_at": None,
+        "runner": "fargate", "progress": {"bytes": 5 * 2**30, "rate_bytes_s": 80 * 2**20, "eta_s": 1200}})
+    graph.backups.append(running)
+    lines = summarize(data).splitlines()
+    assert ("- graph-main [RUNNING]: backup 20261122T230000Z-0000abcd on fargate, 5,120.0 MiB written, "
+            "80.0 MiB/s, 20 min left") in lines
+    assert lines.index(next(x for x in lines if "[RUNNING]" in x)) == 1  # under the header, before the targets

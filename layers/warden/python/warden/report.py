@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from warden.errors import ConfigError, WardenError
 from warden.models import GOOD_BACKUP, AuditEntry, BackupRecord, BackupStatus
+from warden.runner import progress_text
 from warden.stores import CatalogStore, Stores
 from warden.stores.artifacts import ArtifactError
 from warden.stores.audit import AuditError
@@ -121,6 +122,10 @@ class TargetWeek:
     @property
     def failed(self) -> list[BackupRecord]:
         return [b for b in self.backups if b.status in (BackupStatus.FAILED, BackupStatus.CORRUPT)]
+
+    @property
+    def running(self) -> list[BackupRecord]:
+        return [b for b in self.backups if b.status == BackupStatus.RUNNING]
 
     @property
     def alarms_fired(self) -> list[AlarmEvent]:
@@ -417,6 +422,9 @@ def summarize(data: StageWeek) -> str:
     lines = [f"Warden {data.stage} weekly report {w.label} "
              f"({w.start:%Y-%m-%d} to {(w.end - timedelta(days=1)):%Y-%m-%d}), {len(data.targets)} target(s), "
              f"{len(attention)} need attention."]
+    running = [(t.name, b) for t in ordered for b in t.running]
+    lines += [f"- {name} [RUNNING]: backup {b.backup_id} on {b.runner or 'lambda'}, {progress_text(b.progress)}"
+              for name, b in running[:DETAIL_LIMIT]]
     if len(data.targets) > DETAIL_LIMIT:
         lines += [f"- {t.name} [ATTENTION]: " + ", ".join(text for _, text in t.problems)
                   for t in attention[:DETAIL_LIMIT]]

@@ -292,3 +292,13 @@ def failure_name(error_name: str | None) -> str:
     if not error_name:
         return "TaskFailed"
     return f"Task{error_name.removeprefix('States.')}" if error_name.startswith("States.") else error_name
+
+
+def progress_text(progress: dict[str, Any] | None) -> str:
+    """A running backup's progress: bytes written, rate, time left (`-` where unknown)."""
+    if not progress:
+        return "starting"
+    rate = progress.get("rate_bytes_s") or 0
+    eta = progress.get("eta_s")
+    left = "-" if eta is None else (f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s")
+    return f"{progress.get('bytes', 0) / 2**20:,.1f} MiB written, {rate / 2**20:.1f} MiB/s, {left} left"
