@@ -47,6 +47,9 @@ ENV_TOPIC_ARN = names.ENV_TOPIC_ARN
 ENV_PG_BIN_DIR = names.ENV_PG_BIN_DIR
 ENV_TABLES = {"catalog": names.ENV_CATALOG_TABLE, "audit": names.ENV_AUDIT_TABLE, "state": names.ENV_STATE_TABLE}
 _RESERVED_ENV = {ENV_FUNCTION, ENV_STAGE, names.ENV_POWERTOOLS_SERVICE_NAME, names.ENV_POWERTOOLS_METRICS_NAMESPACE}
+# What a state machine's function task retries: a database that did not answer, Lambda's own hiccups.
+TRANSIENT_ERRORS = ["DatabaseUnavailable", "Lambda.ServiceException", "Lambda.AWSLambdaException",
+                    "Lambda.SdkClientException", "Lambda.TooManyRequestsException"]
 
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,
@@ -281,8 +284,14 @@ def grant_target_secrets_read(fn: WardenFunction, targets: Iterable[Target]) -> 
     (`?` matches exactly one character). A secret encrypted with its own customer key also needs
     `kms:Decrypt` on that key, granted where that key is known.
     """
-    stack = Stack.of(fn)
-    arns = sorted(
+    arns = target_secret_arns(Stack.of(fn), targets)
+    if arns:
+        fn.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=arns))
+
+
+def target_secret_arns(stack: Stack, targets: Iterable[Target]) -> list[str]:
+    """The ARNs (patterns) of the targets' secrets, sorted: `<name>-??????`, or the ARN configured."""
+    return sorted(
         {
             t.secret_name
             if t.secret_name.startswith("arn:")
@@ -295,8 +304,19 @@ def grant_target_secrets_read(fn: WardenFunction, targets: Iterable[Target]) -> 
             for t in targets
         }
     )
-    if arns:
-        fn.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=arns))
+
+
+def staging_targets(targets: Iterable[Target]) -> list[Target]:
+    """The targets whose recoveries restore into a database of their own (`recovery.staging_secret_name`),
+    each as a target with that secret."""
+    return [t.model_copy(update={"secret_name": t.recovery.staging_secret_name})
+            for t in targets if t.recovery.staging_secret_name]
+
+
+def backups_read_statements(storage: Storage) -> list[iam.PolicyStatement]:
+    """What `grant_backups_read` allows, as statements (for a role that is not a function's)."""
+    return [iam.PolicyStatement(actions=_BUCKET_READ, resources=[storage.bucket.bucket_arn]),
+            iam.PolicyStatement(actions=_OBJECT_READ, resources=[storage.bucket.arn_for_objects("*")])]
 
 
 def grant_catalog_read_write(fn: WardenFunction, storage: Storage) -> None:

@@ -39,6 +39,7 @@ from infra.functions import (
     grant_state_read_write,
     grant_target_config_read,
     grant_target_secrets_read,
+    staging_targets,
     use_pg_tools,
 )
 from infra.layers import SharedLayers
@@ -106,9 +107,7 @@ class Job:
 def _staging_secrets(fn: WardenFunction, ctx: JobContext) -> None:
     """The targets' secrets and the staging secrets their recoveries restore into."""
     targets = ctx.stage.targets
-    staging = [t.model_copy(update={"secret_name": t.recovery.staging_secret_name})
-               for t in targets if t.recovery.staging_secret_name]
-    grant_target_secrets_read(fn, [*targets, *staging])
+    grant_target_secrets_read(fn, [*targets, *staging_targets(targets)])
 
 
 def _active_endpoints(fn: WardenFunction, ctx: JobContext) -> None:

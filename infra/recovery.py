@@ -4,6 +4,14 @@ and Rollback → RecoveryFailed on any failure, rejection or timeout after Prefl
 Every Task invokes the one recovery function with a `step`. Transient errors (a database that did
 not answer, Lambda throttling) are retried with backoff; nothing else is. Preflight failures (bad
 input, unusable backup, target busy) end the execution at once: nothing was touched.
+
+On a stage that can start tasks (docs/fargate.md), Preflight's plan names the runner, and a Choice
+after it runs restore and validation either as above or as ECS tasks of the stage's task definition
+(RestoreOnFargate → ValidateOnFargate: `python -m warden.task recovery --step ... --plan <the plan>`,
+sized and timed by `plan.task`), with the same Catch to Rollback; both paths join at ApprovalMode:
+
+    Preflight → Runner ─┬─ fargate: RestoreOnFargate → ValidateOnFargate ─┬─ ApprovalMode → ...
+                        └─ otherwise: Restore → Validate ─────────────────┘
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_stepfunctions as sfn
@@ -19,23 +27,28 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infra import nag
-from infra.functions import WardenFunction, encrypted_log_group
+from infra.functions import TRANSIENT_ERRORS, WardenFunction, encrypted_log_group
 from infra.storage import Storage
+from infra.tasks import MAX_RUN, TaskRunner
 from warden import names
 from warden.config.fleet import runs_in_fleet
 from warden.config.stage import StageConfig
 from warden.config.target import Target
 
-TRANSIENT_ERRORS = ["DatabaseUnavailable", "Lambda.ServiceException", "Lambda.AWSLambdaException",
-                    "Lambda.SdkClientException", "Lambda.TooManyRequestsException"]
 MAX_APPROVAL = Duration.days(7)
+# What a restore or validation task retries: a database that did not answer (the task reports its error).
+TASK_TRANSIENT_ERRORS = ["DatabaseUnavailable"]
+FARGATE_COMMAND = "States.Array('recovery', '--step', '{step}', '--plan', States.JsonToString($.plan))"
 
 
 class RecoveryStateMachine(Construct):
-    """Attributes: `state_machine`, `drill_role`, `drills` {target: CfnSchedule}."""
+    """Attributes: `state_machine`, `drill_role`, `drills` {target: CfnSchedule}.
+
+    With `task_runner` (the stage can start tasks), restore and validation run where the plan's runner says.
+    """
 
     def __init__(self, scope: Construct, id: str, *, stage: StageConfig, storage: Storage,
-                 function: WardenFunction, per_target: bool = True) -> None:
+                 function: WardenFunction, per_target: bool = True, task_runner: TaskRunner | None = None) -> None:
         super().__init__(scope, id)
         fn = function.function
         self.stage = stage
@@ -83,21 +96,25 @@ class RecoveryStateMachine(Construct):
         rollback.next(failed)
 
         needs_approval = sfn.Choice(self, "ApprovalMode")
-        definition = (
-            preflight.next(restore).next(validate).next(
-                needs_approval
-                .when(sfn.Condition.string_equals("$.plan.approval", "manual"), approval.next(promote))
-                .otherwise(promote))
-        )
+        approve_then_promote = (needs_approval
+                                .when(sfn.Condition.string_equals("$.plan.approval", "manual"), approval.next(promote))
+                                .otherwise(promote))
+        steps: sfn.IChainable = restore.next(validate).next(approve_then_promote)
+        if task_runner is not None:
+            steps = self._runner(task_runner, on_lambda=steps, then=needs_approval, rollback=rollback)
+        definition = preflight.next(steps)
         promote.next(finish)
         finish.next(done)
 
+        name = f"warden-{stage.name}-recovery"
+        timeout = MAX_APPROVAL.plus(Duration.hours(2))
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",
-            state_machine_name=f"warden-{stage.name}-recovery",
+            state_machine_name=name,
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             state_machine_type=sfn.StateMachineType.STANDARD,
-            timeout=MAX_APPROVAL.plus(Duration.hours(2)),
+            # A restore and a validation on Fargate may each take their task's timeout.
+            timeout=timeout if task_runner is None else timeout.plus(MAX_RUN).plus(MAX_RUN),
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=encrypted_log_group(self, "Logs", stage=stage, key=storage.key),
                                 level=sfn.LogLevel.ALL, include_execution_data=False),
@@ -108,7 +125,32 @@ class RecoveryStateMachine(Construct):
         nag.acknowledge(self.state_machine.role, "AwsSolutions-IAM5[Resource::*]",
                         "Step Functions log delivery (logs:CreateLogDelivery, ...) and X-Ray tracing "
                         "(xray:PutTraceSegments, ...) support no resource-level permissions; '*' is required.")
+        if task_runner is not None:
+            task_runner.grant_run(self.state_machine.role)
+            task_runner.grant_task_response(Stack.of(self).format_arn(service="states", resource="stateMachine",
+                                                                resource_name=name,
+                                                                arn_format=ArnFormat.COLON_RESOURCE_NAME))
         self._drills(stage, per_target)
+
+    def _runner(self, task_runner: TaskRunner, *, on_lambda: sfn.IChainable, then: sfn.IChainable,
+                rollback: sfn.IChainable) -> sfn.Choice:
+        """Restore and validation as tasks when the plan's runner is fargate, else `on_lambda`."""
+        on_fargate = []
+        for step, name, result_path in (("restore", "RestoreOnFargate", "$.restore"),
+                                        ("validate", "ValidateOnFargate", "$.validation")):
+            state = task_runner.run_task_state(
+                self, name, command=FARGATE_COMMAND.format(step=step), sizes="$.plan.task", result_path=result_path,
+                comment=f"The recovery's {step} step as an ECS task; it heartbeats while the step runs")
+            state.add_retry(errors=TASK_TRANSIENT_ERRORS, interval=Duration.seconds(30), max_attempts=2,
+                            backoff_rate=2.0)
+            state.add_catch(rollback, errors=["States.ALL"], result_path="$.error")
+            on_fargate.append(state)
+        restore, validate = on_fargate
+        fargate = sfn.Condition.and_(sfn.Condition.is_present("$.plan.runner"),
+                                     sfn.Condition.string_equals("$.plan.runner", "fargate"))
+        return (sfn.Choice(self, "Runner", comment="Where Preflight chose to restore and validate")
+                .when(fargate, restore.next(validate).next(then))
+                .otherwise(on_lambda))
 
     def _drills(self, stage: StageConfig, per_target: bool) -> None:
         """A weekly restore drill per target: the machine with promotion `none` on the newest backup.

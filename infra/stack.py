@@ -71,9 +71,11 @@ class WardenStack(Stack):
         # Long backups on ECS Fargate, where the stage can start tasks (infra/tasks.py, docs/fargate.md);
         # after every grant of the backup function: the task takes its environment and grant policy.
         self.tasks = (TaskRunner(self, "Tasks", stage=stage, storage=self.storage, layers=self.layers,
-                                 backup=fns["backup"], network=self.network) if stage.can_start_tasks else None)
+                                 backup=fns["backup"], network=self.network, recovery=fns["recovery"])
+                      if stage.can_start_tasks else None)
+        # A recovery's restore and validation run as tasks too where Preflight says so (docs/fargate.md).
         self.recovery = RecoveryStateMachine(self, "RecoveryWorkflow", stage=stage, storage=self.storage,
-                                             function=fns["recovery"], per_target=False)
+                                             function=fns["recovery"], per_target=False, task_runner=self.tasks)
         self.state_machines = {"recovery": self.recovery.state_machine}
         if self.tasks is not None:
             self.state_machines["task"] = self.tasks.state_machine

@@ -14,6 +14,11 @@ by RunTask's overrides: nothing here grows with the targets.
 The task runs the backup function's code and grants: the Lambda base image (no image is built, no
 Docker), the same layer zips as S3 assets unpacked by infra/task_bootstrap.py, the function's
 environment, and a role holding the function's own grant policy.
+
+The Recovery state machine runs the same task definition for a recovery's restore and validation on
+Fargate (`run_task_state`, `grant_run`; infra/recovery.py): the task then also has what those two
+steps of the recovery function read (RECOVERY_TASK_ENV) and may do (`_grant_recovery`), and the
+recovery function may stop a rolled-back execution's task.
 """
 
 from __future__ import annotations
@@ -33,16 +38,28 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct, IValidation
 
 from infra import nag, task_bootstrap
-from infra.functions import WardenFunction, encrypted_log_group
+from infra.functions import (
+    TRANSIENT_ERRORS,
+    WardenFunction,
+    backups_read_statements,
+    encrypted_log_group,
+    staging_targets,
+    target_secret_arns,
+)
 from infra.layers import SharedLayers
 from infra.network import Network
-from infra.recovery import TRANSIENT_ERRORS
+from infra.replica import acknowledge_replica_key, replica_bucket_arn, replica_key_statement
 from infra.storage import Storage
 from warden import names
 from warden.config.stage import DEFAULT_TASK_IMAGE, StageConfig
 from warden.runner import TASK_GROUP_PREFIX
 
 ENV_TASK_CODE = task_bootstrap.ENV_CODE  # the layer zips the bootstrap unpacks
+# The recovery function's variables that its restore and validate steps read and the backup function's
+# lack: where the replica a recovery may read from is (warden.config.protection.ReplicaSettings).
+RECOVERY_TASK_ENV = frozenset({names.ENV_REPLICA_BUCKET, names.ENV_REPLICA_REGION, names.ENV_REPLICA_KMS_KEY})
+# Its other variables of its own, for steps that never run in a task: request_approval's topic.
+RECOVERY_FUNCTION_ONLY_ENV = frozenset({names.ENV_TOPIC_ARN})
 CONTAINER = "job"
 # The task definition's own size; every run overrides it with its target's `fargate:` block.
 DEFAULT_CPU, DEFAULT_MEMORY_MIB = 1024, 4096
@@ -90,21 +107,41 @@ def function_environment(fn: WardenFunction) -> dict[str, str]:
             for name, value in (resolved.get("variables") or {}).items()}
 
 
+def task_environment(backup: WardenFunction, recovery: WardenFunction | None) -> dict[str, str]:
+    """The task's variables: the backup function's, and the recovery function's RECOVERY_TASK_ENV
+    (where both set one, as WARDEN_FUNCTION, the backup function's value)."""
+    environment = function_environment(backup)
+    if recovery is not None:
+        environment.update({name: value for name, value in function_environment(recovery).items()
+                            if name in RECOVERY_TASK_ENV and name not in environment})
+    return environment
+
+
 @jsii.implements(IValidation)
 class _SameEnvironment:
-    """The task's environment is the backup function's (plus the code to unpack) at synthesis too:
-    a variable the function got after the task definition was made would be missing in the task."""
+    """The task's environment is the backup function's (plus the recovery steps' and the code to
+    unpack) at synthesis too: a variable a function got after the task definition was made would be
+    missing in the task; and a new variable of the recovery function's must be placed in
+    RECOVERY_TASK_ENV (its restore or validate reads it) or RECOVERY_FUNCTION_ONLY_ENV."""
 
-    def __init__(self, backup: WardenFunction, task: dict[str, str]) -> None:
-        self.backup, self.task = backup, set(task) - {ENV_TASK_CODE}
+    def __init__(self, backup: WardenFunction, recovery: WardenFunction | None, task: dict[str, str]) -> None:
+        self.backup, self.recovery, self.task = backup, recovery, set(task) - {ENV_TASK_CODE}
 
     def validate(self) -> list[str]:
-        function = set(function_environment(self.backup))
-        if function == self.task:
-            return []
-        return [f"the task's environment differs from the backup function's: only the function has "
-                f"{sorted(function - self.task)}, only the task {sorted(self.task - function)}; build the "
-                "TaskRunner after every grant of the backup function"]
+        problems = []
+        expected = set(task_environment(self.backup, self.recovery))
+        if expected != self.task:
+            problems.append(
+                f"the task's environment differs from the backup function's (and the recovery steps'): only the "
+                f"functions have {sorted(expected - self.task)}, only the task {sorted(self.task - expected)}; "
+                "build the TaskRunner after every grant of the backup and recovery functions")
+        if self.recovery is not None:
+            unplaced = (set(function_environment(self.recovery)) - set(function_environment(self.backup))
+                        - RECOVERY_TASK_ENV - RECOVERY_FUNCTION_ONLY_ENV)
+            if unplaced:
+                problems.append(f"the recovery function's {sorted(unplaced)}: add each to RECOVERY_TASK_ENV (its "
+                                "restore or validate reads it) or to RECOVERY_FUNCTION_ONLY_ENV (infra/tasks.py)")
+        return problems
 
 
 class TaskRunner(Construct):
@@ -114,10 +151,13 @@ class TaskRunner(Construct):
     Attributes: `cluster_name`, `cluster_arn`, `cluster` (None when the cluster is an existing one),
     `task_definition`, `container`, `task_role`, `execution_role`, `log_group`, `code` (the layer
     zips, S3 assets), `state_machine`, `state_machine_arn`, `subnet_ids`, `security_group_ids`.
+
+    With `recovery` (the recovery function) the task can also run a recovery's restore and
+    validation (`python -m warden.task recovery`), which the Recovery state machine starts.
     """
 
     def __init__(self, scope: Construct, id: str, *, stage: StageConfig, storage: Storage, layers: SharedLayers,
-                 backup: WardenFunction, network: Network | None) -> None:
+                 backup: WardenFunction, network: Network | None, recovery: WardenFunction | None = None) -> None:
         super().__init__(scope, id)
         if not stage.can_start_tasks:
             raise ValueError(f"stage {stage.name!r} cannot start tasks: it has neither `network:` nor `fargate:`")
@@ -131,10 +171,15 @@ class TaskRunner(Construct):
         # The backup function learns where the tasks are first: the task's environment is the function's.
         backup.function.add_environment(names.ENV_TASK_STATE_MACHINE_ARN, self.state_machine_arn)
         backup.function.add_environment(names.ENV_TASK_CLUSTER, self.cluster_name)
+        if recovery is not None:  # it may run steps as tasks (warden.runner.fargate_available) and stop them
+            recovery.function.add_environment(names.ENV_TASK_STATE_MACHINE_ARN, self.state_machine_arn)
+            recovery.function.add_environment(names.ENV_TASK_CLUSTER, self.cluster_name)
         self.code = layers.code_assets(self, "Code", pgtools=True)
-        self._task_definition(stage, storage, backup)
+        self._task_definition(stage, storage, backup, recovery)
         self._state_machine(stage, storage, backup)
         self._grant_backup(backup)
+        if recovery is not None:
+            self._grant_recovery(stage, storage, recovery)
 
     # -- where the tasks run ---------------------------------------------------------------------
 
@@ -162,7 +207,8 @@ class TaskRunner(Construct):
 
     # -- the task definition ---------------------------------------------------------------------
 
-    def _task_definition(self, stage: StageConfig, storage: Storage, backup: WardenFunction) -> None:
+    def _task_definition(self, stage: StageConfig, storage: Storage, backup: WardenFunction,
+                         recovery: WardenFunction | None) -> None:
         stack = Stack.of(self)
         # Only ECS tasks of this account and region may assume the task role (confused deputy), as
         # the ECS guide recommends for task roles; the execution role is ECS's own, assumed plainly.
@@ -182,7 +228,7 @@ class TaskRunner(Construct):
             runtime_platform=ecs.RuntimePlatform(cpu_architecture=ecs.CpuArchitecture.ARM64,
                                                  operating_system_family=ecs.OperatingSystemFamily.LINUX),
             task_role=self.task_role, execution_role=self.execution_role)
-        environment = {**function_environment(backup),
+        environment = {**task_environment(backup, recovery),
                        ENV_TASK_CODE: ",".join(asset.s3_object_url for asset in self.code)}
         self.container = self.task_definition.add_container(
             "Job", container_name=CONTAINER, image=self._image(stage), essential=True,
@@ -190,7 +236,7 @@ class TaskRunner(Construct):
             environment=environment, stop_timeout=STOP_TIMEOUT,
             # The job logs JSON lines (Powertools' logger, as the functions do).
             logging=ecs.LogDrivers.aws_logs(stream_prefix=CONTAINER, log_group=self.log_group))
-        self.node.add_validation(_SameEnvironment(backup, environment))
+        self.node.add_validation(_SameEnvironment(backup, recovery, environment))
         nag.acknowledge(
             self.task_definition, "AwsSolutions-ECS2",
             "The environment is the backup function's: table, bucket, topic and key names and ARNs, the "
@@ -223,10 +269,12 @@ class TaskRunner(Construct):
         if not isinstance(policy, iam.Policy):
             raise ValueError(f"{backup.node.path}: the backup function's role has no grants to share")
         policy.attach_to_role(self.task_role)
+        # Its run's outcome and heartbeats, to its own state machine (and the Recovery one: grant_task_response).
+        self._task_response = iam.PolicyStatement(
+            actions=["states:SendTaskFailure", "states:SendTaskHeartbeat", "states:SendTaskSuccess"],
+            resources=[self.state_machine_arn])
         statements = [
-            # Its run's outcome and heartbeats, to its own state machine.
-            iam.PolicyStatement(actions=["states:SendTaskFailure", "states:SendTaskHeartbeat",
-                                         "states:SendTaskSuccess"], resources=[self.state_machine_arn]),
+            self._task_response,
             # Metrics with the function's names: the task has no EMF extraction from its logs.
             iam.PolicyStatement(actions=["cloudwatch:PutMetricData"], resources=["*"],
                                 conditions={"StringEquals": {"cloudwatch:namespace": names.METRICS_NAMESPACE}}),
@@ -242,13 +290,21 @@ class TaskRunner(Construct):
 
     # -- the Task state machine ------------------------------------------------------------------
 
-    def _run_task_state(self) -> sfn.CustomState:
-        """RunTask as its ASL: CDK's EcsRunTask sets no Group, ephemeral storage or paths for the
-        sizes, and would make a security group of its own."""
+    def run_task_state(self, scope: Construct, id: str, *, command: str, sizes: str = "$", result_path: str,
+                       comment: str) -> sfn.CustomState:
+        """A state that runs the task definition with a task token, in `scope` (its state name is `id`):
+        RunTask as its ASL (CDK's EcsRunTask sets no Group, ephemeral storage or paths for the sizes,
+        and would make a security group of its own).
+
+        `command`: a path or an intrinsic function giving what follows `python -m warden.task`.
+        `sizes`: the path of the run's sizes and limits (warden.runner.task_sizes: cpu, memory,
+        ephemeral_gib, heartbeat_s, timeout_s). The task's SendTaskSuccess output goes to `result_path`.
+        A state machine running it needs `grant_run`; its task's callbacks, `grant_task_response`.
+        """
         partition = Stack.of(self).partition
         container_override = {
             "Name": CONTAINER,
-            "Command.$": "$.command",
+            "Command.$": command,
             "Environment": [
                 {"Name": names.ENV_TASK_TOKEN, "Value.$": "$$.Task.Token"},
                 {"Name": names.ENV_TASK_EXECUTION, "Value.$": "$$.Execution.Name"},
@@ -259,27 +315,45 @@ class TaskRunner(Construct):
             "TaskDefinition": self.task_definition.task_definition_arn,
             "LaunchType": "FARGATE",
             "PlatformVersion": "LATEST",
-            # The Abandon step finds the execution's task by it (warden.runner.stop_task_runs).
+            # The execution's tasks are found by it (warden.runner.stop_task_runs: Abandon, Rollback).
             "Group.$": f"States.Format('{TASK_GROUP_PREFIX}{{}}', $$.Execution.Name)",
             "NetworkConfiguration": {"AwsvpcConfiguration": {
                 "Subnets": self.subnet_ids, "SecurityGroups": self.security_group_ids,
                 "AssignPublicIp": "ENABLED" if self.assign_public_ip else "DISABLED"}},
-            "Overrides": {"Cpu.$": "$.cpu", "Memory.$": "$.memory",
-                          "EphemeralStorage": {"SizeInGiB.$": "$.ephemeral_gib"},
+            "Overrides": {"Cpu.$": f"{sizes}.cpu", "Memory.$": f"{sizes}.memory",
+                          "EphemeralStorage": {"SizeInGiB.$": f"{sizes}.ephemeral_gib"},
                           "ContainerOverrides": [container_override]},
         }
-        return sfn.CustomState(self, "RunTask", state_json={
+        return sfn.CustomState(scope, id, state_json={
             "Type": "Task",
-            "Comment": "One run of a long job; the task reports with its token and heartbeats while it progresses",
+            "Comment": comment,
             "Resource": f"arn:{partition}:states:::ecs:runTask.waitForTaskToken",
-            "HeartbeatSecondsPath": "$.heartbeat_s",
-            "TimeoutSecondsPath": "$.timeout_s",
+            "HeartbeatSecondsPath": f"{sizes}.heartbeat_s",
+            "TimeoutSecondsPath": f"{sizes}.timeout_s",
             "Parameters": parameters,
-            "ResultPath": "$.result",
+            "ResultPath": result_path,
         })
 
+    def grant_run(self, role: iam.IRole) -> None:
+        """Let a state machine's role run the task definition (in the stage's cluster only) and pass
+        its two roles to ECS."""
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["ecs:RunTask"], resources=[self.task_definition.task_definition_arn],
+            conditions={"ArnEquals": {"ecs:cluster": self.cluster_arn}}))
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["iam:PassRole"], resources=[self.task_role.role_arn, self.execution_role.role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": ECS_TASKS}}))
+
+    def grant_task_response(self, state_machine_arn: str) -> None:
+        """Let the task answer (SendTaskSuccess / Failure / Heartbeat) the tokens of another state
+        machine that runs it. An ARN formatted from the machine's name: a reference would make the
+        task role depend on the machine that depends on it (grant_run)."""
+        self._task_response.add_resources(state_machine_arn)
+
     def _state_machine(self, stage: StageConfig, storage: Storage, backup: WardenFunction) -> None:
-        run = self._run_task_state()
+        run = self.run_task_state(
+            self, "RunTask", command="$.command", result_path="$.result",
+            comment="One run of a long job; the task reports with its token and heartbeats while it progresses")
         abandon = tasks.LambdaInvoke(
             self, "Abandon", lambda_function=backup.function,
             payload=sfn.TaskInput.from_object({"action": "abandon", "target.$": "$.target",
@@ -310,12 +384,7 @@ class TaskRunner(Construct):
                                 level=sfn.LogLevel.ALL, include_execution_data=False),
         )
         role = self.state_machine.role
-        role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["ecs:RunTask"], resources=[self.task_definition.task_definition_arn],
-            conditions={"ArnEquals": {"ecs:cluster": self.cluster_arn}}))
-        role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["iam:PassRole"], resources=[self.task_role.role_arn, self.execution_role.role_arn],
-            conditions={"StringEquals": {"iam:PassedToService": ECS_TASKS}}))
+        self.grant_run(role)
         nag.acknowledge(role, f"AwsSolutions-IAM5[Resource::{nag.ref(backup.function, 'Arn')}:*]",
                         "The Abandon task's grant covers the backup function and its versions and aliases "
                         "(<arn>:*); it is still one function, named.")
@@ -329,18 +398,57 @@ class TaskRunner(Construct):
         """Start task runs, and stop the cluster's tasks of an abandoned execution (ListTasks and
         DescribeTasks find them by group). A policy of its own: the task role shares the function's
         default policy, and a task starts no task runs."""
-        stack = Stack.of(self)
-        on_cluster = {"ArnEquals": {"ecs:cluster": self.cluster_arn}}
-        tasks_arn = stack.format_arn(service="ecs", resource="task", resource_name=f"{self.cluster_name}/*")
         policy = iam.Policy(self, "BackupFunctionPolicy", roles=[backup.role], statements=[
             iam.PolicyStatement(actions=["states:StartExecution"], resources=[self.state_machine.state_machine_arn]),
-            iam.PolicyStatement(actions=["ecs:ListTasks"], resources=["*"], conditions=on_cluster),
-            iam.PolicyStatement(actions=["ecs:DescribeTasks", "ecs:StopTask"], resources=[tasks_arn],
-                                conditions=on_cluster),
+            *self._stop_statements(),
         ])
+        self._acknowledge_stop(policy)
+
+    def _stop_statements(self) -> list[iam.PolicyStatement]:
+        """List, describe and stop the stage cluster's tasks (found by their group)."""
+        on_cluster = {"ArnEquals": {"ecs:cluster": self.cluster_arn}}
+        return [iam.PolicyStatement(actions=["ecs:ListTasks"], resources=["*"], conditions=on_cluster),
+                iam.PolicyStatement(actions=["ecs:DescribeTasks", "ecs:StopTask"], resources=[self._tasks_arn()],
+                                    conditions=on_cluster)]
+
+    def _tasks_arn(self) -> str:
+        return Stack.of(self).format_arn(service="ecs", resource="task", resource_name=f"{self.cluster_name}/*")
+
+    def _acknowledge_stop(self, policy: iam.Policy) -> None:
         nag.acknowledge(policy, "AwsSolutions-IAM5[Resource::*]",
                         "ecs:ListTasks is authorized on the cluster through the ecs:cluster condition, which the "
                         "statement sets to the stage's cluster; it takes no task resource.")
-        nag.acknowledge(policy, f"AwsSolutions-IAM5[Resource::{nag.spelling(stack, tasks_arn)}]",
+        nag.acknowledge(policy, f"AwsSolutions-IAM5[Resource::{nag.spelling(Stack.of(self), self._tasks_arn())}]",
                         "Task ids are made by ECS at each run; the grant covers the tasks of the stage's cluster "
                         "only (and the ecs:cluster condition says so again).")
+
+    # -- the recovery function's steps -----------------------------------------------------------
+
+    def _grant_recovery(self, stage: StageConfig, storage: Storage, recovery: WardenFunction) -> None:
+        """The task role may do what the recovery function's restore and validate do beyond the backup
+        function's grants — read the staging secrets, read backups (the restore re-verifies them) and
+        the replica — but not its other steps' (approval requests, promotion's endpoint parameters).
+        The recovery function may stop a rolled-back execution's task (warden.recovery.rollback)."""
+        stack = Stack.of(self)
+        statements = backups_read_statements(storage)
+        staging = target_secret_arns(stack, staging_targets(stage.targets))
+        if staging:
+            statements.append(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=staging))
+        replication = stage.backup_protection.replication
+        if replication is not None:
+            statements += [iam.PolicyStatement(actions=["s3:GetObject", "s3:GetObjectVersion"],
+                                               resources=[f"{replica_bucket_arn(stage, replication)}/*"]),
+                           replica_key_statement(stage, replication, ["kms:Decrypt"])]
+        steps = iam.Policy(self, "RecoveryStepsPolicy", roles=[self.task_role], statements=statements)
+        nag.acknowledge(steps, f"AwsSolutions-IAM5[Resource::{nag.ref(storage.bucket, 'Arn')}/*]",
+                        "Backup object keys are <target>/<date>/<backup id>/..., created at run time; a restore "
+                        "reads the backup it recovers. Read actions only, listed one by one.")
+        if replication is not None:
+            replica_objects = nag.spelling(stack, replica_bucket_arn(stage, replication))
+            nag.acknowledge(steps, f"AwsSolutions-IAM5[Resource::{replica_objects}/*]",
+                            "The replica has the backups' keys, made at run time; a recovery from the replica reads "
+                            "the backup it recovers. Read actions only.")
+            acknowledge_replica_key(steps, stage, replication)
+        stop = iam.Policy(self, "RecoveryFunctionPolicy", roles=[recovery.role],
+                          statements=self._stop_statements())
+        self._acknowledge_stop(stop)

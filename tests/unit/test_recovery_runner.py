@@ -19,7 +19,7 @@ from warden import recovery, task_recovery
 from warden.backup import run_backup, verify_backup
 from warden.config.target import Target
 from warden.errors import ConfigError, DatabaseUnavailable
-from warden.models import BackupRecord, BackupStatus
+from warden.models import BackupRecord, BackupStatus, RecoveryState, RecoveryStatus
 from warden.runner import LAMBDA_RESTORE_BPS, RECOVERY_STEP_BUDGET_S, choose_recovery, task_sizes
 from warden.settings import Settings
 from warden.stores import Stores
@@ -209,6 +209,16 @@ def sfn(monkeypatch: pytest.MonkeyPatch) -> FakeStepFunctions:
     return fake
 
 
+@pytest.fixture
+def task_stores(monkeypatch: pytest.MonkeyPatch) -> Stores:
+    """What the task's Stores.from_settings gives: in-memory stores holding PLAN's recovery record."""
+    stores = memory_stores(targets=[TARGET])
+    stores.recovery_state.put(RecoveryState(target=PLAN.target, status=RecoveryStatus.RECOVERING,
+                                            execution=PLAN.execution, backup_id=PLAN.backup_id))
+    monkeypatch.setattr(Stores, "from_settings", classmethod(lambda cls, settings: stores))
+    return stores
+
+
 ENVIRON = {"WARDEN_STAGE": "t", "WARDEN_TASK_TOKEN": "token-1"}
 
 
@@ -231,11 +241,14 @@ def test_a_bad_plan_is_reported_to_the_state_machine(sfn: FakeStepFunctions) -> 
     assert kind == "failure" and sent["error"] == "BadRequest" and sent["taskToken"] == "token-1"
 
 
-def test_a_step_sends_its_result_as_the_function_returns_it(sfn: FakeStepFunctions,
+def test_a_step_sends_its_result_as_the_function_returns_it(sfn: FakeStepFunctions, task_stores: Stores,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[recovery.Plan] = []
+    # an earlier attempt's error (a retried DatabaseUnavailable) is not the recovery's once the step succeeds
+    task_stores.recovery_state.update(PLAN.target, PLAN.execution, error="DatabaseUnavailable: no answer")
 
     def restore(stores: Stores, plan: recovery.Plan, replica: Any) -> dict[str, Any]:
+        assert stores is task_stores
         seen.append(plan)
         return {"counts": {"public.items": 3}, "seconds": 0.5}
 
@@ -245,10 +258,11 @@ def test_a_step_sends_its_result_as_the_function_returns_it(sfn: FakeStepFunctio
     assert seen == [PLAN]
     assert sfn.calls[-1] == ("success", {"taskToken": "token-1",
                                          "output": json.dumps({"counts": {"public.items": 3}, "seconds": 0.5})})
+    assert task_stores.recovery_state.get(PLAN.target).error is None
 
 
 def test_a_failed_step_sends_its_error_type_name_for_the_states_retry_and_catch(
-        sfn: FakeStepFunctions, monkeypatch: pytest.MonkeyPatch) -> None:
+        sfn: FakeStepFunctions, task_stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
     def validate(stores: Stores, plan: recovery.Plan, replica: Any) -> dict[str, Any]:
         raise DatabaseUnavailable("staging did not answer")
 
@@ -256,9 +270,12 @@ def test_a_failed_step_sends_its_error_type_name_for_the_states_retry_and_catch(
     assert main(["recovery", "--step", "validate", "--plan", json.dumps(PLAN.as_dict())], environ=ENVIRON) == 1
     assert sfn.calls[-1] == ("failure", {"taskToken": "token-1", "error": "DatabaseUnavailable",
                                          "cause": "staging did not answer"})
+    # and on the recovery record, for a Rollback that gets the error without its cause
+    assert task_stores.recovery_state.get(PLAN.target).error == "DatabaseUnavailable: staging did not answer"
 
 
-def test_a_step_heartbeats_while_it_runs(sfn: FakeStepFunctions, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_step_heartbeats_while_it_runs(sfn: FakeStepFunctions, task_stores: Stores,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     def restore(stores: Stores, plan: recovery.Plan, replica: Any) -> dict[str, Any]:
         time.sleep(0.5)  # reports no progress: pg_restore building indexes
         return {"counts": {}}

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from warden.config.protection import ReplicaSettings
     from warden.recovery import Plan
     from warden.settings import Settings
+    from warden.stores import Stores
 
 JOB = "recovery"
 STEPS = ("restore", "validate")
@@ -88,10 +89,11 @@ def run_step(settings: Settings, plan: Plan, step: str, replica: ReplicaSettings
     token = settings.task_token
     heartbeat_s = float((plan.task or {}).get("heartbeat_s") or 2 * HEARTBEAT_MAX_S)
     outcome: dict[str, Any] = {}
+    stores = Stores.from_settings(settings)
 
     def run() -> None:
         try:
-            outcome["result"] = steps[step](Stores.from_settings(settings), plan, replica)
+            outcome["result"] = steps[step](stores, plan, replica)
         except BaseException as err:  # reported below, from the main thread
             outcome["error"] = err
 
@@ -116,12 +118,27 @@ def run_step(settings: Settings, plan: Plan, step: str, replica: ReplicaSettings
         failure: BaseException = outcome["error"]
         _log("error", "task recovery step failed", step=step, target=plan.target,
              error=f"{type(failure).__name__}: {failure}")
+        _record_failure(stores, plan, failure)
         _report_failure(token, failure)
         return 1
     result = outcome["result"]
     _log("info", "task recovery step finished", step=step, target=plan.target)
+    _record_failure(stores, plan, None)
     _report_success(token, result)
     return 0
+
+
+def _record_failure(stores: Stores, plan: Plan, err: BaseException | None) -> None:
+    """The step's error on the recovery record, as Rollback writes a function's: Rollback keeps the
+    record's error when the failure reaches it without a cause (as moto delivers SendTaskFailure's).
+    None: the step succeeded, and an earlier attempt's error (a retried DatabaseUnavailable) goes."""
+    try:
+        if err is not None:
+            stores.recovery_state.update(plan.target, plan.execution, error=f"{type(err).__name__}: {err}"[:2000])
+        elif stores.recovery_state.get(plan.target).error:
+            stores.recovery_state.update(plan.target, plan.execution, error=None)
+    except Exception as failed:  # the outcome is still reported; Rollback describes a failure by its name
+        _log("warning", "recovery record not updated", error=f"{type(failed).__name__}: {failed}")
 
 
 def _report_success(token: str | None, output: dict[str, Any]) -> None:
