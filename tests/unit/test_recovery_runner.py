@@ -29,6 +29,14 @@ from warden.task import main
 TASK_MACHINE = {"task_state_machine_arn": "arn:aws:states:eu-west-1:123456789012:stateMachine:warden-t-task"}
 
 
+@pytest.fixture(autouse=True)
+def task_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Powertools settings a task gets: the task's logger, imported here first, builds
+    warden.observability's Metrics with them, as the handler tests expect it built."""
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "warden")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Warden")
+
+
 def record(runner: str | None = "lambda", size_bytes: int | None = 1000, day: int = 1) -> BackupRecord:
     return BackupRecord(target=TARGET.name, backup_id=f"202611{day:02d}T020000Z-0000000{day}", engine="postgres",
                         method="pg_dump", status=BackupStatus.VERIFIED, runner=runner, size_bytes=size_bytes,
