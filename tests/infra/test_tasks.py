@@ -293,7 +293,7 @@ def test_the_task_role_holds_the_backup_functions_grants_and_only_named_actions(
             for machine in ("recovery", "task")]
     metrics = by_action["cloudwatch:PutMetricData"]
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Warden"}}
-    # the layer zips (the recovery steps also read backups: tests/infra/test_recovery_fargate.py)
+    # the layer zips (the recovery steps also read backups: tests/infra/test_recovery_fargate_template.py)
     code = [r for s in statements if "s3:GetObject" in as_list(s["Action"]) for r in as_list(s["Resource"])
             if "cdk-hnb659fds-assets-" in json.dumps(r)]
     assert len(code) == 3 and all(r.startswith("arn:aws:s3:::cdk-hnb659fds-assets-") and r.endswith(".zip")
