@@ -87,11 +87,13 @@ EXECUTION_NAME = r"^[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/]{1,80}$"
 class AbandonTaskRequest(Model):
     """What the Task state machine's Abandon step sends the backup function when a task run failed,
     timed out or stopped heartbeating: stop the execution's task, and clean up after it
-    (docs/fargate.md). `error` is the state's caught error, `{"Error": ..., "Cause": ...}`."""
+    (docs/fargate.md). `error` is the state's caught error, `{"Error": ..., "Cause": ...}`; `job` the
+    run's job (the execution input's; an execution started before maintenance ran on Fargate has none)."""
 
     action: Literal["abandon"]
     target: Annotated[str, Field(pattern=TARGET_NAME)]
     execution: Annotated[str, Field(pattern=EXECUTION_NAME)]
+    job: Literal["backup", "maintenance"] = "backup"
     error: dict[str, Any] = {}
 
     @property
@@ -199,10 +201,12 @@ class LicenseRequest(ScheduledRequest):
 
 
 class MaintenanceRequest(ScheduledRequest):
-    """Input of the maintenance function: the due tasks of one target, or exactly `tasks`."""
+    """Input of the maintenance function: the due tasks of one target, or exactly `tasks`. `runner`
+    overrides the runner the function would choose (warden.runner.maintenance_runner_for)."""
 
     target: Annotated[str, Field(pattern=TARGET_NAME)]
     tasks: list[Task] | None = None
+    runner: Literal["lambda", "fargate"] | None = None
 
 
 class ReportRequest(ScheduledRequest):

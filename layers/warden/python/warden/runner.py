@@ -1,5 +1,6 @@
 """Where a target's backup runs: in the backup function (Lambda) or in an ECS Fargate task started
-through the stage's Task state machine (docs/fargate.md).
+through the stage's Task state machine (docs/fargate.md); and its maintenance, in the maintenance
+function or a task (`maintenance_runner_for`, "Maintenance on Fargate").
 
 `choose` decides from the target's configuration and its catalog (`runner_for` adds the request's
 override, a first backup's size estimate and whether the stage can start tasks); `hand_over`
@@ -13,9 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
 from warden.config.backup import RDS_SNAPSHOT
 from warden.config.target import Target
@@ -24,6 +26,10 @@ from warden.models import GOOD_BACKUP, BackupRecord, BackupStatus
 from warden.settings import Settings
 from warden.stores import Stores
 from warden.stores.base import CatalogStore
+
+if TYPE_CHECKING:
+    from warden.events import Task
+    from warden.maintenance import History
 
 Runner = Literal["lambda", "fargate"]
 
@@ -98,17 +104,21 @@ def fargate_available(settings: Settings) -> bool:
     return bool(settings.task_state_machine_arn)
 
 
-def task_command(target: Target, job: str, trigger: str, actor: str) -> list[str]:
-    """The arguments of `python -m warden.task` for one run of `job` on `target`."""
-    return [job, "--target", target.name, "--trigger", trigger, "--actor", actor]
+def task_command(target: Target, job: str, trigger: str, actor: str,
+                 tasks: Sequence[str] | None = None) -> list[str]:
+    """The arguments of `python -m warden.task` for one run of `job` on `target` (a maintenance run
+    of named `tasks`: `--tasks vacuum,analyze`)."""
+    command = [job, "--target", target.name, "--trigger", trigger, "--actor", actor]
+    return command + (["--tasks", ",".join(tasks)] if tasks else [])
 
 
-def task_input(target: Target, job: str, trigger: str, actor: str) -> dict[str, Any]:
+def task_input(target: Target, job: str, trigger: str, actor: str,
+               tasks: Sequence[str] | None = None) -> dict[str, Any]:
     """The Task state machine's input for one run (docs/fargate.md, "The Task state machine"):
     `command` is what follows `python -m warden.task`; cpu and memory are strings as RunTask's
     overrides take them; heartbeat and timeout are the state machine's HeartbeatSeconds and
     TimeoutSeconds."""
-    return {"job": job, "target": target.name, "command": task_command(target, job, trigger, actor),
+    return {"job": job, "target": target.name, "command": task_command(target, job, trigger, actor, tasks),
             **task_sizes(target)}
 
 
@@ -177,6 +187,63 @@ def runner_for(stores: Stores, target: Target, *, requested: Runner | None,
     return choice
 
 
+def choose_maintenance(target: Target, known: History, tasks: Sequence[Task], *, budget_s: float,
+                       now: datetime | None = None) -> RunnerChoice:
+    """Where the target's next maintenance run (of `tasks`) runs, and why.
+
+    `runner: lambda` / `fargate` as configured. `auto`: Fargate when the latest run, on Lambda,
+    started more than `budget_s` ago and never finished (the invocation was stopped at its time
+    limit, which runs no cleanup), or when the last runs of `tasks` took together more than half of
+    `budget_s`; Lambda otherwise. A run is never moved mid-way (its statements are not resumable):
+    a run on Lambda that ran long makes the next one go to Fargate.
+    """
+    if target.runner != "auto":
+        return RunnerChoice(target.runner, f"the target's runner is {target.runner}")
+    now = now or datetime.now(UTC)
+    if (known.runner == "lambda" and known.started_at is not None and known.finished_at is None
+            and now - known.started_at > timedelta(seconds=budget_s)):
+        return RunnerChoice("fargate", f"its last maintenance run on Lambda, started at "
+                                       f"{known.started_at.isoformat(timespec='seconds')}, never finished (stopped "
+                                       f"at the Lambda time limit of {budget_s:.0f} s)")
+    expected = known.expected_s(list(tasks))
+    if expected is None:
+        return RunnerChoice("lambda", "no maintenance run of these tasks recorded yet")
+    names = ", ".join(t for t in tasks if t in known.duration_s)
+    if expected > BUDGET_SHARE * budget_s:
+        return RunnerChoice("fargate", f"its last maintenance runs ({names}) took {expected:.0f} s, more than half "
+                                       f"the Lambda budget of {budget_s:.0f} s")
+    return RunnerChoice("lambda", f"its last maintenance runs ({names}) took {expected:.0f} s of a Lambda budget "
+                                  f"of {budget_s:.0f} s")
+
+
+def maintenance_runner_for(stores: Stores, target: Target, *, tasks: list[Task] | None, requested: Runner | None,
+                           budget_s: float | None = None) -> RunnerChoice:
+    """The runner of a maintenance request: the request's `runner` when it names one, else
+    `choose_maintenance` over the target's maintenance history and the tasks it will run (`tasks`, or
+    the due ones). Fargate where the stage cannot start tasks is Lambda for `auto` (the state table is
+    not asked), a ConfigError otherwise."""
+    from warden.config.operations import maintenance_of
+    from warden.maintenance import MAINTENANCE_BUDGET_S, due_tasks, history
+
+    available = fargate_available(stores.settings)
+    if requested is not None:
+        choice = RunnerChoice(requested, f"the request asked for {requested}")
+    elif target.runner == "auto" and not available:
+        return RunnerChoice("lambda", f"stage {stores.settings.stage!r} has no Task state machine")
+    elif target.runner != "auto":
+        choice = RunnerChoice(target.runner, f"the target's runner is {target.runner}")
+    else:
+        known = history(stores.settings, target)
+        chosen = tasks if tasks is not None else due_tasks(stores.settings, target, maintenance_of(target),
+                                                          known=known)
+        choice = choose_maintenance(target, known, chosen, budget_s=budget_s or MAINTENANCE_BUDGET_S)
+    if choice.runner == "fargate" and not available:
+        raise ConfigError(f"target {target.name!r}: maintenance on Fargate, but stage {stores.settings.stage!r} has "
+                          "no Task state machine (a stage with `network:` or fargate.subnet_ids has one; "
+                          "docs/fargate.md)")
+    return choice
+
+
 def estimate_size_bytes(stores: Stores, target: Target) -> int | None:
     """The engine's cheap size estimate of the target's database; None when it cannot tell (or the
     database does not answer: the backup itself will say why)."""
@@ -194,7 +261,8 @@ def execution_name(target: Target, job: str) -> str:
     return f"{target.name}-{job}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def hand_over(settings: Settings, target: Target, job: str, trigger: str, actor: str) -> str:
+def hand_over(settings: Settings, target: Target, job: str, trigger: str, actor: str,
+              tasks: Sequence[str] | None = None) -> str:
     """Start a task run of `job` on `target` (an execution of the stage's Task state machine); its ARN."""
     from botocore.exceptions import ClientError
 
@@ -205,7 +273,7 @@ def hand_over(settings: Settings, target: Target, job: str, trigger: str, actor:
     try:
         started = aws_client("stepfunctions").start_execution(
             stateMachineArn=settings.task_state_machine_arn, name=execution_name(target, job),
-            input=json.dumps(task_input(target, job, trigger, actor)))
+            input=json.dumps(task_input(target, job, trigger, actor, tasks)))
     except ClientError as err:
         raise HandOverFailed(f"cannot start the Task state machine for {target.name}: "
                              f"{err.response.get('Error', {}).get('Code', err)}") from err
@@ -242,14 +310,18 @@ def stop_task_runs(settings: Settings, execution: str, reason: str) -> list[str]
 
 
 def abandon(stores: Stores, target: str, execution: str, error_name: str | None, error_text: str,
-            actor: str) -> dict[str, Any]:
+            actor: str, job: str = "backup") -> dict[str, Any]:
     """The Abandon step of the Task state machine: stop the execution's task, then, when the target's
-    lease is still held by a task run of this execution, clean up after it as
-    after a crashed run (upload aborted, RUNNING record FAILED with the error) and release the lease.
+    lease is still held by a task run of this execution, clean up after it and release the lease.
 
-    `counts_failure`: the backup failed without the task having said so itself (a task that failed, or
-    that settled its record when stopped, counts its own BackupFailure; a `States.*` error is the
-    state machine's).
+    A backup is cleaned up as after a crashed run (upload aborted, RUNNING record FAILED with the
+    error); a maintenance run (the lease's operation "maintenance") leaves nothing but its lease —
+    its statements end with its connection — and no backup record is touched. `job` is the run's
+    job as the execution's input says it (the lease's operation, when the lease is the run's, wins).
+
+    `counts_failure`: the run failed without the task having said so itself (a task that failed, or
+    that settled its record when stopped, counts its own failure; a `States.*` error is the state
+    machine's). The caller counts it as the job's failure (BackupFailure, MaintenanceErrors).
     """
     from botocore.exceptions import ClientError
 
@@ -266,23 +338,25 @@ def abandon(stores: Stores, target: str, execution: str, error_name: str | None,
     lease = stores.leases.get(target)
     # A task of this execution holds the lease (every task the machine starts records its execution).
     ours = lease is not None and lease.runner == "fargate" and lease.execution == execution
+    operation = lease.operation if lease is not None and ours else job
     settled_by_task = False
     if lease is not None and ours:
-        try:
-            clean_up_crashed_run(stores, lease, actor, reason=reason)
-        except StaleRecord:  # the stopped task recorded its own failure meanwhile (SIGTERM) and counted it
-            settled_by_task = True
-            log.info("abandon: the task settled its record itself", extra={"target": target})
+        if lease.operation == "backup":
+            try:
+                clean_up_crashed_run(stores, lease, actor, reason=reason)
+            except StaleRecord:  # the stopped task recorded its own failure meanwhile (SIGTERM) and counted it
+                settled_by_task = True
+                log.info("abandon: the task settled its record itself", extra={"target": target})
         stores.leases.release(lease)
     counts_failure = not settled_by_task and (ours or error_name is None or error_name.startswith("States."))
-    backup_id = lease.backup_id if lease is not None and ours else None
-    stores.audit.audit(target=target, operation="backup", step="abandon", outcome="failed", actor=actor,
+    backup_id = lease.backup_id if lease is not None and ours and operation == "backup" else None
+    stores.audit.audit(target=target, operation=operation, step="abandon", outcome="failed", actor=actor,
                        backup_id=backup_id, execution=execution,
                        error=error_text, stopped_tasks=stopped, cleaned_up=ours,
                        **({"stop_error": stop_error} if stop_error else {}))
-    return {"target": target, "status": "abandoned", "execution": execution, "stopped_tasks": stopped,
-            "stop_error": stop_error, "cleaned_up": ours, "backup_id": backup_id, "error": error_text,
-            "error_name": failure_name(error_name), "counts_failure": counts_failure}
+    return {"target": target, "status": "abandoned", "job": operation, "execution": execution,
+            "stopped_tasks": stopped, "stop_error": stop_error, "cleaned_up": ours, "backup_id": backup_id,
+            "error": error_text, "error_name": failure_name(error_name), "counts_failure": counts_failure}
 
 
 def failure_name(error_name: str | None) -> str:
