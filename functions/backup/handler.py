@@ -9,7 +9,8 @@ aborted and its record FAILED with the reason (BackupOutOfTime), instead of bein
 Long backups run on ECS Fargate (docs/fargate.md): the function chooses the runner (warden.runner)
 and hands a Fargate backup over to the stage's Task state machine; an `auto` target's backup that
 runs out of time on Lambda is handed over in the same invocation. `{"action": "abandon", ...}` is
-the Task state machine's Abandon step: stop the execution's task and clean up after it.
+the Task state machine's Abandon step, for every job it runs (a backup, a maintenance run): stop the
+execution's task and clean up after it.
 """
 
 from __future__ import annotations
@@ -93,9 +94,10 @@ def abandon(request: AbandonTaskRequest, actor: str) -> dict[str, Any]:
     metrics.add_dimension(name="Stage", value=SETTINGS.stage)
     metrics.add_dimension(name="Target", value=request.target)
     result = runner.abandon(Stores.from_settings(SETTINGS), request.target, request.execution, request.error_name,
-                            request.error_text, actor)
-    if result["counts_failure"]:
-        metrics.add_metric(name="BackupFailure", unit=MetricUnit.Count, value=1)
+                            request.error_text, actor, job=request.job)
+    if result["counts_failure"]:  # the job's own failure count: a maintenance run is no failed backup
+        failure = "MaintenanceErrors" if result["job"] == "maintenance" else "BackupFailure"
+        metrics.add_metric(name=failure, unit=MetricUnit.Count, value=1)
     logger.info("task run abandoned", extra={k: v for k, v in result.items() if k != "counts_failure"})
     return result
 

@@ -1,6 +1,7 @@
 """A long job in an ECS Fargate task (docs/fargate.md, "The task"):
 
     python -m warden.task backup --target T [--trigger schedule] [--actor A]
+    python -m warden.task maintenance --target T [--tasks vacuum,analyze,...] [--trigger schedule] [--actor A]
     python -m warden.task recovery --step restore|validate --plan '<json>'   (warden.task_recovery)
 
 Runs `warden.backup.run_backup` with no Lambda deadline, the target's lease renewed every quarter
@@ -10,8 +11,17 @@ export's bytes advance — a hung pg_dump stops the heartbeats, and the state ma
 HeartbeatSeconds catches it — and ends with SendTaskSuccess or SendTaskFailure. Metrics go through
 PutMetricData: EMF lines on stdout are not extracted from a task's awslogs.
 
-Exit codes: 0 the backup completed (or one was already running), 1 it failed, 2 bad arguments or
-environment (nothing touched).
+`maintenance` runs `warden.maintenance.run_maintenance` (docs/fargate.md, "Maintenance on Fargate")
+in a thread with no Lambda deadline: its lease renewed every quarter of its TTL (WARDEN_TASK_LEASE_TTL_S,
+default MAINTENANCE_LEASE_S; a lost lease cancels the statement in flight and fails the run), each
+statement bounded by the task's timeout less a margin (warden.maintenance.fargate_statement_timeout_s).
+It heartbeats while the run's thread is alive — a statement reports no progress; one that hangs is
+stopped by its statement timeout — and ends with SendTaskSuccess (the report) or SendTaskFailure.
+SIGTERM (StopTask) cancels the statement in flight; the run releases its lease and is audited failed.
+Metrics: MaintenanceDuration and MaintenanceErrors, as the maintenance function sends them.
+
+Exit codes: 0 the backup completed (or one was already running) / the maintenance ran (or was skipped:
+the target was busy), 1 it failed, 2 bad arguments or environment (nothing touched).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any, get_args
@@ -31,7 +42,11 @@ from pydantic import ValidationError
 from warden import names, task_recovery
 from warden.errors import BadRequest, ConfigError, WardenError
 
-JOBS = ("backup", "recovery")
+JOBS = ("backup", "maintenance", "recovery")
+MAINTENANCE = "maintenance"
+# After SIGTERM, how long a maintenance run gets to cancel its statement, release its lease and audit
+# (less than the task definition's stop timeout, 120 s, after which ECS kills the container).
+STOP_WAIT_S = 60.0
 # A heartbeat at most this often (and at most every target.fargate.heartbeat_s), when progress advanced.
 HEARTBEAT_MAX_S = 30.0
 CAUSE_LIMIT = 30000  # SendTaskFailure's `cause` holds at most 32 768 characters
@@ -56,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("--trigger", default="manual",
                         choices=get_args(ScheduledRequest.model_fields["trigger"].annotation))
     backup.add_argument("--actor", default=None, help="on whose behalf (audited)")
+    maintenance = jobs.add_parser(MAINTENANCE, help="maintenance of one target (VACUUM, ANALYZE, REINDEX; Neo4j)")
+    maintenance.add_argument("--target", required=True)
+    maintenance.add_argument("--tasks", default=None,
+                             help="comma-separated tasks (vacuum,analyze,reindex; neo4j_indexes,resample); "
+                                  "default: the due ones")
+    maintenance.add_argument("--trigger", default="manual",
+                             choices=get_args(ScheduledRequest.model_fields["trigger"].annotation))
+    maintenance.add_argument("--actor", default=None, help="on whose behalf (audited)")
     task_recovery.add_parser(jobs)
     return parser
 
@@ -116,26 +139,117 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings = Settings.from_env(env)
     except (BadRequest, ValidationError) as err:
         print(f"warden.task: {_first_lines(err)}", file=sys.stderr)
+        # the run's state fails now rather than at its heartbeat timeout
+        _report_failure(env.get(names.ENV_TASK_TOKEN) or None, BadRequest(_first_lines(err)))
         return 2
     token = settings.task_token
     try:
         from warden.stores.targets import get_target
 
         target = get_target(settings, request.target)
-    except ConfigError as err:  # an unknown target: nothing touched
+        if args.job == MAINTENANCE:
+            from warden.maintenance import check_tasks
+
+            check_tasks(target, request.tasks)
+    except ConfigError as err:  # an unknown target, a task its engine has not: nothing touched
         print(f"warden.task: {err}", file=sys.stderr)
         _report_failure(token, err)
         return 2
     actor = f"task:{settings.stage}" + (f" for {args.actor}" if args.actor else "")
+    if args.job == MAINTENANCE:
+        return _maintain(settings, target, request.tasks, actor, env)
     return _back_up(settings, target, request.trigger, actor, env)
 
 
 def _request(args: argparse.Namespace) -> Any:
-    from warden.events import BackupRequest, parse
+    from warden.events import BackupRequest, MaintenanceRequest, parse
 
     if args.actor is not None and not (0 < len(args.actor) <= 400):
         raise BadRequest("--actor: at most 400 characters")
+    if args.job == MAINTENANCE:
+        tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",")]
+        if tasks is not None and not all(tasks):
+            raise BadRequest(f"--tasks: a comma-separated list of task names, not {args.tasks!r}")
+        return parse(MaintenanceRequest, {"target": args.target, "trigger": args.trigger, "tasks": tasks})
     return parse(BackupRequest, {"target": args.target, "trigger": args.trigger})
+
+
+def _maintain(settings: Any, target: Any, tasks: list[str] | None, actor: str, env: Mapping[str, str]) -> int:
+    """Run the maintenance in a thread and heartbeat while it is alive; report, count and exit."""
+    from warden.maintenance import MAINTENANCE_LEASE_S, fargate_statement_timeout_s, run_maintenance
+    from warden.stores import Stores
+    from warden.stores.clients import aws_client
+
+    token = settings.task_token
+    stores = Stores.from_settings(settings)
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_maintenance(
+                stores, target, actor=actor, tasks=tasks, runner="fargate",  # type: ignore[arg-type]
+                statement_timeout_s=fargate_statement_timeout_s(target),
+                lease_ttl_s=settings.task_lease_ttl_s or MAINTENANCE_LEASE_S, renew_lease=True,
+                execution=settings.task_execution, stop=stop)
+        except BaseException as err:  # reported below, from the main thread
+            outcome["error"] = err
+
+    _log("info", "task maintenance started", job=MAINTENANCE, target=target.name, tasks=tasks)
+    previous = _stop_on_sigterm(stop)
+    worker = threading.Thread(target=run, name="maintenance", daemon=True)
+    worker.start()
+    sfn = aws_client("stepfunctions") if token else None
+    # While the run's thread is alive: a VACUUM or REINDEX reports no progress. A hung statement ends at
+    # its statement timeout; a dead task stops heartbeating, and HeartbeatSeconds catches it.
+    interval = min(HEARTBEAT_MAX_S, target.fargate.heartbeat_s / 2)
+    stopping_since: float | None = None
+    try:
+        while True:
+            worker.join(interval)
+            if not worker.is_alive():
+                break
+            if stop.is_set():  # SIGTERM: the run cancels its statement and releases its lease
+                stopping_since = stopping_since or time.monotonic()
+                if time.monotonic() - stopping_since > STOP_WAIT_S:
+                    outcome.setdefault("error", TaskStopped("the task was stopped (SIGTERM) and its maintenance "
+                                                            f"run did not end within {STOP_WAIT_S:.0f} s"))
+                    break
+            if sfn is not None:
+                try:
+                    sfn.send_task_heartbeat(taskToken=token)
+                except Exception as err:  # the execution gave up (timed out): its Abandon step stops this task
+                    _log("warning", "task heartbeat failed", job=MAINTENANCE, error=f"{type(err).__name__}: {err}")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if "error" in outcome:
+        failure: BaseException = outcome["error"]
+        _log("error", "task maintenance failed", job=MAINTENANCE, target=target.name,
+             error=f"{type(failure).__name__}: {failure}")
+        _metrics(env, settings.stage, target.name, [("MaintenanceErrors", "Count", 1)])
+        _report_failure(token, failure)
+        return 1
+    report = outcome["report"]
+    _metrics(env, settings.stage, target.name, [
+        ("MaintenanceDuration", "Seconds", report.duration_s),
+        ("MaintenanceErrors", "Count", sum(len(t.errors) for t in report.tasks))])
+    _log("info", "maintenance finished", job=MAINTENANCE, target=target.name, outcome=report.outcome,
+         tasks=[t.task for t in report.tasks], duration_s=report.duration_s)
+    _report_success(token, {**report.as_dict(), "runner": "fargate"})
+    return 0
+
+
+def _stop_on_sigterm(stop: threading.Event) -> Any:
+    """SIGTERM (ECS StopTask) sets `stop`: the maintenance run cancels its statement and ends; the
+    previous handler, to restore (None off the main thread, where signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    return signal.signal(signal.SIGTERM, on_term)
 
 
 def _back_up(settings: Any, target: Any, trigger: str, actor: str, env: Mapping[str, str]) -> int:
