@@ -50,6 +50,7 @@ from infra.replica import grant_replica_decrypt, grant_replica_read
 from infra.report import grant_report_access
 from infra.rotation import grant_rotated_secrets, stage_rotates
 from infra.storage import Storage
+from infra.tasks import grant_start_tasks
 from warden.backup import BACKUP_TIMEOUT_S
 from warden.config.stage import StageConfig
 
@@ -143,6 +144,8 @@ GRANTS: dict[str, Grant] = {
     "fleet-alarms-read": lambda fn, ctx: grant_fleet_alarm_read(fn, ctx.stage),
     "report-access": lambda fn, ctx: grant_report_access(fn, ctx.storage),
     "rotated-secrets": lambda fn, ctx: grant_rotated_secrets(fn, ctx.stage.targets),
+    # Where the stage can start tasks: hand runs over to the Task state machine (infra/tasks.py).
+    "start-tasks": lambda fn, ctx: grant_start_tasks(fn, ctx.stage),
 }
 # The grants that let a function put / delete backup-bucket objects: the bucket policy denies
 # those actions to every other role (infra/storage.py, protect_backup_bucket).
@@ -196,11 +199,13 @@ JOBS: tuple[Job, ...] = (
                 "backup-locks-read",  # remediate runs prune
                 "fleet-alarms-read")),  # which targets a fleet alarm fires for
     # VACUUM and REINDEX CONCURRENTLY of a large table take minutes; each statement has its own timeout.
+    # A run that does not fit goes to Fargate (docs/fargate.md, "Maintenance on Fargate").
     Job("maintenance", timeout=_15_MIN, memory=256, vpc=True, description="database maintenance",
         triggers=(Trigger.PER_TARGET_SCHEDULE,),
         grants=("target-config", "target-secrets",
-                "state",  # the lease and the last run of each task
-                "audit-append", "key")),
+                "state",  # the lease, the last run and duration of each task
+                "audit-append", "key",
+                "start-tasks")),  # only where the stage can start tasks
     # Plans a Fleet state machine's run and sums it up: reads the targets' config, no database.
     Job("fleet", timeout=Duration.minutes(1), memory=256, description="fleet runs (plan, delay, summary)",
         triggers=(Trigger.STATE_MACHINE,), grants=("target-config",)),

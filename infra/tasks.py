@@ -5,11 +5,14 @@ machine `warden-<stage>-task` that runs it, for a stage that can start tasks (`n
     RunTask (ecs:runTask.waitForTaskToken; HeartbeatSecondsPath, TimeoutSecondsPath from the input)
       ├─ the task's SendTaskSuccess → Done
       └─ any error (the task's SendTaskFailure, States.HeartbeatTimeout, States.Timeout, RunTask's)
-           → Abandon (the backup function, `{"action": "abandon", ...}`) → Failed
+           → Abandon (the backup function, `{"action": "abandon", "job": ..., ...}`) → Failed
 
 The backup function starts it (`WARDEN_TASK_STATE_MACHINE_ARN`) and stops the cluster's tasks of an
-abandoned execution (`WARDEN_TASK_CLUSTER`). One task definition serves every target, sized per run
-by RunTask's overrides: nothing here grows with the targets.
+abandoned execution (`WARDEN_TASK_CLUSTER`); the maintenance function starts it too
+(`grant_start_tasks`, a job-table grant): the task runs maintenance with the backup function's grants,
+which hold what it needs (the state table, the targets' secrets and configuration, the audit table).
+One task definition serves every target, sized per run by RunTask's overrides: nothing here grows
+with the targets.
 
 The task runs the backup function's code and grants: the Lambda base image (no image is built, no
 Docker), the same layer zips as S3 assets unpacked by infra/task_bootstrap.py, the function's
@@ -90,6 +93,24 @@ def state_machine_name(stage: StageConfig) -> str:
     return f"warden-{stage.name}-task"
 
 
+def state_machine_arn(stack: Stack, stage: StageConfig) -> str:
+    """The Task state machine's ARN, formatted from its name: a grant or a variable holding it makes
+    no dependency on the machine (which depends on the functions it invokes)."""
+    return stack.format_arn(service="states", resource="stateMachine", resource_name=state_machine_name(stage),
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME)
+
+
+def grant_start_tasks(fn: WardenFunction, stage: StageConfig) -> None:
+    """Let a function hand runs over to the stage's Task state machine (`warden.runner.hand_over`): its
+    ARN in WARDEN_TASK_STATE_MACHINE_ARN and StartExecution on that machine only. Nothing on a stage
+    that cannot start tasks: the function then keeps every run (`runner: auto` is Lambda there)."""
+    if not stage.can_start_tasks:
+        return
+    arn = state_machine_arn(Stack.of(fn), stage)
+    fn.function.add_environment(names.ENV_TASK_STATE_MACHINE_ARN, arn)
+    fn.add_to_policy(iam.PolicyStatement(actions=["states:StartExecution"], resources=[arn]))
+
+
 def task_family(stage: StageConfig) -> str:
     return f"warden-{stage.name}-jobs"
 
@@ -165,9 +186,7 @@ class TaskRunner(Construct):
         stack = Stack.of(self)
         self._placement(stage, network)
         self._cluster(stage)
-        self.state_machine_arn = stack.format_arn(service="states", resource="stateMachine",
-                                                  resource_name=state_machine_name(stage),
-                                                  arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        self.state_machine_arn = state_machine_arn(stack, stage)
         # The backup function learns where the tasks are first: the task's environment is the function's.
         backup.function.add_environment(names.ENV_TASK_STATE_MACHINE_ARN, self.state_machine_arn)
         backup.function.add_environment(names.ENV_TASK_CLUSTER, self.cluster_name)
@@ -356,7 +375,7 @@ class TaskRunner(Construct):
             comment="One run of a long job; the task reports with its token and heartbeats while it progresses")
         abandon = tasks.LambdaInvoke(
             self, "Abandon", lambda_function=backup.function,
-            payload=sfn.TaskInput.from_object({"action": "abandon", "target.$": "$.target",
+            payload=sfn.TaskInput.from_object({"action": "abandon", "target.$": "$.target", "job.$": "$.job",
                                                "execution.$": "$$.Execution.Name", "error.$": "$.error"}),
             payload_response_only=True, result_path="$.abandon", retry_on_service_exceptions=False,
             task_timeout=sfn.Timeout.duration(ABANDON_TIMEOUT))
