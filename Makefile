@@ -79,7 +79,7 @@ lint: $(VENV_STAMP) synth
 	$(VENV)/bin/cfn-lint --ignore-checks W3005 -- cdk.out/*.template.json
 
 bench: $(VENV_STAMP) neo4j
-	WARDEN_BENCH_SIZE=full $(PY) -m pytest tests/perf -s -p no:cacheprovider --override-ini="addopts=" --timeout=3600
+	WARDEN_BENCH_SIZE=full $(PY) -m pytest tests/perf -s -p no:cacheprovider --override-ini="addopts=" --timeout=7200
 
 clean:
 	rm -rf cdk.out $(BUILD)/layers local/neo4j_launcher/target

@@ -9,11 +9,11 @@ node id (to skip relationships whose endpoint was created after the node section
 database's bookmark are read before and after: unchanged means no write was committed meanwhile, so
 the copy is point-in-time; otherwise the result says how many changes were seen.
 
-Restore: into an empty database (or one emptied with `replace=True`): nodes created in batched
-UNWIND per label set and property keys with a temporary `:__WardenImport {__wid}` (unique, so
-indexed), relationships per type matched on it, then the temporary label, property and constraint
-removed, then the archive's constraints and indexes created and awaited ONLINE, then the counts
-checked against the archive and the manifest.
+Restore (warden.engines.neo4j.restore): into an empty database (or one emptied with
+`replace=True`): nodes created in batched UNWIND per label set and property keys, two transactions
+at once, each returning the new nodes' ids (kept per archived id in memory); relationships per type
+matched on those ids; then the archive's constraints and indexes created and awaited ONLINE, then
+the counts checked against the archive and the manifest.
 """
 
 from __future__ import annotations
