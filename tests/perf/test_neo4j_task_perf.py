@@ -46,10 +46,10 @@ from local.runtime import neo4j_secret, register_targets
 from tests.conftest import STAGE
 from tests.integration.test_task_runner import task_environment
 from tests.perf.bench import FULL, PEAK_RSS_SOURCE, sized
+from tests.perf.neo4j_graph import MANIFEST, chunks, write_archive
 from tests.perf.test_neo4j_backup_perf import secret_of, start
 from warden.engines import neo4j as nb
 from warden.engines.neo4j import close_drivers
-from warden.engines.neo4j import format as fmt
 from warden.models import BackupStatus
 from warden.stores import Stores
 from warden.stores.clients import reset_clients
@@ -63,11 +63,6 @@ ROUNDS = int(os.environ.get("WARDEN_BENCH_ROUNDS", sized(2, 1)))
 RATE_GOAL = 0.95  # task rate / Lambda path rate
 RSS_GROWTH_GOAL = 0.20
 RESTORE_KEEPS = 0.80  # restore rate at the biggest size / at the smallest
-BATCH = 10_000  # rows per archive group record, as the export writes them
-KEYS = ["uid", "name", "score", "active"]
-INDEX = {"name": "entity_uid", "type": "RANGE", "state": "ONLINE", "entityType": "NODE",
-         "labelsOrTypes": ["Entity"], "properties": ["uid"],
-         "createStatement": "CREATE RANGE INDEX `entity_uid` FOR (n:`Entity`) ON (n.`uid`)"}
 
 # One backup in a fresh process, its peak RSS written at exit: the task's entry point, or the
 # backup function's handler with a Lambda context (local.aws.LambdaContext).
@@ -88,39 +83,6 @@ else:
                             deadline=time.monotonic() + 900)
     print(json.dumps(handler.handler({"target": target, "runner": "lambda"}, context)))
 """
-
-
-def write_archive(path: Path, nodes: int) -> int:
-    """The graph of `nodes` nodes and 2x as many relationships as a Warden archive; its entities."""
-    from neo4j.time import Date
-
-    born = [fmt.encode_value(Date(1950 + i % 50, 1 + i % 12, 1 + i % 28)) for i in range(50 * 12 * 28)]
-    with open(path, "wb") as out:
-        writer = fmt.ArchiveWriter(out)
-        writer.record(["header", {"format": fmt.FORMAT_VERSION, "schema": {"constraints": [], "indexes": [INDEX]}}])
-        for first in range(0, nodes, BATCH):
-            groups: dict[tuple[bool, bool], list[list[Any]]] = {}
-            for i in range(first, min(nodes, first + BATCH)):
-                row = [i, i, f"entity-{i}", i * 0.25, i % 2 == 0]
-                if i % 4 == 0:
-                    row.append(born[i % len(born)])
-                groups.setdefault((i % 10 == 0, i % 4 == 0), []).append(row)
-            for (company, dated), rows in sorted(groups.items()):
-                writer.record(["N", ["Company", "Entity"] if company else ["Entity"],
-                               [*KEYS, "born"] if dated else KEYS, rows])
-        for first in range(0, nodes, BATCH):
-            ids = range(first, min(nodes, first + BATCH))
-            writer.record(["R", "KNOWS", ["since"], [[i, (i * 7919 + 1) % nodes, 1990 + i % 30] for i in ids]])
-            writer.record(["R", "WORKS_WITH", [], [[i, (i * 104729 + 7) % nodes] for i in ids]])
-        writer.record(["end", {}])
-        writer.close()
-    return 3 * nodes
-
-
-def chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            yield chunk
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +140,7 @@ def test_task_exports_as_fast_as_the_lambda_path_in_flat_memory(
         entities = write_archive(archive, nodes)
         written_s = time.monotonic() - started
         started = time.monotonic()
-        restored = nb.restore_backup(secret, chunks(archive), {"format_version": fmt.FORMAT_VERSION}, replace=True)
+        restored = nb.restore_backup(secret, chunks(archive), MANIFEST, replace=True)
         restore_s = time.monotonic() - started
         archive.unlink()
         assert restored.counts["nodes"] == nodes and restored.counts["relationships"] == 2 * nodes
