@@ -204,7 +204,7 @@ def test_any_error_of_the_run_is_abandoned_through_the_backup_function_then_fail
     assert catch == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Abandon"}
     abandon = states["Abandon"]
     assert abandon["Resource"] == f"<{logical_id(stack, stack.functions['backup'].function)}.Arn>"
-    assert abandon["Parameters"] == {"action": "abandon", "target.$": "$.target",
+    assert abandon["Parameters"] == {"action": "abandon", "target.$": "$.target", "job.$": "$.job",
                                      "execution.$": "$$.Execution.Name", "error.$": "$.error"}
     assert abandon["TimeoutSeconds"] == ABANDON_TIMEOUT.to_seconds()
     (retry,) = abandon["Retry"]
