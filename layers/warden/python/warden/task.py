@@ -203,26 +203,33 @@ def _maintain(settings: Any, target: Any, tasks: list[str] | None, actor: str, e
     # While the run's thread is alive: a VACUUM or REINDEX reports no progress. A hung statement ends at
     # its statement timeout; a dead task stops heartbeating, and HeartbeatSeconds catches it.
     interval = min(HEARTBEAT_MAX_S, target.fargate.heartbeat_s / 2)
-    stopping_since: float | None = None
-    try:
-        while True:
-            worker.join(interval)
-            if not worker.is_alive():
-                break
-            if stop.is_set():  # SIGTERM: the run cancels its statement and releases its lease
-                stopping_since = stopping_since or time.monotonic()
-                if time.monotonic() - stopping_since > STOP_WAIT_S:
-                    outcome.setdefault("error", TaskStopped("the task was stopped (SIGTERM) and its maintenance "
-                                                            f"run did not end within {STOP_WAIT_S:.0f} s"))
-                    break
-            if sfn is not None:
-                try:
-                    sfn.send_task_heartbeat(taskToken=token)
-                except Exception as err:  # the execution gave up (timed out): its Abandon step stops this task
-                    _log("warning", "task heartbeat failed", job=MAINTENANCE, error=f"{type(err).__name__}: {err}")
+    try:  # SIGTERM only sets `stop` until the outcome is reported (the Abandon step may stop a task that is ending)
+        return _wait_and_report(settings, target, env, worker, stop, outcome, sfn, interval)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_and_report(settings: Any, target: Any, env: Mapping[str, str], worker: threading.Thread,
+                     stop: threading.Event, outcome: dict[str, Any], sfn: Any, interval: float) -> int:
+    """Heartbeat every `interval` while the run's thread is alive, then count and report its outcome."""
+    token = settings.task_token
+    stopping_since: float | None = None
+    while True:
+        worker.join(interval)
+        if not worker.is_alive():
+            break
+        if stop.is_set():  # SIGTERM: the run cancels its statement and releases its lease
+            stopping_since = stopping_since or time.monotonic()
+            if time.monotonic() - stopping_since > STOP_WAIT_S:
+                outcome.setdefault("error", TaskStopped("the task was stopped (SIGTERM) and its maintenance "
+                                                        f"run did not end within {STOP_WAIT_S:.0f} s"))
+                break
+        if sfn is not None:
+            try:
+                sfn.send_task_heartbeat(taskToken=token)
+            except Exception as err:  # the execution gave up (timed out): its Abandon step stops this task
+                _log("warning", "task heartbeat failed", job=MAINTENANCE, error=f"{type(err).__name__}: {err}")
     if "error" in outcome:
         failure: BaseException = outcome["error"]
         _log("error", "task maintenance failed", job=MAINTENANCE, target=target.name,
