@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -108,6 +109,28 @@ def _wipe(session: neo4j.Session, version: str) -> None:
     _run(session, f"MATCH (n) {_call(version, 'n')} DETACH DELETE n }} IN TRANSACTIONS OF {DELETE_BATCH_ROWS} ROWS")
 
 
+class Progress:
+    """A count that only grows: added to by the restore's threads, read by another (the task's heartbeat)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self._value += n
+
+    @property
+    def value(self) -> int:
+        with self._lock:
+            return self._value
+
+
+# Rows the server has committed for this process's restores (every batch it acknowledged): what a
+# watcher on another thread reads to tell a restore that writes from one that waits (warden.restore_progress).
+COMMITTED_ROWS = Progress()
+
+
 class _NodeIds:
     """Each archived node id → the id (`id()`) of the node the restore created for it.
 
@@ -203,7 +226,9 @@ class _Sender:
             attempt = 1
             while True:
                 try:
-                    return kind, len(rows), session.run(query, {"rows": rows}).single(strict=True), attempt
+                    record = session.run(query, {"rows": rows}).single(strict=True)
+                    COMMITTED_ROWS.add(len(rows))
+                    return kind, len(rows), record, attempt
                 except neo4j.exceptions.TransientError:  # rolled back (a deadlock): nothing of it was written
                     if attempt >= RESTORE_ATTEMPTS:
                         raise
