@@ -343,6 +343,77 @@ def test_a_maintenance_task_killed_mid_run_is_abandoned_its_lease_freed_and_no_b
     assert "MaintenanceErrors" in metrics and "BackupFailure" not in metrics
 
 
+# -- the lease ----------------------------------------------------------------------------------
+
+def task_env(aws: LocalAws, deployed: Deployment, **extra: str) -> dict[str, str]:
+    """What the task definition gives the container: the backup function's environment, AWS (here the
+    moto server the local ECS tasks reach), and the run's own variables."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("WARDEN_", "AWS_", "POWERTOOLS_"))}
+    return {**inherited, **deployed.function_environment("backup"),
+            "AWS_ENDPOINT_URL": aws.tasks.endpoint(), "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION, "POWERTOOLS_SERVICE_NAME": "warden",
+            "POWERTOOLS_METRICS_NAMESPACE": "Warden", "POWERTOOLS_TRACE_DISABLED": "true", **extra}
+
+
+def running_statement(uri: str, prefix: str) -> str | None:
+    with psycopg.connect(uri) as conn:
+        row = conn.execute("SELECT query FROM pg_stat_activity WHERE application_name = 'warden' AND state = 'active' "
+                           "AND query LIKE %s", (f"{prefix}%",)).fetchone()
+    return str(row[0]) if row else None
+
+
+def test_a_task_renews_its_lease_through_a_long_statement_and_a_lost_lease_cancels_it(
+        aws: LocalAws, deployed: Deployment, local_targets: dict[str, Target], settings: Settings,
+        bloated: str) -> None:
+    # Given a bloated index, and a transaction holding an old snapshot: REINDEX CONCURRENTLY waits for it
+    # (the target's lock timeout raised, so the rebuild waits instead of giving up)
+    set_target(aws, local_targets["pg-local"], maintenance={"reindex_min_bytes": 0, "reindex_min_bloat_ratio": 0,
+                                                            "lock_timeout_s": 120})
+    with psycopg.connect(bloated, autocommit=True) as conn:
+        conn.execute("CREATE TABLE maint_fargate_idx (id int PRIMARY KEY, v int)")
+        conn.execute("INSERT INTO maint_fargate_idx SELECT g, g FROM generate_series(1, 100000) g")
+        conn.execute("CREATE INDEX maint_fargate_idx_v ON maint_fargate_idx (v)")
+        conn.execute("DELETE FROM maint_fargate_idx WHERE id % 10 <> 0")
+        conn.execute("VACUUM ANALYZE maint_fargate_idx")
+    assert settings.state_table and settings.audit_table
+    leases = Leases(settings.state_table)
+    with psycopg.connect(bloated) as snapshot:
+        snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        snapshot.execute("SELECT count(*) FROM pg_class").fetchone()
+        # When the task rebuilds it with a lease of 2 s
+        task = subprocess.Popen([sys.executable, "-m", "warden.task", "maintenance", "--target", "pg-local",
+                                 "--tasks", "reindex"], env=task_env(aws, deployed, WARDEN_TASK_LEASE_TTL_S="2"),
+                                cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            wait_for(lambda: running_statement(bloated, "REINDEX INDEX CONCURRENTLY"), "the REINDEX to wait", 60)
+            lease = leases.get("pg-local")
+            assert lease is not None and lease.operation == "maintenance" and lease.runner == "fargate"
+            time.sleep(3.5)  # past the TTL it was taken with
+            # Then the lease holds through the statement: renewed, nobody else can take it
+            renewed = leases.get("pg-local")
+            assert renewed is not None and renewed.owner == lease.owner and renewed.expires_at > time.time()
+            # When the lease is lost (taken over by another run)
+            leases.release(renewed)
+            thief, _ = leases.acquire("pg-local", "test:another-run", "backup", 600)
+            out, err = task.communicate(timeout=60)
+        finally:
+            if task.poll() is None:
+                os.killpg(task.pid, signal.SIGKILL)
+        # Then the statement in flight was cancelled (the old snapshot still holds), and the run failed
+        assert task.returncode == 1, (out[-2000:], err[-2000:])
+        assert running_statement(bloated, "REINDEX") is None
+    assert "LeaseLost" in out
+    (entry,) = [e for e in tail(settings.audit_table, "pg-local") if e.step == "finish"]
+    assert entry.outcome == "failed" and entry.details["error"].startswith("LeaseLost: "), entry
+    # the other run's lease is left alone, and no half-built index stays behind
+    held = leases.get("pg-local")
+    assert held is not None and held.owner == thief.owner
+    with psycopg.connect(bloated) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'maint_fargate_idx_v%'"
+                            ).fetchone() == (1,)
+
+
 # -- bad arguments ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("tasks", "message"), [
@@ -353,10 +424,7 @@ def test_a_maintenance_task_killed_mid_run_is_abandoned_its_lease_freed_and_no_b
 ], ids=["unknown task", "empty name", "empty", "another engine's task"])
 def test_bad_tasks_exit_2_and_touch_nothing(aws: LocalAws, deployed: Deployment, settings: Settings,
                                             bloated: str, tasks: str, message: str) -> None:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("WARDEN_", "AWS_", "POWERTOOLS_"))},
-           **deployed.function_environment("backup"),  # the task definition's environment
-           "AWS_ENDPOINT_URL": aws.tasks.endpoint(), "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION, "POWERTOOLS_TRACE_DISABLED": "true"}
+    env = task_env(aws, deployed)
     command = [sys.executable, "-m", "warden.task", "maintenance", "--target", "pg-local", "--tasks", tasks]
     done = subprocess.run(command, env=env, cwd=REPO, text=True, capture_output=True, timeout=120)
     assert done.returncode == 2, (done.stdout, done.stderr)
