@@ -282,14 +282,15 @@ def test_a_failed_step_sends_its_error_type_name_for_the_states_retry_and_catch(
     assert task_stores.recovery_state.get(PLAN.target).error == "DatabaseUnavailable: staging did not answer"
 
 
-def test_a_step_heartbeats_while_it_runs(sfn: FakeStepFunctions, task_stores: Stores,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    def restore(stores: Stores, plan: recovery.Plan, replica: Any) -> dict[str, Any]:
-        time.sleep(0.5)  # reports no progress: pg_restore building indexes
+def test_a_validation_heartbeats_while_it_runs(sfn: FakeStepFunctions, task_stores: Stores,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # (a restore heartbeats while it makes progress: tests/unit/test_restore_heartbeats.py)
+    def validate(stores: Stores, plan: recovery.Plan, replica: Any) -> dict[str, Any]:
+        time.sleep(0.5)  # bounded and short: no progress reading
         return {"counts": {}}
 
-    monkeypatch.setattr(recovery, "restore", restore)
+    monkeypatch.setattr(recovery, "validate", validate)
     monkeypatch.setattr(task_recovery, "HEARTBEAT_MAX_S", 0.05)
-    assert main(["recovery", "--step", "restore", "--plan", json.dumps(PLAN.as_dict())], environ=ENVIRON) == 0
+    assert main(["recovery", "--step", "validate", "--plan", json.dumps(PLAN.as_dict())], environ=ENVIRON) == 0
     kinds = [kind for kind, _ in sfn.calls]
     assert kinds.count("heartbeat") >= 4 and kinds[-1] == "success"

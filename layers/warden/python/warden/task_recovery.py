@@ -5,8 +5,9 @@ RestoreOnFargate / ValidateOnFargate states run it:
 
 Runs `warden.recovery.restore` / `validate` with the recovery function's stores and replica settings
 (the task definition's environment holds the recovery function's variables these steps read).
-With WARDEN_TASK_TOKEN (the state's `.waitForTaskToken`) it heartbeats while the step runs and ends
-with SendTaskSuccess — the step's result, as the function returns it, so `$.restore` and
+With WARDEN_TASK_TOKEN (the state's `.waitForTaskToken`) it heartbeats while the step makes progress
+(a restore: as warden.restore_progress reads it on the staging database; a validation: while it runs)
+and ends with SendTaskSuccess — the step's result, as the function returns it, so `$.restore` and
 `$.validation` look the same on either runner — or SendTaskFailure with the Warden error's type name
 (DatabaseUnavailable, ValidationFailed, ...), which the states' Retry and Catch match as they match
 the function's errors.
@@ -20,6 +21,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +29,11 @@ from warden import names
 from warden.errors import BadRequest
 
 if TYPE_CHECKING:
+    from warden.config.credentials import DatabaseSecret
     from warden.config.protection import ReplicaSettings
+    from warden.config.target import Engine
     from warden.recovery import Plan
+    from warden.restore_progress import ProgressWatch
     from warden.settings import Settings
     from warden.stores import Stores
 
@@ -80,7 +85,7 @@ def _plan(text: str) -> Plan:
 
 
 def run_step(settings: Settings, plan: Plan, step: str, replica: ReplicaSettings | None) -> int:
-    """Run one step in a thread and heartbeat while it runs; report its result or its error."""
+    """Run one step in a thread and heartbeat while it makes progress; report its result or its error."""
     from warden import recovery
     from warden.stores import Stores
     from warden.stores.clients import aws_client
@@ -98,22 +103,19 @@ def run_step(settings: Settings, plan: Plan, step: str, replica: ReplicaSettings
             outcome["error"] = err
 
     _log("info", "task recovery step started", step=step, target=plan.target, backup_id=plan.backup_id)
+    # An earlier attempt's error goes now: a heartbeat timeout reaches Rollback without a cause, and
+    # Rollback would describe it by what the record says.
+    _record_failure(stores, plan, None)
     worker = threading.Thread(target=run, name=f"recovery-{step}", daemon=True)
     worker.start()
     sfn = aws_client("stepfunctions") if token else None
-    # While the step's thread is alive, not only while it makes progress: the restore engines report
-    # none, and a PostgreSQL restore reads no bytes for long stretches once its dump is spooled (pg_restore
-    # builds indexes). A hung step is stopped by the state's TimeoutSeconds instead; a dead task by the heartbeat.
     interval = min(HEARTBEAT_MAX_S, heartbeat_s / 2)
-    while True:
-        worker.join(interval)
-        if not worker.is_alive():
-            break
-        if sfn is not None:
-            try:
-                sfn.send_task_heartbeat(taskToken=token)
-            except Exception as err:  # the execution gave up on this step (timed out, rolled back)
-                _log("warning", "task heartbeat failed", step=step, error=f"{type(err).__name__}: {err}")
+    watch = _progress_watch(stores, plan, step, worker)
+    try:
+        _heartbeat(sfn, token, worker, watch, interval, step)
+    finally:
+        if watch is not None:
+            watch.close()
     if "error" in outcome:
         failure: BaseException = outcome["error"]
         _log("error", "task recovery step failed", step=step, target=plan.target,
@@ -128,10 +130,51 @@ def run_step(settings: Settings, plan: Plan, step: str, replica: ReplicaSettings
     return 0
 
 
+def _progress_watch(stores: Stores, plan: Plan, step: str, worker: threading.Thread) -> ProgressWatch | None:
+    """The restore's progress, read on the staging database (warden.restore_progress); None for the
+    validation, which is bounded and short: it heartbeats while it runs."""
+    if step != "restore":
+        return None
+    from warden.recovery import staging_secret
+    from warden.restore_progress import ProgressWatch, StepProgress
+
+    def target() -> tuple[Engine, DatabaseSecret]:
+        config = stores.targets.get(plan.target)
+        return config.engine, staging_secret(stores, config, stores.secrets.load(config))[0]
+
+    return ProgressWatch(StepProgress(worker, target))
+
+
+def _heartbeat(sfn: Any, token: str | None, worker: threading.Thread, watch: ProgressWatch | None,
+               interval: float, step: str) -> None:
+    """Until the step's thread ends: a heartbeat every `interval` when the step advanced since the
+    last reading (always the first, while its connections open); none while it waits, so the state's
+    HeartbeatSeconds stops a hung restore. Without a watch, one every interval while the thread lives."""
+    first, quiet_since = True, 0.0
+    while True:
+        worker.join(interval)
+        if not worker.is_alive():
+            return
+        advanced = watch is None or watch.advanced()
+        if not advanced and not quiet_since and not first:
+            quiet_since = time.monotonic()
+            _log("warning", "task recovery step made no progress: heartbeats withheld", step=step)
+        elif advanced and quiet_since:
+            _log("info", "task recovery step progressing again", step=step,
+                 quiet_s=round(time.monotonic() - quiet_since, 1))
+            quiet_since = 0.0
+        if sfn is not None and (advanced or first):
+            try:
+                sfn.send_task_heartbeat(taskToken=token)
+            except Exception as err:  # the execution gave up on this step (timed out, rolled back)
+                _log("warning", "task heartbeat failed", step=step, error=f"{type(err).__name__}: {err}")
+        first = False
+
+
 def _record_failure(stores: Stores, plan: Plan, err: BaseException | None) -> None:
     """The step's error on the recovery record, as Rollback writes a function's: Rollback keeps the
     record's error when the failure reaches it without a cause (as moto delivers SendTaskFailure's).
-    None: the step succeeded, and an earlier attempt's error (a retried DatabaseUnavailable) goes."""
+    None: the step starts or succeeded, and an earlier attempt's error (a retried DatabaseUnavailable) goes."""
     try:
         if err is not None:
             stores.recovery_state.update(plan.target, plan.execution, error=f"{type(err).__name__}: {err}"[:2000])
