@@ -188,7 +188,7 @@ def _maintain(settings: Any, target: Any, tasks: list[str] | None, actor: str, e
     def run() -> None:
         try:
             outcome["report"] = run_maintenance(
-                stores, target, actor=actor, tasks=tasks, runner="fargate",  # type: ignore[arg-type]
+                stores, target, actor=actor, tasks=tasks, runner="fargate",
                 statement_timeout_s=fargate_statement_timeout_s(target),
                 lease_ttl_s=settings.task_lease_ttl_s or MAINTENANCE_LEASE_S, renew_lease=True,
                 execution=settings.task_execution, stop=stop)
