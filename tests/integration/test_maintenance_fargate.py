@@ -2,7 +2,8 @@
 stage (which can start tasks: local/runtime.py LOCAL_FARGATE): the maintenance function hands a
 `runner: fargate` target's run — or an `auto` target's whose last runs took more than half its
 budget — over to the Task state machine, whose ECS task (a child process, local/ecs.py) runs
-`python -m warden.task maintenance` against the real PostgreSQL 18; a failed or killed maintenance
+`python -m warden.task maintenance` against the real PostgreSQL 18 and Neo4j 5.26; its lease holds
+through a long statement and a lost lease cancels the statement; a failed or killed maintenance
 task is abandoned through the backup function's abandon action, which frees the lease and touches
 no backup record; bad `--tasks` exit 2 and touch nothing."""
 
@@ -212,6 +213,26 @@ def test_a_fargate_targets_scheduled_maintenance_runs_as_a_task_and_vacuums_and_
     # Metrics went through PutMetricData with the function's dimensions
     for name in ("MaintenanceDuration", "MaintenanceErrors"):
         assert {"Stage": STAGE, "Target": "pg-local", "service": "warden"} in metric_dimensions(aws, name), name
+
+
+def test_a_fargate_neo4j_targets_maintenance_runs_as_a_task(
+        aws: LocalAws, deployed: Deployment, local_targets: dict[str, Target], settings: Settings,
+        neo4j_driver: Any) -> None:
+    neo4j_driver.execute_query("CREATE INDEX maint_fargate_name IF NOT EXISTS FOR (p:MaintFargate) ON (p.name)")
+    neo4j_driver.execute_query("CALL db.awaitIndexes(60)")
+    try:
+        set_target(aws, local_targets["graph-local"], runner="fargate")
+        result, error = invoke(aws, deployed.function_named("maintenance"), {"target": "graph-local"})
+        assert error is None and result["status"] == "handed over", result
+        described = finished(aws, result["execution_arn"])
+        assert described["status"] == "SUCCEEDED", described
+        report = json.loads(described["output"])["result"]
+        assert [t["task"] for t in report["tasks"]] == ["neo4j_indexes", "resample"] and report["outcome"] == "ok"
+        assert report["tasks"][0]["details"]["indexes"] >= 1 and report["runner"] == "fargate"
+        assert ("maintenance", "finish", "ok") in audit_steps(settings, "graph-local")
+        assert settings.state_table and Leases(settings.state_table).get("graph-local") is None
+    finally:
+        neo4j_driver.execute_query("DROP INDEX maint_fargate_name IF EXISTS")
 
 
 def test_runner_fargate_on_a_stage_without_a_task_state_machine_is_a_configuration_error(
