@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,7 +21,9 @@ from tests.unit.test_recovery_runner import sfn as sfn  # fixtures
 from tests.unit.test_recovery_runner import task_environment as task_environment
 from tests.unit.test_recovery_runner import task_stores as task_stores
 from warden import recovery, restore_progress, task_recovery
+from warden.engines.base import RestoreFailed
 from warden.errors import DatabaseUnavailable
+from warden.models import RecoveryStatus
 from warden.stores import Stores
 from warden.task import main
 
@@ -58,10 +61,15 @@ def probe(monkeypatch: pytest.MonkeyPatch) -> Callable[[ScriptedProbe], Scripted
     return install
 
 
-def restoring_for(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+def restoring_until(monkeypatch: pytest.MonkeyPatch, scripted: ScriptedProbe, reads: int) -> None:
+    """A restore that lasts until the probe was read `reads` times (however slow the machine), and
+    two intervals more."""
     def restore(stores: Stores, plan: recovery.Plan, replica: Any) -> dict[str, Any]:
-        time.sleep(seconds)
-        return {"counts": {"public.items": 3}, "seconds": seconds}
+        deadline = time.monotonic() + 10
+        while scripted.reads < reads and time.monotonic() < deadline:
+            time.sleep(INTERVAL_S / 5)
+        time.sleep(2 * INTERVAL_S)
+        return {"counts": {"public.items": 3}}
 
     monkeypatch.setattr(recovery, "restore", restore)
 
@@ -78,12 +86,12 @@ def test_a_restore_heartbeats_while_its_reading_changes_and_not_while_it_stands_
         sfn: FakeStepFunctions, task_stores: Stores, probe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a restore whose reading changes twice, then stands still (pg_restore behind a lock)
     scripted = probe(ScriptedProbe([1, 2, 3]))
-    restoring_for(monkeypatch, 20 * INTERVAL_S)
+    restoring_until(monkeypatch, scripted, 10)
     # When it runs
     assert run_restore() == 0
     # Then one heartbeat per distinct reading (the first counted, as the first heartbeat always is),
     # none for the many readings after: a late read can add the first heartbeat to the three
-    assert scripted.reads >= 8
+    assert scripted.reads >= 10
     assert 3 <= heartbeats(sfn) <= 4, sfn.calls
     assert sfn.calls[-1][0] == "success"
     assert scripted.closed.wait(2)
@@ -99,8 +107,7 @@ def test_the_first_heartbeat_is_sent_while_the_probe_connects(
         opened.join()
         return 1
 
-    probe(ScriptedProbe(read=connect_then_read))
-    restoring_for(monkeypatch, 16 * INTERVAL_S)
+    restoring_until(monkeypatch, probe(ScriptedProbe(read=connect_then_read)), 4)
     # When the restore runs
     assert run_restore() == 0
     # Then the first interval's heartbeat went before any reading, the first reading's once it came,
@@ -116,7 +123,7 @@ def test_a_probe_that_fails_is_no_progress_and_is_logged_once(
         raise DatabaseUnavailable("PostgreSQL at staging.example:5432 refused or timed out: connection refused")
 
     scripted = probe(ScriptedProbe(read=unreachable))
-    restoring_for(monkeypatch, 12 * INTERVAL_S)
+    restoring_until(monkeypatch, scripted, 5)
     # When the restore runs
     with caplog.at_level(logging.WARNING):
         assert run_restore() == 0
@@ -136,8 +143,12 @@ def test_a_probe_read_that_hangs_is_no_progress_and_holds_up_nothing(
     # Given a probe whose second read never returns (a server that stopped answering)
     hung = threading.Event()
     values = iter([1])
+    def restore(stores: Stores, plan: recovery.Plan, replica: Any) -> dict[str, Any]:
+        time.sleep(12 * INTERVAL_S)
+        return {"counts": {}}
+
+    monkeypatch.setattr(recovery, "restore", restore)
     probe(ScriptedProbe(read=lambda: next(values, None) or hung.wait(30)))
-    restoring_for(monkeypatch, 12 * INTERVAL_S)
     # When the restore runs
     started = time.monotonic()
     try:
@@ -167,3 +178,21 @@ def test_a_restore_step_forgets_an_earlier_attempts_error_when_it_starts(
     # Then the record no longer holds the earlier error while it runs: a heartbeat timeout of this
     # attempt reaches Rollback without a cause, and Rollback describes it by the record's error
     assert seen == [None]
+
+
+def test_a_restore_that_fails_after_its_rollback_leaves_the_rollbacks_reason_on_the_record(
+        sfn: FakeStepFunctions, task_stores: Stores, probe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a restore whose state timed out on its heartbeat: Rollback marked the recovery failed and
+    # dropped staging, and pg_restore fails with its connection gone
+    def restore(stores: Stores, plan: recovery.Plan, replica: Any) -> dict[str, Any]:
+        stores.recovery_state.update(plan.target, plan.execution, status=RecoveryStatus.RECOVERY_FAILED,
+                                     error="States.HeartbeatTimeout: ", finished_at=datetime.now(UTC))
+        raise RestoreFailed("pg_restore into app_staging failed (exit 1): server closed the connection")
+
+    probe(ScriptedProbe([1]))
+    monkeypatch.setattr(recovery, "restore", restore)
+    # When the task reports the step's failure
+    assert run_restore() == 1
+    # Then the record still says why the recovery failed
+    assert task_stores.recovery_state.get(PLAN.target).error == "States.HeartbeatTimeout: "
+    assert sfn.calls[-1][0] == "failure"

@@ -175,10 +175,17 @@ def _record_failure(stores: Stores, plan: Plan, err: BaseException | None) -> No
     """The step's error on the recovery record, as Rollback writes a function's: Rollback keeps the
     record's error when the failure reaches it without a cause (as moto delivers SendTaskFailure's).
     None: the step starts or succeeded, and an earlier attempt's error (a retried DatabaseUnavailable) goes."""
+    from warden.models import RecoveryStatus
+
     try:
+        state = stores.recovery_state.get(plan.target)
+        if state.finished_at or state.status is RecoveryStatus.RECOVERY_FAILED:
+            # Rolled back meanwhile (the step's heartbeat timed out): the record says why, and this
+            # step's end (its staging dropped under it) must not overwrite that.
+            return
         if err is not None:
             stores.recovery_state.update(plan.target, plan.execution, error=f"{type(err).__name__}: {err}"[:2000])
-        elif stores.recovery_state.get(plan.target).error:
+        elif state.error:
             stores.recovery_state.update(plan.target, plan.execution, error=None)
     except Exception as failed:  # the outcome is still reported; Rollback describes a failure by its name
         _log("warning", "recovery record not updated", error=f"{type(failed).__name__}: {failed}")
