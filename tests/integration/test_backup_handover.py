@@ -22,7 +22,7 @@ from local.ecs import register_task_definition
 from local.postgres import PostgresEndpoint, create_database
 from local.runtime import postgres_secret
 from tests.conftest import STAGE, invoke, load_event
-from warden import names
+from tests.stage_edits import configure, set_target
 from warden.backup import METHODS
 from warden.config.target import Target
 from warden.models import BackupRecord, BackupStatus
@@ -58,21 +58,8 @@ def task_machine(aws: LocalAws) -> str:
                ["stateMachineArn"])
 
 
-def configure(aws: LocalAws, deployed: Deployment, **env: str) -> Settings:
-    """The backup function's environment plus `env` (before its first invocation: its cold start);
-    WARDEN_TASK_STATE_MACHINE_ARN="" is a stage without one."""
-    function = deployed.function_named("backup")
-    lam = aws.client("lambda")
-    variables = lam.get_function_configuration(FunctionName=function)["Environment"]["Variables"]
-    lam.update_function_configuration(FunctionName=function, Environment={"Variables": {**variables, **env}})
-    return Settings.from_env({**deployed.function_environment("backup"), **env})
 
 
-def set_target(aws: LocalAws, target: Target, **changes: Any) -> Target:
-    changed = target.model_validate({**target.model_dump(mode="json"), **changes})
-    aws.client("ssm").put_parameter(Name=names.target_parameter(STAGE, target.name), Value=changed.model_dump_json(),
-                                    Type="String", Overwrite=True)
-    return changed
 
 
 @pytest.fixture
@@ -130,7 +117,7 @@ def test_a_target_whose_last_backup_ran_on_fargate_is_handed_over(
         aws: LocalAws, deployed: Deployment, pg_target: Target, task_machine: str,
         capsys: pytest.CaptureFixture[str]) -> None:
     # Given a stage with a Task state machine, and a target whose newest backup ran on Fargate
-    settings = configure(aws, deployed, WARDEN_TASK_STATE_MACHINE_ARN=task_machine)
+    settings = configure(aws, deployed, "backup", WARDEN_TASK_STATE_MACHINE_ARN=task_machine)
     previous = a_fargate_backup(settings, pg_target.name)
     # When the function is asked for a backup
     result, error = invoke(aws, deployed.function_named("backup"), load_event("backup_manual"))
@@ -152,7 +139,8 @@ def test_a_target_whose_last_backup_ran_on_fargate_is_handed_over(
 def test_a_first_backup_too_big_for_the_lambda_budget_is_handed_over(
         aws: LocalAws, deployed: Deployment, pg_target: Target, task_machine: str) -> None:
     # The budget capped at 0.2 s: the database's pg_database_size at 20 MiB/s takes longer than half
-    settings = configure(aws, deployed, WARDEN_TASK_STATE_MACHINE_ARN=task_machine, WARDEN_LAMBDA_BUDGET_S="0.2")
+    settings = configure(aws, deployed, "backup", WARDEN_TASK_STATE_MACHINE_ARN=task_machine,
+                         WARDEN_LAMBDA_BUDGET_S="0.2")
     result, error = invoke(aws, deployed.function_named("backup"), load_event("backup_manual"))
     assert error is None and result["status"] == "handed over", result
     assert "a first backup of about" in result["reason"], result
@@ -163,7 +151,8 @@ def test_an_auto_backup_out_of_time_on_lambda_continues_on_fargate_in_the_same_i
         aws: LocalAws, deployed: Deployment, pg_target: Target, task_machine: str, handover_db: str,
         capsys: pytest.CaptureFixture[str]) -> None:
     # Given a Lambda budget of 5 s (the size estimate fits it) and pg_dump held behind a lock for 8 s
-    settings = configure(aws, deployed, WARDEN_TASK_STATE_MACHINE_ARN=task_machine, WARDEN_LAMBDA_BUDGET_S="5")
+    settings = configure(aws, deployed, "backup", WARDEN_TASK_STATE_MACHINE_ARN=task_machine,
+                         WARDEN_LAMBDA_BUDGET_S="5")
     with table_locked(handover_db, 8):
         result, error = invoke(aws, deployed.function_named("backup"), load_event("backup_manual"))
     # Then the function answers "handed over", not an error
@@ -185,7 +174,7 @@ def test_an_auto_backup_out_of_time_on_lambda_continues_on_fargate_in_the_same_i
 
 def test_without_a_task_state_machine_an_auto_backup_out_of_time_fails_as_before(
         aws: LocalAws, deployed: Deployment, pg_target: Target, handover_db: str) -> None:
-    settings = configure(aws, deployed, WARDEN_TASK_STATE_MACHINE_ARN="", WARDEN_LAMBDA_BUDGET_S="5")
+    settings = configure(aws, deployed, "backup", WARDEN_TASK_STATE_MACHINE_ARN="", WARDEN_LAMBDA_BUDGET_S="5")
     with table_locked(handover_db, 8):
         result, error = invoke(aws, deployed.function_named("backup"), load_event("backup_manual"))
     assert error == "Unhandled" and result["errorType"] == "BackupOutOfTime", result
@@ -195,7 +184,7 @@ def test_without_a_task_state_machine_an_auto_backup_out_of_time_fails_as_before
 
 def test_a_request_for_lambda_runs_on_lambda_whatever_the_history_says(
         aws: LocalAws, deployed: Deployment, pg_target: Target, task_machine: str) -> None:
-    settings = configure(aws, deployed, WARDEN_TASK_STATE_MACHINE_ARN=task_machine)
+    settings = configure(aws, deployed, "backup", WARDEN_TASK_STATE_MACHINE_ARN=task_machine)
     a_fargate_backup(settings, pg_target.name)
     result, error = invoke(aws, deployed.function_named("backup"), load_event("backup_manual", runner="lambda"))
     assert error is None and result["status"] == "COMPLETED" and result["runner"] == "lambda", result
@@ -204,7 +193,7 @@ def test_a_request_for_lambda_runs_on_lambda_whatever_the_history_says(
 
 def test_a_fargate_target_on_a_stage_without_a_task_state_machine_is_a_configuration_error(
         aws: LocalAws, deployed: Deployment, pg_target: Target) -> None:
-    settings = configure(aws, deployed, WARDEN_TASK_STATE_MACHINE_ARN="")
+    settings = configure(aws, deployed, "backup", WARDEN_TASK_STATE_MACHINE_ARN="")
     set_target(aws, pg_target, runner="fargate")
     result, error = invoke(aws, deployed.function_named("backup"), load_event("backup_manual"))
     assert error == "Unhandled" and result["errorType"] == "ConfigError", result
@@ -251,7 +240,7 @@ def abandon_event(execution: str, **error: str) -> dict[str, Any]:
 def test_abandon_stops_the_executions_task_and_cleans_up_after_it(
         aws: LocalAws, deployed: Deployment, pg_target: Target, capsys: pytest.CaptureFixture[str]) -> None:
     # Given a task run of execution E that stopped heartbeating mid-backup, and a task of another execution
-    settings = configure(aws, deployed, WARDEN_TASK_CLUSTER=CLUSTER)
+    settings = configure(aws, deployed, "backup", WARDEN_TASK_CLUSTER=CLUSTER)
     execution = "pg-local-backup-20261124T020000-abc123"
     task = a_task_running(aws, execution)
     other = a_task_running(aws, "pg-local-backup-20261124T010000-def456")
@@ -278,7 +267,7 @@ def test_abandon_stops_the_executions_task_and_cleans_up_after_it(
 
 
 def test_abandon_leaves_another_executions_run_alone(aws: LocalAws, deployed: Deployment, pg_target: Target) -> None:
-    settings = configure(aws, deployed, WARDEN_TASK_CLUSTER=CLUSTER)
+    settings = configure(aws, deployed, "backup", WARDEN_TASK_CLUSTER=CLUSTER)
     other = a_task_running(aws, "pg-local-backup-20261124T030000-aaaaaa")
     record = a_crashed_task_run(settings, pg_target, "pg-local-backup-20261124T030000-aaaaaa")
     result, error = invoke(aws, deployed.function_named("backup"),
@@ -294,7 +283,7 @@ def test_abandon_leaves_another_executions_run_alone(aws: LocalAws, deployed: De
 
 def test_abandon_after_the_task_reported_its_own_failure_counts_no_second_failure(
         aws: LocalAws, deployed: Deployment, pg_target: Target, capsys: pytest.CaptureFixture[str]) -> None:
-    configure(aws, deployed, WARDEN_TASK_CLUSTER=CLUSTER)
+    configure(aws, deployed, "backup", WARDEN_TASK_CLUSTER=CLUSTER)
     aws.client("ecs").create_cluster(clusterName=CLUSTER)
     result, error = invoke(aws, deployed.function_named("backup"), abandon_event(
         "pg-local-backup-20261124T020000-abc123", Error="BackupFailed", Cause="pg_dump exited with 1"))
@@ -305,7 +294,7 @@ def test_abandon_after_the_task_reported_its_own_failure_counts_no_second_failur
 def test_abandon_cleans_up_even_when_the_tasks_cannot_be_stopped(
         aws: LocalAws, deployed: Deployment, pg_target: Target) -> None:
     # Given a cluster name that does not exist (a running task would still lose its lease and stop)
-    settings = configure(aws, deployed, WARDEN_TASK_CLUSTER="no-such-cluster")
+    settings = configure(aws, deployed, "backup", WARDEN_TASK_CLUSTER="no-such-cluster")
     record = a_crashed_task_run(settings, pg_target, "e-2")
     result, error = invoke(aws, deployed.function_named("backup"), abandon_event("e-2"))
     assert error is None and result["cleaned_up"] is True, result
@@ -324,7 +313,7 @@ def test_abandon_cleans_up_even_when_the_tasks_cannot_be_stopped(
 ])
 def test_a_bad_abandon_request_fails_before_touching_anything(
         aws: LocalAws, deployed: Deployment, pg_target: Target, event: dict[str, Any], field: str) -> None:
-    settings = configure(aws, deployed, WARDEN_TASK_CLUSTER=CLUSTER)
+    settings = configure(aws, deployed, "backup", WARDEN_TASK_CLUSTER=CLUSTER)
     record = a_crashed_task_run(settings, pg_target, "e-1")
     result, error = invoke(aws, deployed.function_named("backup"), event)
     assert error == "Unhandled" and result["errorType"] == "BadRequest", result

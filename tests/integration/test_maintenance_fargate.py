@@ -30,7 +30,7 @@ from local.deploy import Deployment
 from local.postgres import PostgresEndpoint, create_database
 from local.runtime import postgres_secret
 from tests.conftest import STAGE, invoke, load_event
-from warden import names
+from tests.stage_edits import configure, set_target
 from warden.config.target import Target
 from warden.maintenance import history
 from warden.runner import task_input
@@ -70,20 +70,8 @@ def point_secret(aws: LocalAws, secret: dict[str, Any]) -> None:
     aws.client("secretsmanager").put_secret_value(SecretId=f"warden/{STAGE}/pg-local", SecretString=json.dumps(secret))
 
 
-def set_target(aws: LocalAws, target: Target, **changes: Any) -> Target:
-    changed = Target.model_validate({**target.model_dump(mode="json"), **changes})
-    aws.client("ssm").put_parameter(Name=names.target_parameter(STAGE, target.name), Value=changed.model_dump_json(),
-                                    Type="String", Overwrite=True)
-    return changed
 
 
-def configure(aws: LocalAws, deployed: Deployment, **env: str) -> None:
-    """The maintenance function's environment plus `env` (before its first invocation: its cold start);
-    WARDEN_TASK_STATE_MACHINE_ARN="" is a stage without one."""
-    function = deployed.function_named("maintenance")
-    lam = aws.client("lambda")
-    variables = lam.get_function_configuration(FunctionName=function)["Environment"]["Variables"]
-    lam.update_function_configuration(FunctionName=function, Environment={"Variables": {**variables, **env}})
 
 
 def dead_tuples(uri: str) -> int:
@@ -238,7 +226,7 @@ def test_a_fargate_neo4j_targets_maintenance_runs_as_a_task(
 def test_runner_fargate_on_a_stage_without_a_task_state_machine_is_a_configuration_error(
         aws: LocalAws, deployed: Deployment, local_targets: dict[str, Target], settings: Settings,
         bloated: str) -> None:
-    configure(aws, deployed, WARDEN_TASK_STATE_MACHINE_ARN="")
+    configure(aws, deployed, "maintenance", WARDEN_TASK_STATE_MACHINE_ARN="")
     set_target(aws, local_targets["pg-local"], runner="fargate")
     result, error = invoke(aws, deployed.function_named("maintenance"), load_event("maintenance_manual"))
     assert error == "Unhandled" and result["errorType"] == "ConfigError", result
@@ -287,7 +275,7 @@ def test_an_auto_target_whose_last_runs_were_quick_stays_on_lambda(
 
 def test_an_auto_target_on_a_stage_without_a_task_state_machine_stays_on_lambda_whatever_its_history(
         aws: LocalAws, deployed: Deployment, settings: Settings, bloated: str) -> None:
-    configure(aws, deployed, WARDEN_TASK_STATE_MACHINE_ARN="")
+    configure(aws, deployed, "maintenance", WARDEN_TASK_STATE_MACHINE_ARN="")
     record_durations(settings, "pg-local", vacuum=800.0, analyze=800.0)
     result, error = invoke(aws, deployed.function_named("maintenance"), load_event("maintenance_manual"))
     assert error is None and result["outcome"] == "ok", result
