@@ -117,6 +117,18 @@ def aws() -> Iterator[LocalAws]:
         yield local_aws
 
 
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[LocalAws]:
+    """moto as a server on a free port, for a module: a child process (a task, a function in a fresh
+    process) reaches it like the test does."""
+    from warden.stores.clients import reset_clients
+
+    reset_clients()
+    with LocalAws(server=True) as local_aws:
+        yield local_aws
+    reset_clients()
+
+
 @pytest.fixture
 def local_targets(aws: LocalAws, postgres: PostgresEndpoint, neo4j_server: Any) -> dict[str, Any]:
     """Targets `graph-local` and `pg-local` registered in moto (SSM config + Secrets Manager)."""

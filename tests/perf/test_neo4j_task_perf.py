@@ -52,7 +52,6 @@ from warden.engines import neo4j as nb
 from warden.engines.neo4j import close_drivers
 from warden.models import BackupStatus
 from warden.stores import Stores
-from warden.stores.clients import reset_clients
 
 pytestmark = pytest.mark.integration
 
@@ -96,27 +95,19 @@ def graph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neo4jEndp
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LocalAws]:
-    reset_clients()
-    with LocalAws(server=True) as aws:
-        yield aws
-    reset_clients()
-
-
-@pytest.fixture(scope="module")
-def stage(server: LocalAws, local_template: dict[str, Any], graph_server: Neo4jEndpoint) -> Deployment:
+def stage(moto_server: LocalAws, local_template: dict[str, Any], graph_server: Neo4jEndpoint) -> Deployment:
     config = LocalConfig.model_validate({"stage": STAGE, "targets": [
         {"name": TARGET, "engine": "neo4j", "local": "neo4j"}]})
-    register_targets(server, config, {"neo4j": neo4j_secret(graph_server)})
-    return deploy_template(server, local_template, STAGE)
+    register_targets(moto_server, config, {"neo4j": neo4j_secret(graph_server)})
+    return deploy_template(moto_server, local_template, STAGE)
 
 
-def backup(server: LocalAws, stage: Deployment, path: str, tmp: Path) -> dict[str, Any]:
+def backup(moto_server: LocalAws, stage: Deployment, path: str, tmp: Path) -> dict[str, Any]:
     """One backup by `path` ("task" or "lambda"): wall seconds, peak RSS and its COMPLETED record."""
     catalog = Stores.from_settings(stage.settings("backup")).catalog
     before = {r.backup_id for r in catalog.list(TARGET)}
     rss_file = tmp / f"rss-{path}"
-    env = task_environment(server, stage, WARDEN_BENCH_RSS_FILE=str(rss_file),
+    env = task_environment(moto_server, stage, WARDEN_BENCH_RSS_FILE=str(rss_file),
                            PYTHONPATH=f"{REPO / 'layers/warden/python'}:{REPO}")
     started = time.monotonic()
     out = subprocess.run([sys.executable, "-c", RUN, path, TARGET], env=env, cwd=REPO, capture_output=True,
@@ -130,7 +121,7 @@ def backup(server: LocalAws, stage: Deployment, path: str, tmp: Path) -> dict[st
 
 
 def test_task_exports_as_fast_as_the_lambda_path_in_flat_memory(
-        graph_server: Neo4jEndpoint, server: LocalAws, stage: Deployment, tmp_path: Path) -> None:
+        graph_server: Neo4jEndpoint, moto_server: LocalAws, stage: Deployment, tmp_path: Path) -> None:
     secret = secret_of(graph_server)
     results: list[dict[str, Any]] = []
     for nodes in SIZES:
@@ -154,7 +145,7 @@ def test_task_exports_as_fast_as_the_lambda_path_in_flat_memory(
         for round_no in range(ROUNDS):
             for path in (("lambda", "task") if round_no % 2 == 0 else ("task", "lambda")):
                 load = os.getloadavg()[0]
-                run = backup(server, stage, path, tmp_path)
+                run = backup(moto_server, stage, path, tmp_path)
                 runs[path].append(run)
                 counts = run["record"].counts
                 assert counts["nodes"] == nodes and counts["relationships"] == 2 * nodes

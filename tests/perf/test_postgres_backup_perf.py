@@ -91,17 +91,37 @@ print(json.dumps({
 """
 
 
+def pgbench_database(postgres: PostgresEndpoint, name: str, scale: int) -> bool:
+    """Database `name` with pgbench's tables at `scale` (`pgbench -i`), unless it exists: whether it was made."""
+    with psycopg.connect(postgres.uri(), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+    create_database(postgres, name)
+    started = time.monotonic()
+    subprocess.run(
+        [str(postgres.bin_dir / "pgbench"), "-i", "-q", "-s", str(scale), "-h", postgres.host,
+         "-p", str(postgres.port), "-U", postgres.username, name],
+        env=dict(os.environ, PGPASSWORD=postgres.password), check=True, capture_output=True)
+    print(f"\npgbench -i -s {scale}: {time.monotonic() - started:.1f} s", flush=True)
+    return True
+
+
+def settle(postgres: PostgresEndpoint, name: str) -> int:
+    """A settled server before measuring: hint bits and visibility set, the load's dirty pages
+    written out now rather than by the checkpointer while the rounds run. The database's size."""
+    with psycopg.connect(postgres.uri(name), autocommit=True) as conn:
+        conn.execute("VACUUM (FREEZE, ANALYZE)")
+        conn.execute("CHECKPOINT")
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    size = int(row[0]) if row else 0
+    print(f"database {name}: {size / 1e9:.2f} GB", flush=True)
+    return size
+
+
 @pytest.fixture(scope="module")
 def bench_db(postgres: PostgresEndpoint) -> Iterator[str]:
-    with psycopg.connect(postgres.uri(), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone()
-    if not exists:
-        create_database(postgres, DB)
+    if pgbench_database(postgres, DB, SCALE):
         started = time.monotonic()
-        subprocess.run(
-            [str(postgres.bin_dir / "pgbench"), "-i", "-q", "-s", str(SCALE), "-h", postgres.host,
-             "-p", str(postgres.port), "-U", postgres.username, DB],
-            env=dict(os.environ, PGPASSWORD=postgres.password), check=True, capture_output=True)
         # pgbench's rows are mostly blank filler (they compress ~50:1); events are closer to real data
         with psycopg.connect(postgres.uri(DB), autocommit=True) as conn:
             conn.execute("""
@@ -113,15 +133,8 @@ def bench_db(postgres: PostgresEndpoint) -> Iterator[str]:
                        repeat(md5((g %% 1000)::text), 2) || ' ' || g AS note
                 FROM generate_series(1, %s) g""", (EVENTS,))
             conn.execute("ALTER TABLE events ADD PRIMARY KEY (id)")
-        print(f"\npgbench -i -s {SCALE} + {EVENTS:,} events: {time.monotonic() - started:.1f} s")
-    with psycopg.connect(postgres.uri(DB), autocommit=True) as conn:
-        # A settled server: hint bits and visibility set, the load's dirty pages written out now
-        # rather than by the checkpointer while the rounds run
-        conn.execute("VACUUM (FREEZE, ANALYZE)")
-        conn.execute("CHECKPOINT")
-        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-    size = int(row[0]) if row else 0
-    print(f"database {DB}: {size / 1e9:.2f} GB")
+        print(f"{EVENTS:,} events: {time.monotonic() - started:.1f} s")
+    size = settle(postgres, DB)
     assert size >= 1_000_000_000 or not FULL_SIZE, "the benchmark needs a database of at least 1 GB"
     yield DB
 

@@ -47,7 +47,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +61,10 @@ from local.runtime import postgres_secret, register_targets
 from tests.conftest import STAGE
 from tests.integration.test_task_runner import task_environment
 from tests.perf.bench import FULL, PEAK_RSS_SOURCE, sized
-from tests.perf.test_postgres_backup_perf import server_cpu, wheel_tools_dir
+from tests.perf.test_postgres_backup_perf import pgbench_database, server_cpu, settle, wheel_tools_dir
 from warden.models import BackupRecord, BackupStatus
 from warden.stores import Stores
 from warden.stores.artifacts import iter_object
-from warden.stores.clients import reset_clients
 
 pytestmark = pytest.mark.integration
 
@@ -122,42 +120,21 @@ def tools() -> tuple[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LocalAws]:
-    reset_clients()
-    with LocalAws(server=True) as aws:
-        yield aws
-    reset_clients()
-
-
-@pytest.fixture(scope="module")
 def bench_db(postgres: PostgresEndpoint) -> str:
     """pgbench's tables at SCALE, settled (frozen, analysed, checkpointed)."""
-    with psycopg.connect(postgres.uri(), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone()
-    if not exists:
-        create_database(postgres, DB)
-        started = time.monotonic()
-        subprocess.run(
-            [str(postgres.bin_dir / "pgbench"), "-i", "-q", "-s", str(SCALE), "-h", postgres.host,
-             "-p", str(postgres.port), "-U", postgres.username, DB],
-            env=dict(os.environ, PGPASSWORD=postgres.password), check=True, capture_output=True)
-        print(f"\npgbench -i -s {SCALE}: {time.monotonic() - started:.0f} s", flush=True)
-    with psycopg.connect(postgres.uri(DB), autocommit=True) as conn:
-        conn.execute("VACUUM (FREEZE, ANALYZE)")
-        conn.execute("CHECKPOINT")
-        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-    size = int(row[0]) if row else 0
-    print(f"database {DB}: {size / 1e9:.2f} GB", flush=True)
+    pgbench_database(postgres, DB, SCALE)
+    size = settle(postgres, DB)
     assert size >= SIZE_GOAL_BYTES or not FULL, f"the benchmark needs a database of at least 10 GB, not {size:,} B"
     return DB
 
 
 @pytest.fixture(scope="module")
-def stage(server: LocalAws, local_template: dict[str, Any], postgres: PostgresEndpoint, bench_db: str) -> Deployment:
+def stage(moto_server: LocalAws, local_template: dict[str, Any], postgres: PostgresEndpoint,
+          bench_db: str) -> Deployment:
     config = LocalConfig.model_validate({"stage": STAGE, "targets": [
         {"name": TARGET, "engine": "postgres", "local": "postgres18", "runner": "fargate"}]})
-    register_targets(server, config, {"postgres18": postgres_secret(postgres, bench_db)})
-    return deploy_template(server, local_template, STAGE)
+    register_targets(moto_server, config, {"postgres18": postgres_secret(postgres, bench_db)})
+    return deploy_template(moto_server, local_template, STAGE)
 
 
 def clean_env() -> dict[str, str]:
@@ -211,11 +188,11 @@ def pg_dump_with_counts(postgres: PostgresEndpoint, bin_dir: Path, compress: str
     return run
 
 
-def task_backup(server: LocalAws, stage: Deployment, bin_dir: Path, tmp: Path) -> dict[str, Any]:
+def task_backup(moto_server: LocalAws, stage: Deployment, bin_dir: Path, tmp: Path) -> dict[str, Any]:
     settings = stage.settings("backup")
     before = {r.backup_id for r in Stores.from_settings(settings).catalog.list(TARGET)}
     rss_file = tmp / "task-rss"
-    env = task_environment(server, stage, WARDEN_PG_BIN_DIR=str(bin_dir), WARDEN_BENCH_RSS_FILE=str(rss_file),
+    env = task_environment(moto_server, stage, WARDEN_PG_BIN_DIR=str(bin_dir), WARDEN_BENCH_RSS_FILE=str(rss_file),
                            PYTHONPATH=f"{REPO / 'layers/warden/python'}:{REPO}")
     with open(tmp / "task.log", "wb") as log:
         seconds, cpu = timed([sys.executable, "-c", TASK_RUN, "backup", "--target", TARGET], env, stdout=log)
@@ -224,7 +201,7 @@ def task_backup(server: LocalAws, stage: Deployment, bin_dir: Path, tmp: Path) -
     return {"seconds": seconds, "cpu_s": cpu, "max_rss_mb": float(rss_file.read_text()), "record": new[0]}
 
 
-def run_backups(postgres: PostgresEndpoint, server: LocalAws, stage: Deployment, bin_dir: Path,
+def run_backups(postgres: PostgresEndpoint, moto_server: LocalAws, stage: Deployment, bin_dir: Path,
                 compress: str, tmp: Path) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
     for round_no in range(ROUNDS):
@@ -232,7 +209,7 @@ def run_backups(postgres: PostgresEndpoint, server: LocalAws, stage: Deployment,
         for variant in VARIANTS[shift:] + VARIANTS[:shift]:
             load, server_before = os.getloadavg()[0], server_cpu(postgres)
             if variant == TASK:
-                run = task_backup(server, stage, bin_dir, tmp)
+                run = task_backup(moto_server, stage, bin_dir, tmp)
             elif variant == WITH_COUNTS:
                 run = pg_dump_with_counts(postgres, bin_dir, compress)
             else:
@@ -257,7 +234,7 @@ def pg_restore_alone(postgres: PostgresEndpoint, bin_dir: Path, archive: Path) -
     return seconds
 
 
-def warden_restore(postgres: PostgresEndpoint, server: LocalAws, stage: Deployment, bin_dir: Path,
+def warden_restore(postgres: PostgresEndpoint, moto_server: LocalAws, stage: Deployment, bin_dir: Path,
                    record: BackupRecord, tmp: Path) -> dict[str, Any]:
     empty_database(postgres, RESTORED)
     settings = stage.settings("backup")
@@ -265,7 +242,7 @@ def warden_restore(postgres: PostgresEndpoint, server: LocalAws, stage: Deployme
                        "password": postgres.password, "dbname": RESTORED, "sslmode": "disable"},
             "bucket": settings.bucket, "data_key": record.data_key, "manifest_key": record.manifest_key,
             "jobs": JOBS, "bin_dir": str(bin_dir), "work_dir": str(tmp)}
-    env = task_environment(server, stage, PYTHONPATH=f"{REPO / 'layers/warden/python'}:{REPO}")
+    env = task_environment(moto_server, stage, PYTHONPATH=f"{REPO / 'layers/warden/python'}:{REPO}")
     out = subprocess.run([sys.executable, "-c", RESTORE_RUN, json.dumps(args)], env=env, cwd=REPO,
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, f"Warden's restore failed: {out.stderr[-3000:]}"
@@ -273,18 +250,18 @@ def warden_restore(postgres: PostgresEndpoint, server: LocalAws, stage: Deployme
 
 
 def test_task_backs_up_and_restores_ten_gigabytes_at_the_pace_of_the_postgres_tools(
-        postgres: PostgresEndpoint, server: LocalAws, stage: Deployment, tmp_path: Path) -> None:
+        postgres: PostgresEndpoint, moto_server: LocalAws, stage: Deployment, tmp_path: Path) -> None:
     label, bin_dir = tools()
     compress = "zstd" if wheel_tools_dir() is not None else "gzip:6"
 
     # Backup: the task's entry point against pg_dump alone, alternating
     print(f"\nbackup of {DB} by the task's entry point vs pg_dump -Fc --compress={compress} alone ({label}), "
           f"{ROUNDS} rounds:", flush=True)
-    runs = run_backups(postgres, server, stage, bin_dir, compress, tmp_path)
+    runs = run_backups(postgres, moto_server, stage, bin_dir, compress, tmp_path)
     baseline, with_counts, task = runs[ALONE], runs[WITH_COUNTS], runs[TASK]
     record: BackupRecord = task[-1]["record"]
     assert record.runner == "fargate" and record.size_bytes and record.sha256
-    manifest = json.loads(server.client("s3").get_object(Bucket=stage.settings("backup").bucket,
+    manifest = json.loads(moto_server.client("s3").get_object(Bucket=stage.settings("backup").bucket,
                                                          Key=record.manifest_key or "")["Body"].read())
     assert compress in json.dumps(manifest), f"the task did not dump with {compress}: {manifest}"
     base_s = statistics.median(r["seconds"] for r in baseline)
@@ -324,14 +301,14 @@ def test_task_backs_up_and_restores_ten_gigabytes_at_the_pace_of_the_postgres_to
 
     # Restore: Warden's restore of the stored backup against pg_restore -j2 of the same archive
     archive = tmp_path / "archive.dump"
-    s3 = server.client("s3")
+    s3 = moto_server.client("s3")
     with open(archive, "wb") as fh:
         for chunk in iter_object(s3, stage.settings("backup").bucket, record.data_key or ""):
             fh.write(chunk)
     assert archive.stat().st_size == record.size_bytes
     base_restore_s = pg_restore_alone(postgres, bin_dir, archive)
     archive.unlink()
-    ours = warden_restore(postgres, server, stage, bin_dir, record, tmp_path)
+    ours = warden_restore(postgres, moto_server, stage, bin_dir, record, tmp_path)
     with psycopg.connect(postgres.uri(RESTORED), autocommit=True) as conn:
         accounts = conn.execute("SELECT count(*) FROM pgbench_accounts").fetchone()
     assert accounts is not None and accounts[0] == SCALE * 100_000

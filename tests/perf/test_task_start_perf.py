@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +67,9 @@ def layer_dirs() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LocalAws]:
-    reset_clients()
-    with LocalAws(server=True) as aws:
-        yield aws
-    reset_clients()
-
-
-@pytest.fixture(scope="module")
-def code(server: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str]]:
+def code(moto_server: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str]]:
     """The layer zips in S3, as the CDK uploads its assets; their (bucket, key)."""
-    s3, where = server.client("s3"), tmp_path_factory.mktemp("layer-zips")
+    s3, where = moto_server.client("s3"), tmp_path_factory.mktemp("layer-zips")
     s3.create_bucket(Bucket=CODE_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     uris = []
     for layer in layer_dirs():
@@ -94,28 +85,28 @@ def code(server: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> list[tup
 
 
 @pytest.fixture(scope="module")
-def stage(server: LocalAws, local_template: dict[str, Any], postgres: PostgresEndpoint) -> Deployment:
+def stage(moto_server: LocalAws, local_template: dict[str, Any], postgres: PostgresEndpoint) -> Deployment:
     uri = create_database(postgres, "task_start", replace=True)
     with psycopg.connect(uri, autocommit=True) as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
         conn.execute("INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 10000) g")
     config = LocalConfig.model_validate({"stage": STAGE, "targets": [
         {"name": TARGET, "engine": "postgres", "local": "postgres18"}]})
-    register_targets(server, config, {"postgres18": postgres_secret(postgres, "task_start")})
-    return deploy_template(server, local_template, STAGE)
+    register_targets(moto_server, config, {"postgres18": postgres_secret(postgres, "task_start")})
+    return deploy_template(moto_server, local_template, STAGE)
 
 
-def unpack_seconds(server: LocalAws, uris: list[tuple[str, str]]) -> float:
+def unpack_seconds(moto_server: LocalAws, uris: list[tuple[str, str]]) -> float:
     with tempfile.TemporaryDirectory(prefix="warden-opt-") as dest:
         started = time.monotonic()
-        names = task_bootstrap.install(uris, dest, s3=server.client("s3"))
+        names = task_bootstrap.install(uris, dest, s3=moto_server.client("s3"))
         seconds = time.monotonic() - started
     assert {"warden", "boto3", "pydantic"} <= names, names
     return seconds
 
 
-def task_seconds(server: LocalAws, stage: Deployment) -> float:
-    env = task_environment(server, stage, PYTHONPATH=f"{REPO / 'layers/warden/python'}:{REPO}")
+def task_seconds(moto_server: LocalAws, stage: Deployment) -> float:
+    env = task_environment(moto_server, stage, PYTHONPATH=f"{REPO / 'layers/warden/python'}:{REPO}")
     started = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "warden.task", "backup", "--target", TARGET], env=env, cwd=REPO,
                          capture_output=True, text=True, check=False)
@@ -127,10 +118,10 @@ def task_seconds(server: LocalAws, stage: Deployment) -> float:
 class WarmHandler:
     """The backup function's handler, imported once with its environment (a warm Lambda)."""
 
-    def __init__(self, server: LocalAws, stage: Deployment) -> None:
+    def __init__(self, moto_server: LocalAws, stage: Deployment) -> None:
         import importlib.util
 
-        self.env = {k: v for k, v in task_environment(server, stage).items() if k.startswith(("WARDEN_", "AWS_",
+        self.env = {k: v for k, v in task_environment(moto_server, stage).items() if k.startswith(("WARDEN_", "AWS_",
                                                                                               "POWERTOOLS_"))}
         with _environment(self.env):
             spec = importlib.util.spec_from_file_location("bench_backup_handler", REPO / "functions/backup/handler.py")
@@ -166,14 +157,14 @@ class _environment:
                 os.environ[name] = value
 
 
-def test_extra_time_of_a_task_run_on_a_small_backup(server: LocalAws, code: list[tuple[str, str]],
+def test_extra_time_of_a_task_run_on_a_small_backup(moto_server: LocalAws, code: list[tuple[str, str]],
                                                      stage: Deployment) -> None:
-    warm = WarmHandler(server, stage)
+    warm = WarmHandler(moto_server, stage)
     warm.seconds()  # the first call opens the connections a warm function has open
     unpacks, tasks, lambdas = [], [], []
     for _ in range(ROUNDS):
-        unpacks.append(unpack_seconds(server, code))
-        tasks.append(task_seconds(server, stage))
+        unpacks.append(unpack_seconds(moto_server, code))
+        tasks.append(task_seconds(moto_server, stage))
         lambdas.append(warm.seconds())
     records = list(Stores.from_settings(stage.settings("backup")).catalog.list(TARGET))
     assert sum(r.status is BackupStatus.COMPLETED for r in records) == 2 * ROUNDS + 1
