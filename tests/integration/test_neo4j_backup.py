@@ -9,6 +9,7 @@ import io
 import json
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from warden.engines import neo4j as nb
 from warden.engines.base import RestoreRefused
 from warden.engines.neo4j import close_drivers
 from warden.engines.neo4j import format as fmt
+from warden.engines.neo4j import restore as restore_module
 from warden.errors import DatabaseUnavailable
 
 pytestmark = pytest.mark.integration
@@ -452,8 +454,10 @@ def test_restore_refuses_what_it_cannot_read_before_touching_anything(
 
 
 def test_restore_with_replace_empties_the_database_first(
-        source: tuple[Neo4jSecret, neo4j.Driver], target: tuple[Neo4jSecret, neo4j.Driver]) -> None:
-    # Given: a target holding other data, a constraint and an index
+        source: tuple[Neo4jSecret, neo4j.Driver], target: tuple[Neo4jSecret, neo4j.Driver],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given: a target holding other data (24 000 nodes), a constraint and an index; the pause after
+    # a large wipe set to start at that many nodes, and when the wipe ends / the first batch goes seen
     src, src_driver = source
     dst, dst_driver = target
     build_graph(src_driver, bulk=200)
@@ -461,10 +465,26 @@ def test_restore_with_replace_empties_the_database_first(
     run(dst_driver, "CREATE CONSTRAINT old_key FOR (n:Old) REQUIRE n.key IS UNIQUE")
     run(dst_driver, "CREATE INDEX old_idx FOR ()-[r:OLD]-() ON (r.x)")
     run(dst_driver, "UNWIND range(1, 12000) AS i CREATE (:Old {key: i})-[:OLD {x: i}]->(:Old {key: -i})")
+    monkeypatch.setattr(restore_module, "WIPE_SETTLE_NODES", 24_000)
+    monkeypatch.setattr(restore_module, "WIPE_SETTLE_S", 0.5)
+    seen: dict[str, float] = {}
+    wipe, submit = restore_module._wipe, restore_module._Sender.submit
+
+    def timed_wipe(*args: Any) -> None:
+        wipe(*args)
+        seen["wiped"] = time.monotonic()
+
+    def first_submit(self: Any, *args: Any) -> None:
+        seen.setdefault("first_batch", time.monotonic())
+        submit(self, *args)
+
+    monkeypatch.setattr(restore_module, "_wipe", timed_wipe)
+    monkeypatch.setattr(restore_module._Sender, "submit", first_submit)
     # When
     restored = nb.restore_backup(dst, chunked(data), manifest_of(result), replace=True)
-    # Then
+    # Then: emptied, the server's id maintenance given its pause, then loaded
     assert restored.details["replaced"] is True
+    assert seen["first_batch"] - seen["wiped"] >= 0.5
     assert graph_of(dst_driver) == graph_of(src_driver)
     assert schema_of(dst_driver) == schema_of(src_driver)
     assert restored.counts == result.counts
